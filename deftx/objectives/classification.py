@@ -1,0 +1,98 @@
+"""Sequence classification (single texts or text pairs): the task SFT objective."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from deftx.objectives.base import move
+
+
+def encode_labelled(tokenizer, data, max_length: int) -> dict[str, Any]:
+    """Tokenise a :class:`deftx.data.LabelledData` (no padding yet)."""
+    encoded = tokenizer(
+        list(data.texts),
+        list(data.pairs) if data.pairs is not None else None,
+        truncation=True,
+        max_length=max_length,
+    )
+    return {"input_ids": encoded["input_ids"], "labels": list(data.labels),
+            "token_type_ids": encoded.get("token_type_ids")}
+
+
+def collate(tokenizer, encoded: dict[str, Any], rows: Sequence[int]) -> dict[str, torch.Tensor]:
+    """A padded batch of the given rows."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    seqs = [encoded["input_ids"][i] for i in rows]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(seqs), width), dtype=torch.long)
+    types = torch.zeros((len(seqs), width), dtype=torch.long) if encoded.get("token_type_ids") is not None else None
+    for r, i in enumerate(rows):
+        s = seqs[r]
+        ids[r, : len(s)] = torch.tensor(s, dtype=torch.long)
+        attention[r, : len(s)] = 1
+        if types is not None:
+            types[r, : len(s)] = torch.tensor(encoded["token_type_ids"][i], dtype=torch.long)
+    batch = {"input_ids": ids, "attention_mask": attention,
+             "labels": torch.tensor([encoded["labels"][i] for i in rows], dtype=torch.long)}
+    if types is not None:
+        batch["token_type_ids"] = types
+    return batch
+
+
+@torch.no_grad()
+def predict(model: nn.Module, tokenizer, encoded: dict[str, Any], batch_size: int) -> list[int]:
+    """Predicted label ids (the model's order) for every encoded row."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    n = len(encoded["labels"])
+    # Sorting by length keeps padding (and so time) low; predictions go back in input order.
+    order = sorted(range(n), key=lambda i: len(encoded["input_ids"][i]))
+    out = [0] * n
+    for start in range(0, n, batch_size):
+        rows = order[start : start + batch_size]
+        batch = collate(tokenizer, encoded, rows)
+        batch.pop("labels")
+        for row, p in zip(rows, model(**move(batch, device)).logits.argmax(-1).tolist()):
+            out[row] = p
+    model.train(was_training)
+    return out
+
+
+class ClassificationObjective:
+    name = "sequence-classification"
+
+    def __init__(self, tokenizer, train, validation=None, *, max_length: int = 128) -> None:
+        """``train`` and ``validation`` are :class:`deftx.data.LabelledData`."""
+        self.tokenizer = tokenizer
+        self.label_names = tuple(train.label_names)
+        self.train = encode_labelled(tokenizer, train, max_length)
+        self.validation = (
+            encode_labelled(tokenizer, validation, max_length) if validation is not None and len(validation) else None
+        )
+
+    def num_examples(self) -> int:
+        return len(self.train["labels"])
+
+    def batches(self, batch_size: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
+        order = torch.randperm(self.num_examples(), generator=torch.Generator().manual_seed(seed)).tolist()
+        for i in range(0, len(order), batch_size):
+            yield collate(self.tokenizer, self.train, order[i : i + batch_size])
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step_seed: int) -> torch.Tensor:
+        device = next(model.parameters()).device
+        return model(**move(batch, device)).loss
+
+    def evaluate(self, model: nn.Module, batch_size: int) -> dict[str, Any] | None:
+        if self.validation is None:
+            return None
+        from deftx.evaluation import classification_metrics
+
+        preds = predict(model, self.tokenizer, self.validation, batch_size)
+        metrics = classification_metrics(preds, self.validation["labels"], self.label_names)
+        return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}

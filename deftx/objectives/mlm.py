@@ -1,0 +1,147 @@
+"""Masked-LM on unlabelled text: the language SFT objective.
+
+Text lines are tokenised, concatenated and cut into blocks of ``max_length`` tokens (with the
+model's start and end tokens). 15% of the tokens are chosen for prediction (80% replaced by the mask
+token, 10% by a random token, 10% kept). Logits are computed only at the chosen positions, which is
+much cheaper than over the whole sequence for a large vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deftx.errors import DataFormatError
+from deftx.model import base_prefix
+from deftx.objectives.base import move
+
+
+class MaskedLMObjective:
+    name = "masked-lm"
+
+    def __init__(
+        self,
+        tokenizer,
+        lines: Sequence[str],
+        *,
+        max_length: int = 128,
+        mlm_probability: float = 0.15,
+        validation_fraction: float = 0.02,
+        max_validation_blocks: int = 128,
+        seed: int = 0,
+    ) -> None:
+        if tokenizer.mask_token_id is None:
+            raise DataFormatError("the tokenizer has no mask token: it cannot be used for masked-LM")
+        self.tokenizer = tokenizer
+        self.mlm_probability = mlm_probability
+        self.blocks = self._blocks(lines, max_length)
+        if not len(self.blocks):
+            raise DataFormatError("the text is empty after tokenisation", hint="give more text with --text")
+        generator = torch.Generator().manual_seed(seed)
+        order = torch.randperm(len(self.blocks), generator=generator)
+        n_val = min(max_validation_blocks, int(len(self.blocks) * validation_fraction)) if len(self.blocks) >= 50 else 0
+        self.validation = self.blocks[order[:n_val]] if n_val else None
+        self.train = self.blocks[order[n_val:]] if n_val else self.blocks
+        special = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.bos_token_id,
+                   tokenizer.eos_token_id, tokenizer.pad_token_id}
+        self.special_ids = torch.tensor(sorted(i for i in special if i is not None), dtype=torch.long)
+        self.vocab_size = len(tokenizer)
+
+    def _blocks(self, lines: Sequence[str], max_length: int) -> torch.Tensor:
+        start = self.tokenizer.cls_token_id if self.tokenizer.cls_token_id is not None else self.tokenizer.bos_token_id
+        end = self.tokenizer.sep_token_id if self.tokenizer.sep_token_id is not None else self.tokenizer.eos_token_id
+        inner = max_length - (start is not None) - (end is not None)
+        ids: list[int] = []
+        for i in range(0, len(lines), 2000):
+            encoded = self.tokenizer(list(lines[i : i + 2000]), add_special_tokens=False)["input_ids"]
+            for seq in encoded:
+                ids.extend(seq)
+        if not ids:
+            return torch.empty(0, max_length, dtype=torch.long)
+        n_full = len(ids) // inner
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        if n_full == 0:  # less text than one block: one padded block
+            ids = ids + [pad] * (inner - len(ids))
+            n_full = 1
+        body = torch.tensor(ids[: n_full * inner], dtype=torch.long).view(n_full, inner)
+        parts = []
+        if start is not None:
+            parts.append(torch.full((n_full, 1), start, dtype=torch.long))
+        parts.append(body)
+        if end is not None:
+            parts.append(torch.full((n_full, 1), end, dtype=torch.long))
+        return torch.cat(parts, dim=1)
+
+    def num_examples(self) -> int:
+        return int(self.train.shape[0])
+
+    def batches(self, batch_size: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
+        order = torch.randperm(self.num_examples(), generator=torch.Generator().manual_seed(seed))
+        for i in range(0, len(order), batch_size):
+            yield {"input_ids": self.train[order[i : i + batch_size]]}
+
+    def mask_tokens(self, input_ids: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(masked input ids, labels with -100 at positions not to predict), deterministic for a seed."""
+        generator = torch.Generator().manual_seed(seed)
+        labels = input_ids.clone()
+        special = torch.isin(input_ids, self.special_ids)
+        chosen = (torch.rand(input_ids.shape, generator=generator) < self.mlm_probability) & ~special
+        if not chosen.any():  # always predict at least one token per batch
+            candidates = torch.nonzero(~special)
+            if len(candidates):
+                r, c = candidates[torch.randint(len(candidates), (1,), generator=generator)][0]
+                chosen[r, c] = True
+        labels[~chosen] = -100
+        masked = input_ids.clone()
+        roll = torch.rand(input_ids.shape, generator=generator)
+        masked[chosen & (roll < 0.8)] = self.tokenizer.mask_token_id
+        random_pos = chosen & (roll >= 0.8) & (roll < 0.9)
+        masked[random_pos] = torch.randint(self.vocab_size, (int(random_pos.sum()),), generator=generator)
+        return masked, labels
+
+    def _logits_at(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        prefix = base_prefix(model)
+        heads = [m for name, m in model.named_children() if name != prefix]
+        positions = labels != -100
+        if prefix and len(heads) == 1:
+            hidden = getattr(model, prefix)(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return heads[0](hidden[positions]), labels[positions]
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+        return logits[positions], labels[positions]
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step_seed: int) -> torch.Tensor:
+        device = next(model.parameters()).device
+        masked, labels = self.mask_tokens(batch["input_ids"], step_seed)
+        pad = self.tokenizer.pad_token_id
+        attention = (batch["input_ids"] != pad).long() if pad is not None else torch.ones_like(masked)
+        inputs = move({"input_ids": masked, "attention_mask": attention, "labels": labels}, device)
+        logits, targets = self._logits_at(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
+        return F.cross_entropy(logits.float(), targets)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batch_size: int) -> dict[str, Any] | None:
+        if self.validation is None:
+            return None
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        total_loss, correct, count = 0.0, 0, 0
+        for i in range(0, len(self.validation), batch_size):
+            ids = self.validation[i : i + batch_size]
+            masked, labels = self.mask_tokens(ids, seed=10_000 + i)
+            pad = self.tokenizer.pad_token_id
+            attention = (ids != pad).long() if pad is not None else torch.ones_like(ids)
+            inputs = move({"input_ids": masked, "attention_mask": attention, "labels": labels}, device)
+            logits, targets = self._logits_at(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
+            total_loss += float(F.cross_entropy(logits.float(), targets, reduction="sum"))
+            correct += int((logits.argmax(-1) == targets).sum())
+            count += int(targets.numel())
+        model.train(was_training)
+        mean = total_loss / max(count, 1)
+        return {"mlm_loss": mean, "mlm_accuracy": correct / max(count, 1), "perplexity": math.exp(min(mean, 50.0))}

@@ -1,0 +1,375 @@
+"""Run directories: layout, ``run.json``, the append-only ``metrics.jsonl`` and result records.
+
+This module is deliberately free of torch and transformers: the dashboard imports it.
+
+Layout of one run::
+
+    runs/<run-id>/
+        run.json        command, resolved config, status, start/end times, outputs
+        metrics.jsonl   one JSON object per line, whole lines, flushed as written
+        sft/            the SFT the run produced (training runs)
+        phase1_diff.safetensors   the dense phase-1 difference (when kept)
+        results.json    an evaluation's result record (evaluation runs)
+
+``metrics.jsonl`` events (field ``event``):
+
+    phase      a phase starts: phase, total_steps
+    train      phase, step, total_steps, loss, lr, throughput (examples/s), [l1]
+    eval       phase, step, metrics {name: value}
+    selection  k, maskable, density, method, [rank_rule, tail_keep, denoise: [{name, shape, rank, energy_kept}]]
+    done       summary of the run
+
+Every line carries ``time`` (seconds since the epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from deftx import __version__
+from deftx.errors import DeftxError, TrainingInterrupted
+
+RUN_FORMAT_VERSION = 1
+RUNS_DIR_ENV = "DEFTX_RUNS_DIR"
+RUN_JSON = "run.json"
+METRICS_JSONL = "metrics.jsonl"
+RESULTS_JSON = "results.json"
+
+STATUSES = ("running", "finished", "failed", "interrupted")
+KINDS = ("language", "task", "evaluation", "compose", "transfer")
+
+
+def default_runs_dir() -> Path:
+    """The runs directory the training commands write to: ``$DEFTX_RUNS_DIR`` or ``./runs``."""
+    return Path(os.environ.get(RUNS_DIR_ENV, "runs"))
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def parse_iso(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+# ----------------------------------------------------------------------------------------------
+# atomic writes
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n").encode())
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json")
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+# ----------------------------------------------------------------------------------------------
+# writing a run
+
+
+_SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def slug(*parts: Any) -> str:
+    return "-".join(_SLUG.sub("_", str(p)) for p in parts if p not in (None, ""))
+
+
+def new_run_id(runs_dir: Path, *parts: Any) -> str:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = slug(stamp, *parts)
+    run_id, n = base, 1
+    while (Path(runs_dir) / run_id).exists():
+        n += 1
+        run_id = f"{base}-{n}"
+    return run_id
+
+
+class Run:
+    """A run directory being written. Use :meth:`start` as a context manager.
+
+    On leaving the context the status becomes ``finished``; a ``KeyboardInterrupt`` marks it
+    ``interrupted`` (and is re-raised as :class:`TrainingInterrupted`), any other exception
+    ``failed`` with the message.
+    """
+
+    def __init__(self, path: Path, record: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.record = record
+        self._metrics = open(self.path / METRICS_JSONL, "a", encoding="utf-8")
+
+    @property
+    def run_id(self) -> str:
+        return self.record["run_id"]
+
+    @classmethod
+    def create(
+        cls,
+        runs_dir: Path,
+        kind: str,
+        *,
+        config: dict[str, Any],
+        run_id: str | None = None,
+        method: str | None = None,
+        languages: dict[str, str] | None = None,
+        task: str | None = None,
+        base_model: str | None = None,
+        seed: int | None = None,
+        total_steps: dict[str, int] | None = None,
+        command: list[str] | None = None,
+    ) -> Run:
+        if kind not in KINDS:
+            raise ValueError(f"unknown run kind {kind!r}")
+        runs_dir = Path(runs_dir)
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        langs = languages or {}
+        run_id = run_id or new_run_id(runs_dir, kind, method, *langs.values())
+        path = runs_dir / run_id
+        if path.exists() and any(path.iterdir()):
+            raise DeftxError(f"run directory {path} already exists", hint="choose another --run-id")
+        path.mkdir(parents=True, exist_ok=True)
+        record = {
+            "format_version": RUN_FORMAT_VERSION,
+            "run_id": run_id,
+            "kind": kind,
+            "method": method,
+            "languages": langs,
+            "task": task,
+            "base_model": base_model,
+            "seed": seed,
+            "command": command if command is not None else list(sys.argv),
+            "config": config,
+            "status": "running",
+            "started_at": now_iso(),
+            "ended_at": None,
+            "total_steps": total_steps or {},
+            "outputs": {},
+            "summary": {},
+            "error": None,
+            "library_version": __version__,
+            "pid": os.getpid(),
+        }
+        atomic_write_json(path / RUN_JSON, record)
+        return cls(path, record)
+
+    @classmethod
+    @contextmanager
+    def start(cls, runs_dir: Path, kind: str, **kwargs: Any) -> Iterator[Run]:
+        run = cls.create(runs_dir, kind, **kwargs)
+        try:
+            yield run
+        except KeyboardInterrupt:
+            run.close("interrupted", error="interrupted by the user (Ctrl-C)")
+            raise TrainingInterrupted(
+                f"interrupted; run {run.run_id} marked interrupted", hint=f"run directory: {run.path}"
+            ) from None
+        except TrainingInterrupted as exc:
+            run.close("interrupted", error=str(exc))
+            raise
+        except BaseException as exc:
+            run.close("failed", error=str(exc) or type(exc).__name__)
+            raise
+        else:
+            run.close("finished")
+
+    def update(self, **fields: Any) -> None:
+        """Merge fields into ``run.json`` (rewritten atomically)."""
+        for key, value in fields.items():
+            if isinstance(value, dict) and isinstance(self.record.get(key), dict):
+                self.record[key].update(value)
+            else:
+                self.record[key] = value
+        atomic_write_json(self.path / RUN_JSON, self.record)
+
+    def log(self, event: str, **fields: Any) -> None:
+        """Append one whole line to ``metrics.jsonl`` and flush it."""
+        line = {"time": round(time.time(), 3), "event": event, **fields}
+        self._metrics.write(json.dumps(line, default=_json_default) + "\n")
+        self._metrics.flush()
+
+    def close(self, status: str, error: str | None = None) -> None:
+        if status not in STATUSES:
+            raise ValueError(status)
+        if not self._metrics.closed:
+            self._metrics.close()
+        self.update(status=status, ended_at=now_iso(), error=error)
+
+
+# ----------------------------------------------------------------------------------------------
+# reading runs (tolerant: the dashboard must never crash on a broken file)
+
+
+@dataclass
+class RunInfo:
+    path: Path
+    run_id: str
+    record: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None  # why the run could not be read
+
+    @property
+    def readable(self) -> bool:
+        return self.error is None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.record.get(key, default)
+
+
+def read_run(path: Path) -> RunInfo:
+    path = Path(path)
+    run_json = path / RUN_JSON
+    try:
+        text = run_json.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return RunInfo(path, path.name, error="run.json is missing")
+    except OSError as exc:
+        return RunInfo(path, path.name, error=f"run.json unreadable: {exc.strerror or exc}")
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return RunInfo(path, path.name, error=f"run.json is not valid JSON (line {exc.lineno}: {exc.msg})")
+    if not isinstance(record, dict):
+        return RunInfo(path, path.name, error="run.json does not hold a JSON object")
+    return RunInfo(path, str(record.get("run_id") or path.name), record=record)
+
+
+def list_runs(runs_dir: Path) -> list[RunInfo]:
+    """Every run directory under ``runs_dir``, newest first (by directory name)."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    out = []
+    for child in sorted(runs_dir.iterdir(), key=lambda p: p.name, reverse=True):
+        if child.is_dir() and not child.name.startswith("."):
+            out.append(read_run(child))
+    return out
+
+
+class MetricsTail:
+    """Incremental reader of a growing ``metrics.jsonl``.
+
+    ``read_new()`` returns the complete lines written since the last call. A last line without its
+    newline is held back until it is complete; lines that are not JSON objects are counted in
+    ``bad_lines`` and skipped. If the file shrinks (rewritten), reading starts again from the top.
+    """
+
+    def __init__(self, path: Path, max_bytes_per_read: int = 64 * 1024 * 1024) -> None:
+        self.path = Path(path)
+        self.offset = 0
+        self.bad_lines = 0
+        self.last_bad: str | None = None
+        self.max_bytes = max_bytes_per_read
+
+    def read_new(self) -> list[dict[str, Any]]:
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            return []
+        if size < self.offset:
+            self.offset = 0
+            self.bad_lines = 0
+        if size == self.offset:
+            return []
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            chunk = handle.read(min(size - self.offset, self.max_bytes))
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            return []
+        complete = chunk[: end + 1]
+        self.offset += len(complete)
+        events = []
+        for raw in complete.splitlines():
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                obj = None
+            if isinstance(obj, dict):
+                events.append(obj)
+            else:
+                self.bad_lines += 1
+                self.last_bad = raw[:80].decode("utf-8", "replace")
+        return events
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """All complete, valid lines of a ``metrics.jsonl``."""
+    return MetricsTail(path, max_bytes_per_read=1 << 62).read_new()
+
+
+# ----------------------------------------------------------------------------------------------
+# result records
+
+SYSTEMS = ("lt-sft", "deftx", "no-lang-sft", "full-ft")
+
+
+def write_results(run_path: Path, record: dict[str, Any]) -> Path:
+    """Write an evaluation's result record (``results.json``) atomically."""
+    record = {"format_version": RUN_FORMAT_VERSION, **record}
+    path = Path(run_path) / RESULTS_JSON
+    atomic_write_json(path, record)
+    return path
+
+
+def read_results(runs_dir: Path) -> list[dict[str, Any]]:
+    """Every readable ``results.json`` under ``runs_dir`` (one level of run directories)."""
+    out = []
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return out
+    for child in sorted(runs_dir.iterdir()):
+        path = child / RESULTS_JSON
+        if not path.is_file():
+            continue
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(record, dict):
+            record.setdefault("run_id", child.name)
+            out.append(record)
+    return out

@@ -1,0 +1,390 @@
+"""The two-phase engine shared by LT-SFT and DeFT-X.
+
+``train_sft`` runs: phase 1 (full fine-tuning of the maskable parameters, optional L1 pull toward the
+start point) -> the difference -> scores (|Delta|, or |SVD-denoised Delta| for DeFT-X) -> one global
+top-K -> reset to the start point -> phase 2 (only masked entries move: their gradient, and the
+optimizer update including weight decay, are zero outside the mask) -> the sparse diff plus the
+dense head.
+
+The engine reports progress as events (``phase``, ``train``, ``eval``, ``selection``, ``done``) to
+callbacks: the run directory's ``metrics.jsonl`` writer and the CLI's progress display subscribe.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from deftx import __version__
+from deftx.config import TrainConfig
+from deftx.denoise import DenoiseInfo, denoise_difference, denoise_targets, matrix_type
+from deftx.model import base_parameters, fingerprint, maskable_parameters
+from deftx.objectives.base import Objective
+from deftx.selection import mask_overlap, resolve_k, select_top_k
+from deftx.sft import SparseDiff, save_difference
+
+EventCallback = Callable[[str, dict[str, Any]], None]
+
+
+def select_device(spec: str = "auto") -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(spec)
+
+
+# ---------------------------------------------------------------------------------- selection
+
+
+@dataclass
+class MaskSelection:
+    masks: dict[str, torch.Tensor]
+    k: int
+    maskable: int
+    method: str
+    denoise: list[DenoiseInfo] = field(default_factory=list)
+    overlap_with_magnitude: float | None = None
+
+    def event(self, rank_rule: str | None = None, tail_keep: float | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "method": self.method,
+            "k": self.k,
+            "maskable": self.maskable,
+            "density": self.k / self.maskable if self.maskable else 0.0,
+        }
+        if self.method == "deftx":
+            out.update(
+                rank_rule=rank_rule,
+                tail_keep=tail_keep,
+                denoise=[{**info.to_json(), "type": matrix_type(info.name)} for info in self.denoise],
+                overlap_with_magnitude=self.overlap_with_magnitude,
+            )
+        return out
+
+
+def choose_mask(
+    differences: dict[str, torch.Tensor],
+    method: str,
+    k: int | float | str,
+    *,
+    rank_rule: str = "energy:0.9",
+    tail_keep: float = 0.0,
+    include: Iterable[str] = ("*",),
+    exclude: Iterable[str] = (),
+    svd: str = "auto",
+    seed: int = 0,
+    in_place: bool = False,
+    on_matrix: Callable[[DenoiseInfo], None] | None = None,
+) -> MaskSelection:
+    """The top-K mask over phase-1 differences, scored by ``method`` (``lt-sft``: |Delta|;
+    ``deftx``: |denoised Delta| for the 2-D matrices chosen by ``include``/``exclude``, |Delta| for
+    the rest). Scores are compared by magnitude chunk by chunk, so |Delta| is never materialised;
+    with ``in_place`` each denoised matrix overwrites its difference (no second copy)."""
+    maskable = sum(d.numel() for d in differences.values())
+    k_count = resolve_k(k, maskable)
+    magnitude = select_top_k(differences, k_count)
+    if method == "lt-sft":
+        return MaskSelection(magnitude, k_count, maskable, method)
+    if method != "deftx":
+        raise ValueError(f"no top-K selection for method {method!r}")
+    infos: list[DenoiseInfo] = []
+    scores = dict(differences)
+    targets = denoise_targets(((n, tuple(d.shape)) for n, d in differences.items()), include, exclude)
+    for name in targets:
+        denoised, info = denoise_difference(
+            differences[name], rank_rule, tail_keep, svd=svd, name=name, seed=seed
+        )
+        if in_place:
+            scores[name] = differences[name].copy_(denoised)
+            del denoised
+        else:
+            scores[name] = denoised
+        infos.append(info)
+        if on_matrix is not None:
+            on_matrix(info)
+    masks = select_top_k(scores, k_count)
+    overlap = mask_overlap(masks, magnitude)["fraction"]
+    return MaskSelection(masks, k_count, maskable, method, infos, overlap)
+
+
+# ---------------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainResult:
+    sft: SparseDiff
+    summary: dict[str, Any]
+    selection: MaskSelection | None
+
+
+class _Phase:
+    """One phase of training: optimizer, schedule, optional mask and L1."""
+
+    def __init__(
+        self,
+        phase: int,
+        model: nn.Module,
+        objective: Objective,
+        config: TrainConfig,
+        maskable: dict[str, nn.Parameter],
+        dense: dict[str, nn.Parameter],
+        start: dict[str, torch.Tensor],
+        masks: dict[str, torch.Tensor] | None,
+        emit: Callable[..., None],
+    ) -> None:
+        self.phase = phase
+        self.model, self.objective, self.config = model, objective, config
+        self.maskable, self.dense, self.start, self.emit = maskable, dense, start, emit
+        self.masks = {n: m.to(next(iter(maskable.values())).device) for n, m in masks.items()} if masks else None
+        steps, epochs = config.phase_budget(phase)
+        per_epoch = math.ceil(objective.num_examples() / config.batch_size)
+        self.total_steps = steps if steps is not None else max(1, math.ceil((epochs or 1.0) * per_epoch))
+        decay, no_decay = [], []
+        for name, p in list(maskable.items()) + list(dense.items()):
+            (no_decay if name.endswith("bias") else decay).append(p)
+        # Phase 2 applies weight decay itself, masked; the optimizer's own decay would move every entry.
+        wd = 0.0 if self.masks is not None else config.weight_decay
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=config.lr,
+            foreach=True,
+        )
+        warmup = int(config.warmup_ratio * self.total_steps)
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            return max(0.0, (self.total_steps - step) / max(1, self.total_steps - warmup))
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.n_maskable = sum(p.numel() for p in maskable.values())
+        self.trainable = list(maskable.values()) + list(dense.values())
+
+    def l1_distance(self) -> float:
+        with torch.no_grad():
+            return float(sum(float((p - self.start[n]).abs().sum()) for n, p in self.maskable.items()))
+
+    def step(self, batch: dict[str, torch.Tensor], step_seed: int) -> float:
+        cfg = self.config
+        loss = self.objective.loss(self.model, batch, step_seed)
+        self.optimizer.zero_grad(set_to_none=False)
+        loss.backward()
+        with torch.no_grad():
+            if cfg.l1 > 0:
+                # d/dtheta of lambda/N * sum|theta - start|, added to the gradient directly.
+                for name, p in self.maskable.items():
+                    if p.grad is not None:
+                        p.grad.add_(torch.sign(p - self.start[name]), alpha=cfg.l1 / self.n_maskable)
+            if self.masks is not None:
+                for name, p in self.maskable.items():
+                    if p.grad is not None:
+                        p.grad.mul_(self.masks[name])
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
+            if self.masks is not None and cfg.weight_decay > 0:
+                lr = self.optimizer.param_groups[0]["lr"]
+                for name, p in self.maskable.items():
+                    if not name.endswith("bias"):
+                        p.addcmul_(p, self.masks[name], value=-lr * cfg.weight_decay)
+        self.optimizer.step()
+        self.scheduler.step()
+        return float(loss.detach())
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.config
+        self.model.train()
+        self.emit("phase", phase=self.phase, total_steps=self.total_steps, masked=self.masks is not None)
+        step, epoch = 0, 0
+        window_loss, window_n, window_examples, window_start = 0.0, 0, 0, time.perf_counter()
+        last_loss = float("nan")
+        last_eval: dict[str, Any] | None = None
+        while step < self.total_steps:
+            for batch in self.objective.batches(cfg.batch_size, seed=cfg.seed * 1000 + self.phase * 100 + epoch):
+                loss = self.step(batch, step_seed=cfg.seed * 1_000_003 + epoch * 100_003 + step)
+                if not math.isfinite(loss):
+                    from deftx.errors import DeftxError
+
+                    raise DeftxError(
+                        f"the loss became {loss} at phase {self.phase} step {step + 1}",
+                        hint="lower --lr or check the data",
+                    )
+                step += 1
+                window_loss += loss
+                window_n += 1
+                window_examples += int(next(iter(batch.values())).shape[0])
+                if step % cfg.log_every == 0 or step == self.total_steps:
+                    elapsed = time.perf_counter() - window_start
+                    fields = dict(
+                        phase=self.phase,
+                        step=step,
+                        total_steps=self.total_steps,
+                        epoch=epoch,
+                        loss=window_loss / window_n,
+                        lr=self.scheduler.get_last_lr()[0],
+                        throughput=window_examples / elapsed if elapsed > 0 else None,
+                    )
+                    if cfg.l1 > 0:
+                        fields["l1"] = self.l1_distance() / self.n_maskable
+                    self.emit("train", **fields)
+                    last_loss = fields["loss"]
+                    window_loss, window_n, window_examples, window_start = 0.0, 0, 0, time.perf_counter()
+                if cfg.eval_every and step % cfg.eval_every == 0 and step < self.total_steps:
+                    last_eval = self.evaluate(step)
+                if step >= self.total_steps:
+                    break
+            epoch += 1
+        last_eval = self.evaluate(step) or last_eval
+        return {"steps": step, "final_loss": last_loss, "eval": last_eval}
+
+    def evaluate(self, step: int) -> dict[str, Any] | None:
+        metrics = self.objective.evaluate(self.model, max(self.config.batch_size, 32))
+        if metrics is not None:
+            self.emit("eval", phase=self.phase, step=step, metrics=metrics)
+        return metrics
+
+
+def train_sft(
+    model: nn.Module,
+    objective: Objective,
+    config: TrainConfig,
+    *,
+    manifest: Mapping[str, Any],
+    dense_parameters: Iterable[str] = (),
+    start_sft: SparseDiff | None = None,
+    mask: dict[str, torch.Tensor] | None = None,
+    keep_phase1_diff: Path | None = None,
+    callbacks: Iterable[EventCallback] = (),
+    force: bool = False,
+) -> TrainResult:
+    """Train one SFT. ``dense_parameters`` are full names of head parameters trained densely (and
+    stored whole). ``start_sft`` (the source language's SFT, for a task SFT) is applied first, and the
+    diff is measured from there. ``mask`` skips phase 1 and the selection."""
+    callbacks = list(callbacks)
+
+    def emit(event: str, **fields: Any) -> None:
+        for callback in callbacks:
+            callback(event, fields)
+
+    torch.manual_seed(config.seed)
+    device = select_device(config.device)
+    base_fp = fingerprint(model)
+    if start_sft is not None:
+        start_sft.apply(model, force=force, heads=False)
+    model.to(device)
+
+    maskable = maskable_parameters(model)
+    named = dict(model.named_parameters())
+    dense = {name: named[name] for name in dense_parameters}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in list(maskable.values()) + list(dense.values()):
+        p.requires_grad_(True)
+    start = {name: p.detach().clone() for name, p in maskable.items()}
+    dense_start = {name: p.detach().clone() for name, p in dense.items()}
+    summary: dict[str, Any] = {"maskable": sum(p.numel() for p in maskable.values())}
+    selection: MaskSelection | None = None
+    started = time.perf_counter()
+
+    if mask is None:
+        phase1 = _Phase(1, model, objective, config, maskable, dense, start, None, emit)
+        summary["phase1"] = phase1.run()
+        del phase1
+        differences = {name: (p.detach() - start[name]) for name, p in maskable.items()}
+        if keep_phase1_diff is not None:
+            save_difference(
+                keep_phase1_diff,
+                differences,
+                {"base_fingerprint": base_fp, "base_model": manifest.get("base_model"),
+                 "kind": manifest.get("kind"), "language": manifest.get("language"), "seed": config.seed},
+            )
+            summary["phase1_diff"] = str(keep_phase1_diff)
+        if config.method == "full-ft":
+            sft = SparseDiff.from_difference(
+                {n: p.detach() for n, p in maskable.items()}, start, None,
+                head={n: p.detach() for n, p in dense.items()},
+            )
+            summary["k"] = sft.n_entries
+            return _finish(sft, summary, None, config, manifest, base_fp, started, emit)
+        selection = choose_mask(
+            differences, config.method, config.k, rank_rule=config.rank_rule, tail_keep=config.tail_keep,
+            include=config.denoise_include, exclude=config.denoise_exclude, svd=config.svd, seed=config.seed,
+            in_place=True,
+        )
+        del differences
+        emit("selection", **selection.event(config.rank_rule, config.tail_keep))
+        masks = selection.masks
+        with torch.no_grad():  # reset to the start point, the head too
+            for name, p in maskable.items():
+                p.copy_(start[name])
+            for name, p in dense.items():
+                p.copy_(dense_start[name])
+    else:
+        masks = _check_mask(mask, maskable)
+        emit("selection", method=config.method, k=sum(int(m.sum()) for m in masks.values()),
+             maskable=summary["maskable"], density=sum(int(m.sum()) for m in masks.values()) / summary["maskable"],
+             from_file=True)
+
+    phase2 = _Phase(2, model, objective, config, maskable, dense, start, masks, emit)
+    summary["phase2"] = phase2.run()
+    current = {name: p.detach() for name, p in maskable.items()}
+    sft = SparseDiff.from_difference(current, start, masks, head={n: p.detach() for n, p in dense.items()})
+    summary["k"] = sum(int(m.sum()) for m in masks.values())
+    return _finish(sft, summary, selection, config, manifest, base_fp, started, emit)
+
+
+def _check_mask(mask: dict[str, torch.Tensor], maskable: dict[str, nn.Parameter]) -> dict[str, torch.Tensor]:
+    from deftx.errors import ArtifactError
+
+    unknown = sorted(set(mask) - set(maskable))
+    if unknown:
+        raise ArtifactError(f"the mask names a parameter the model cannot train sparsely: {unknown[0]}")
+    out = {}
+    for name, p in maskable.items():
+        m = mask.get(name)
+        if m is None:
+            m = torch.zeros(p.shape, dtype=torch.bool)
+        if tuple(m.shape) != tuple(p.shape):
+            raise ArtifactError(f"the mask's shape for {name} is {tuple(m.shape)}, the model's {tuple(p.shape)}")
+        out[name] = m.to(torch.bool)
+    return out
+
+
+def _finish(
+    sft: SparseDiff,
+    summary: dict[str, Any],
+    selection: MaskSelection | None,
+    config: TrainConfig,
+    manifest: Mapping[str, Any],
+    base_fp: str,
+    started: float,
+    emit: Callable[..., None],
+) -> TrainResult:
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    summary["entries"] = sft.n_entries
+    final_eval = (summary.get("phase2") or summary.get("phase1") or {}).get("eval")
+    selection_info: dict[str, Any] = {"method": config.method, "k": summary["k"], "maskable": summary["maskable"]}
+    if config.method == "deftx":
+        selection_info.update(rank_rule=config.rank_rule, tail_keep=config.tail_keep,
+                              include=config.denoise_include, exclude=config.denoise_exclude)
+    if selection is not None and selection.denoise:
+        selection_info["denoise"] = [info.to_json() for info in selection.denoise]
+        selection_info["overlap_with_magnitude"] = selection.overlap_with_magnitude
+    sft.manifest = {
+        **dict(manifest),
+        "method": config.method,
+        "base_fingerprint": base_fp,
+        "k": summary["k"],
+        "maskable": summary["maskable"],
+        "selection": selection_info,
+        "training": config.model_dump(mode="json"),
+        "metrics": {"final_eval": final_eval, "seconds": summary["seconds"]},
+        "library_version": __version__,
+    }
+    emit("done", summary={k: v for k, v in summary.items() if k not in ("phase1_diff",)})
+    return TrainResult(sft, summary, selection)

@@ -1,0 +1,138 @@
+"""Summaries of DeFT-X's denoising step: the rank chosen and energy kept, grouped three ways.
+
+Pure and torch-free. Input is the ``denoise`` list of a ``selection`` event::
+
+    {"name": "encoder.layer.0.attention.self.query.weight", "shape": [384, 384],
+     "rank": 57, "energy_kept": 0.901}
+
+Grouping ``type`` merges every layer's matrix of one kind (``attention.self.query``), ``layer``
+merges the matrices of one transformer layer (``layer 0``; parameters outside the layer stack,
+such as the embeddings, form ``other``), and ``matrix`` lists each matrix on its own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from statistics import fmean
+from typing import Any
+
+from deftx_cli.tui.format import as_float, as_int, as_str
+
+GROUPINGS = ("type", "layer", "matrix")
+
+_LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
+_MODEL_PREFIX = re.compile(r"^(?:bert|roberta|xlm_roberta|model|electra|deberta|distilbert|transformer)\.")
+
+
+@dataclass(frozen=True)
+class DenoisedMatrix:
+    name: str
+    rows: int | None
+    cols: int | None
+    rank: int
+    energy_kept: float | None
+
+    @property
+    def layer(self) -> int | None:
+        match = _LAYER.search(self.name)
+        return int(match.group(1)) if match else None
+
+    @property
+    def matrix_type(self) -> str:
+        match = _LAYER.search(self.name)
+        rest = self.name[match.end() :] if match else _MODEL_PREFIX.sub("", self.name)
+        return re.sub(r"\.weight$", "", rest) or self.name
+
+    @property
+    def rank_fraction(self) -> float | None:
+        if not self.rows or not self.cols:
+            return None
+        return self.rank / min(self.rows, self.cols)
+
+
+@dataclass(frozen=True)
+class DenoiseGroup:
+    label: str
+    matrices: int
+    rank_mean: float
+    rank_min: int
+    rank_max: int
+    energy_mean: float | None
+    rank_fraction_mean: float | None
+
+
+def parse_denoise(entries: Any) -> list[DenoisedMatrix]:
+    """The well-formed entries of a ``denoise`` list (others are skipped)."""
+    out = []
+    if not isinstance(entries, list):
+        return out
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        name = as_str(entry.get("name"))
+        rank = as_int(entry.get("rank"))
+        if not name or rank is None:
+            continue
+        shape = entry.get("shape")
+        rows = cols = None
+        if isinstance(shape, list) and len(shape) == 2:
+            rows, cols = as_int(shape[0]), as_int(shape[1])
+        out.append(DenoisedMatrix(name, rows, cols, rank, as_float(entry.get("energy_kept"))))
+    return out
+
+
+def _group_key(matrix: DenoisedMatrix, grouping: str) -> tuple[int, Any, str]:
+    """A sort key and the label: layers in numeric order, then everything else by name."""
+    if grouping == "layer":
+        layer = matrix.layer
+        return (0, layer, f"layer {layer}") if layer is not None else (1, 0, "other")
+    if grouping == "type":
+        return (0, 0, matrix.matrix_type)
+    return (0, 0, matrix.name)
+
+
+def summarize(matrices: Iterable[DenoisedMatrix], grouping: str = "type") -> list[DenoiseGroup]:
+    """One :class:`DenoiseGroup` per group, in a stable order."""
+    if grouping not in GROUPINGS:
+        raise ValueError(f"grouping must be one of {GROUPINGS}, not {grouping!r}")
+    groups: dict[tuple[int, Any, str], list[DenoisedMatrix]] = {}
+    for matrix in matrices:
+        groups.setdefault(_group_key(matrix, grouping), []).append(matrix)
+    out = []
+    for key in sorted(groups, key=lambda k: (k[0], k[1], k[2]) if grouping == "layer" else k[2]):
+        members = groups[key]
+        ranks = [m.rank for m in members]
+        energies = [m.energy_kept for m in members if m.energy_kept is not None]
+        fractions = [f for f in (m.rank_fraction for m in members) if f is not None]
+        out.append(
+            DenoiseGroup(
+                label=key[2],
+                matrices=len(members),
+                rank_mean=fmean(ranks),
+                rank_min=min(ranks),
+                rank_max=max(ranks),
+                energy_mean=fmean(energies) if energies else None,
+                rank_fraction_mean=fmean(fractions) if fractions else None,
+            )
+        )
+    return out
+
+
+def overall(matrices: list[DenoisedMatrix]) -> DenoiseGroup | None:
+    """All matrices as one group (``None`` when there are none)."""
+    if not matrices:
+        return None
+    ranks = [m.rank for m in matrices]
+    energies = [m.energy_kept for m in matrices if m.energy_kept is not None]
+    fractions = [f for f in (m.rank_fraction for m in matrices) if f is not None]
+    return DenoiseGroup(
+        "all",
+        len(matrices),
+        fmean(ranks),
+        min(ranks),
+        max(ranks),
+        fmean(energies) if energies else None,
+        fmean(fractions) if fractions else None,
+    )

@@ -1,0 +1,136 @@
+"""Tolerant value coercion and short human-readable formats for the dashboard.
+
+Everything here takes whatever a JSON file held (strings where numbers belong, ``null``, NaN) and
+never raises: a value that cannot be shown becomes ``None`` or the dash ``—``.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from pathlib import PurePath
+from typing import Any
+
+DASH = "—"
+
+METHOD_LABELS = {
+    "lt-sft": "LT-SFT",
+    "deftx": "DeFT-X",
+    "full-ft": "full FT",
+    "no-lang-sft": "no lang SFT",
+}
+
+
+def as_float(value: Any) -> float | None:
+    """A finite float, or ``None`` (booleans, strings, NaN and infinities are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    out = float(value)
+    return out if math.isfinite(out) else None
+
+
+def as_int(value: Any) -> int | None:
+    """An int (a float with an integral value counts), or ``None``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return None
+
+
+def as_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def method_label(method: Any) -> str:
+    text = as_str(method)
+    if not text:
+        return DASH
+    return METHOD_LABELS.get(text, text)
+
+
+def languages_label(languages: Any) -> str:
+    """``quy`` for a language or task run, ``ind→ace`` for an evaluation (source→target)."""
+    langs = as_dict(languages)
+    source = as_str(langs.get("source"))
+    target = as_str(langs.get("target"))
+    if source and target:
+        return f"{source}→{target}"
+    if source or target:
+        return source or target or DASH
+    others = [s for s in (as_str(v) for v in langs.values()) if s]
+    return ",".join(others) if others else DASH
+
+
+def model_label(base_model: Any) -> str:
+    """The last component of a local model path; a hub id (``org/name``) is kept whole."""
+    text = as_str(base_model)
+    if not text:
+        return DASH
+    if text.startswith((".", "/", "~")) or "\\" in text:
+        return PurePath(text.replace("\\", "/")).name or text
+    return text
+
+
+def format_duration(seconds: float | None) -> str:
+    """``42s``, ``3m05s``, ``1h02m``, ``2d03h``."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return DASH
+    total = int(round(seconds))
+    if total < 60:
+        return f"{total}s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def format_number(value: float | None, digits: int = 4) -> str:
+    """A short number: ``2.310``, ``0.0012``, ``4.9e-05``."""
+    if value is None:
+        return DASH
+    if value == 0:
+        return "0"
+    magnitude = abs(value)
+    if magnitude >= 1e5 or magnitude < 1e-3:
+        return f"{value:.2e}"
+    return f"{value:.{digits}g}" if magnitude < 1 else f"{value:.{max(digits - 1, 1)}f}".rstrip("0").rstrip(".")
+
+
+def format_count(value: int | None) -> str:
+    """``1,500,000``."""
+    return DASH if value is None else f"{value:,}"
+
+
+def format_percent(fraction: float | None, digits: int = 2) -> str:
+    return DASH if fraction is None else f"{100 * fraction:.{digits}f}%"
+
+
+def format_utc(iso: Any) -> str:
+    """An ISO timestamp shown in UTC, to the minute (the same on every machine)."""
+    text = as_str(iso)
+    if not text:
+        return DASH
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return text[:25]
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

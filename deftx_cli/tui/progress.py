@@ -1,0 +1,364 @@
+"""Where a run stands: fold ``metrics.jsonl`` events into a small summary and describe it as a row.
+
+Pure and torch-free. :class:`RunProgress` keeps O(1) state however long the metrics file is (it
+never stores the events), so the runs view can follow every run at once. :func:`describe_run`
+turns a run's ``run.json`` and its progress into the strings the runs table shows; the current
+time comes in as an argument so elapsed time and ETA are exact in tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from deftx.runs import RunInfo, parse_iso
+
+from deftx_cli.tui.format import (
+    DASH,
+    as_dict,
+    as_float,
+    as_int,
+    as_str,
+    format_duration,
+    format_number,
+    format_utc,
+    languages_label,
+    method_label,
+    model_label,
+)
+
+Clock = Callable[[], float]
+"""Seconds since the epoch; ``time.time`` in the app, a constant in tests."""
+
+# Metrics where higher is better, in the order one is picked as "the" metric of a run.
+PRIMARY_METRICS = ("macro_f1", "f1", "accuracy", "acc")
+LOWER_IS_BETTER = re.compile(r"loss|perplexity|ppl|error", re.IGNORECASE)
+
+TRAINING_KINDS = ("language", "task")
+
+
+def higher_is_better(metric: str) -> bool:
+    return not LOWER_IS_BETTER.search(metric)
+
+
+def pick_metric(names: Iterable[str]) -> str | None:
+    """The metric to show for a run: macro-F1, then F1, then accuracy, then the first one."""
+    names = list(names)
+    for name in PRIMARY_METRICS:
+        if name in names:
+            return name
+    return names[0] if names else None
+
+
+@dataclass
+class _PhaseRate:
+    first_step: int
+    first_time: float
+    last_step: int
+    last_time: float
+
+    def steps_per_second(self) -> float | None:
+        steps = self.last_step - self.first_step
+        seconds = self.last_time - self.first_time
+        if steps <= 0 or seconds <= 0:
+            return None
+        return steps / seconds
+
+
+@dataclass
+class RunProgress:
+    """A running summary of one run's metrics events (constant memory)."""
+
+    phase: int | None = None
+    step: int | None = None
+    phase_totals: dict[int, int] = field(default_factory=dict)
+    last_loss: float | None = None
+    last_lr: float | None = None
+    last_throughput: float | None = None
+    last_time: float | None = None
+    first_time: float | None = None
+    best: dict[str, float] = field(default_factory=dict)  # metric name -> best value seen
+    latest_eval: dict[str, float] = field(default_factory=dict)
+    rates: dict[int, _PhaseRate] = field(default_factory=dict)
+    selection: dict[str, Any] | None = None
+    done: bool = False
+    summary: dict[str, Any] = field(default_factory=dict)
+    events: int = 0
+
+    def update(self, events: Iterable[dict[str, Any]]) -> None:
+        for event in events:
+            self.events += 1
+            when = as_float(event.get("time"))
+            if when is not None:
+                self.last_time = when if self.last_time is None else max(self.last_time, when)
+                if self.first_time is None:
+                    self.first_time = when
+            kind = event.get("event")
+            if kind == "train":
+                self._train(event, when)
+            elif kind == "phase":
+                phase = as_int(event.get("phase"))
+                if phase is not None:
+                    self.phase, self.step = phase, 0
+                    total = as_int(event.get("total_steps"))
+                    if total is not None:
+                        self.phase_totals[phase] = total
+            elif kind == "eval":
+                self._eval(as_dict(event.get("metrics")))
+            elif kind == "selection":
+                self.selection = {k: v for k, v in event.items() if k != "denoise"}
+            elif kind == "done":
+                self.done = True
+                self.summary = as_dict(event.get("summary"))
+
+    def _train(self, event: dict[str, Any], when: float | None) -> None:
+        phase = as_int(event.get("phase"))
+        step = as_int(event.get("step"))
+        if phase is not None:
+            self.phase = phase
+        phase = self.phase if phase is None else phase
+        if step is not None:
+            self.step = step
+        total = as_int(event.get("total_steps"))
+        if phase is not None and total is not None:
+            self.phase_totals[phase] = total
+        loss = as_float(event.get("loss"))
+        if loss is not None:
+            self.last_loss = loss
+        lr = as_float(event.get("lr"))
+        if lr is not None:
+            self.last_lr = lr
+        throughput = as_float(event.get("throughput"))
+        if throughput is not None:
+            self.last_throughput = throughput
+        if phase is not None and step is not None and when is not None:
+            rate = self.rates.get(phase)
+            if rate is None:
+                self.rates[phase] = _PhaseRate(step, when, step, when)
+            elif step >= rate.last_step:
+                rate.last_step, rate.last_time = step, when
+
+    def _eval(self, metrics: dict[str, Any]) -> None:
+        for name, raw in metrics.items():
+            value = as_float(raw)
+            if value is None:
+                continue
+            self.latest_eval[name] = value
+            old = self.best.get(name)
+            if old is None or (value > old if higher_is_better(name) else value < old):
+                self.best[name] = value
+
+    def steps_per_second(self) -> float | None:
+        """The step rate of the current phase, else of the latest phase that has one."""
+        if self.phase is not None and self.phase in self.rates:
+            rate = self.rates[self.phase].steps_per_second()
+            if rate is not None:
+                return rate
+        for phase in sorted(self.rates, reverse=True):
+            rate = self.rates[phase].steps_per_second()
+            if rate is not None:
+                return rate
+        return None
+
+    def remaining_steps(self, totals: dict[int, int]) -> int | None:
+        """Steps left in the current phase plus every later phase, or ``None`` if unknown."""
+        if self.phase is None or self.phase not in totals:
+            return None
+        left = max(totals[self.phase] - (self.step or 0), 0)
+        return left + sum(max(t, 0) for p, t in totals.items() if p > self.phase)
+
+
+def phase_totals_from_record(record: dict[str, Any]) -> dict[int, int]:
+    """``{"phase1": 400, "phase2": 400}`` -> ``{1: 400, 2: 400}`` (other keys ignored)."""
+    out: dict[int, int] = {}
+    for key, value in as_dict(record.get("total_steps")).items():
+        match = re.fullmatch(r"phase_?(\d+)", str(key))
+        total = as_int(value)
+        if match and total is not None:
+            out[int(match.group(1))] = total
+    return out
+
+
+def pid_alive(pid: Any) -> bool:
+    """Whether a process with this id exists on this machine (``True`` when it cannot be told)."""
+    pid = as_int(pid)
+    if pid is None or pid <= 0 or os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError, ValueError):
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One run as the runs table and the live view's header show it (all strings)."""
+
+    key: str  # the run directory's name: stable across refreshes
+    run_id: str
+    status: str  # running | finished | failed | interrupted | stale | unreadable | other text
+    kind: str
+    method: str
+    languages: str
+    task: str
+    phase: str
+    step: str
+    elapsed: str
+    eta: str
+    loss: str
+    best: str
+    base_model: str = DASH
+    started: str = DASH
+    details: tuple[str, ...] = ()  # reasons and warnings, one per line
+    warning: bool = False  # readable, but something in it was skipped
+
+
+def _best_text(progress: RunProgress | None, result: dict[str, Any] | None) -> str:
+    if result is not None:
+        metrics = as_dict(result.get("metrics"))
+        name = as_str(result.get("metric")) or pick_metric(k for k, v in metrics.items() if as_float(v) is not None)
+        value = as_float(metrics.get(name)) if name else None
+        if name and value is not None:
+            return f"{name} {format_number(value, 3)}"
+    if progress is not None and progress.best:
+        name = pick_metric(progress.best)
+        if name is not None:
+            return f"{name} {format_number(progress.best[name], 3)}"
+    if progress is not None:
+        summary_metrics = {k: v for k, v in progress.summary.items() if as_float(v) is not None}
+        name = pick_metric(n for n in summary_metrics if n in PRIMARY_METRICS)
+        if name:
+            return f"{name} {format_number(as_float(summary_metrics[name]), 3)}"
+    return DASH
+
+
+def describe_run(
+    info: RunInfo,
+    progress: RunProgress | None,
+    now: float,
+    *,
+    bad_lines: int = 0,
+    last_bad: str | None = None,
+    result: dict[str, Any] | None = None,
+    result_error: str | None = None,
+    alive: Callable[[Any], bool] = pid_alive,
+) -> RunRow:
+    """The row for one run. ``now`` is the current time (seconds since the epoch)."""
+    key = info.path.name
+    details: list[str] = []
+    if not info.readable:
+        details.append(f"unreadable: {info.error}")
+        has_steps = progress is not None and progress.step is not None
+        return RunRow(
+            key=key,
+            run_id=info.run_id,
+            status="unreadable",
+            kind=DASH,
+            method=DASH,
+            languages=DASH,
+            task=DASH,
+            phase=str(progress.phase) if has_steps and progress.phase is not None else DASH,
+            step=str(progress.step) if has_steps else DASH,
+            elapsed=DASH,
+            eta=DASH,
+            loss=format_number(progress.last_loss) if progress is not None else DASH,
+            best=_best_text(progress, result),
+            details=tuple(details + _bad_line_details(bad_lines, last_bad)),
+        )
+
+    record = info.record
+    status = as_str(record.get("status")) or "unknown"
+    kind = as_str(record.get("kind")) or DASH
+    started = parse_iso(as_str(record.get("started_at")))
+    ended = parse_iso(as_str(record.get("ended_at")))
+    if status == "running" and not alive(record.get("pid")):
+        status = "stale"
+        details.append(
+            f"stale: marked running, but process {as_int(record.get('pid'))} is not alive on this machine"
+        )
+    error = as_str(record.get("error"))
+    if error and status in ("failed", "interrupted", "stale"):
+        details.append(f"{status}: {error}")
+    elif error:
+        details.append(f"error: {error}")
+
+    totals = phase_totals_from_record(record)
+    if progress is not None:
+        totals = {**progress.phase_totals, **totals} if totals else dict(progress.phase_totals)
+
+    phase_text = step_text = eta_text = DASH
+    if progress is not None and progress.phase is not None:
+        n_phases = max(len(totals), progress.phase)
+        phase_text = f"{progress.phase}/{n_phases}"
+        total = totals.get(progress.phase)
+        step = progress.step or 0
+        step_text = f"{step}/{total}" if total is not None else str(step)
+
+    elapsed: float | None = None
+    if started is not None:
+        if status == "running":
+            elapsed = now - started
+        elif ended is not None:
+            elapsed = ended - started
+        elif progress is not None and progress.last_time is not None:
+            elapsed = progress.last_time - started
+    if status == "running" and progress is not None:
+        remaining = progress.remaining_steps(totals)
+        rate = progress.steps_per_second()
+        if remaining == 0:
+            eta_text = "0s"
+        elif remaining is not None and rate:
+            since_last = max(now - progress.last_time, 0.0) if progress.last_time is not None else 0.0
+            eta_text = format_duration(max(remaining / rate - since_last, 0.0))
+    elif status in ("finished",):
+        eta_text = "done"
+
+    task = as_str(record.get("task")) or DASH
+    return RunRow(
+        key=key,
+        run_id=info.run_id,
+        status=status,
+        kind=kind,
+        method=method_label(record.get("method")),
+        languages=languages_label(record.get("languages")),
+        task=task,
+        phase=phase_text,
+        step=step_text,
+        elapsed=format_duration(elapsed),
+        eta=eta_text,
+        loss=format_number(progress.last_loss) if progress is not None else DASH,
+        best=_best_text(progress, result),
+        base_model=model_label(record.get("base_model")),
+        started=_started_label(record),
+        details=tuple(details + _bad_line_details(bad_lines, last_bad) + ([result_error] if result_error else [])),
+        warning=bool(bad_lines or result_error),
+    )
+
+
+def _started_label(record: dict[str, Any]) -> str:
+    return format_utc(record.get("started_at"))
+
+
+def _bad_line_details(bad_lines: int, last_bad: str | None) -> list[str]:
+    if not bad_lines:
+        return []
+    line = f"metrics.jsonl: {bad_lines} line{'s' if bad_lines != 1 else ''} not JSON, skipped"
+    if last_bad:
+        line += f" (last: {last_bad[:40]!r})"
+    return [line]
+
+
+def status_rank(status: str) -> int:
+    """Sort order of statuses (running first)."""
+    order = ("running", "stale", "failed", "interrupted", "unreadable", "finished")
+    return order.index(status) if status in order else len(order)
+
+
+def training_kind(kind: str) -> bool:
+    return kind in TRAINING_KINDS

@@ -1,0 +1,115 @@
+"""SVD denoising against a dense reference."""
+
+import pytest
+import torch
+
+from deftx.denoise import RankRule, denoise_difference, denoise_targets, matrix_type, randomized_svd, rank_from_energy
+from deftx.errors import UsageError
+
+
+def low_rank_plus_noise(m, n, rank, noise=0.05, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(m, rank, generator=g) @ torch.randn(rank, n, generator=g)
+    # decaying strengths so singular values are well separated
+    return a / a.norm() + noise * torch.randn(m, n, generator=g) / (m * n) ** 0.5
+
+
+def reference(delta, rule, tail_keep=0.0):
+    u, s, vh = torch.linalg.svd(delta.double(), full_matrices=False)
+    energy = (s**2).cumsum(0) / (s**2).sum()
+    if rule.kind == "energy":
+        r = int(torch.nonzero(energy >= rule.value - 1e-12)[0]) + 1
+    else:
+        r = min(int(rule.value), min(delta.shape))
+    low = (u[:, :r] * s[:r]) @ vh[:r]
+    if tail_keep:
+        h = delta.double() - low
+        n_keep = round(tail_keep * h.numel())
+        keep = torch.topk(h.abs().reshape(-1), n_keep).indices
+        pruned = torch.zeros(h.numel(), dtype=torch.float64)
+        pruned[keep] = h.reshape(-1)[keep]
+        low = low + pruned.view_as(h)
+    return low.float(), r
+
+
+@pytest.mark.parametrize("shape", [(200, 120), (120, 300), (40, 40)])
+@pytest.mark.parametrize("rule", ["energy:0.5", "energy:0.9", "energy:0.95", "rank:1", "rank:7", "rank:500"])
+@pytest.mark.parametrize("svd", ["auto", "full"])
+def test_matches_dense_svd(shape, rule, svd):
+    delta = low_rank_plus_noise(*shape, rank=12)
+    got, info = denoise_difference(delta, rule, svd=svd)
+    want, r = reference(delta, RankRule.parse(rule))
+    assert info.rank == r
+    assert torch.allclose(got, want, atol=1e-5 * float(delta.abs().max()))
+    assert 0 < info.energy_kept <= 1.0
+    if rule.startswith("energy"):
+        assert info.energy_kept >= RankRule.parse(rule).value - 1e-6
+
+
+def test_randomized_path_is_used_and_agrees_on_a_large_matrix():
+    delta = low_rank_plus_noise(768, 512, rank=20, noise=0.02)
+    got, info = denoise_difference(delta, "energy:0.9")
+    assert info.svd == "randomized"
+    want, r = reference(delta, RankRule.parse("energy:0.9"))
+    assert info.rank == r
+    assert torch.allclose(got, want, atol=1e-4 * float(delta.abs().max()))
+
+
+@pytest.mark.parametrize("tail_keep", [0.01, 0.1, 0.5])
+def test_tail_keep_adds_back_the_largest_residual_entries(tail_keep):
+    delta = low_rank_plus_noise(60, 50, rank=5, noise=0.3)
+    got, info = denoise_difference(delta, "energy:0.8", tail_keep, svd="full")
+    want, _ = reference(delta, RankRule.parse("energy:0.8"), tail_keep)
+    assert torch.allclose(got, want, atol=1e-5)
+    assert info.tail_kept == round(tail_keep * delta.numel())
+
+
+def test_full_tail_keep_restores_the_difference():
+    delta = low_rank_plus_noise(30, 20, rank=3, noise=0.5)
+    got, _ = denoise_difference(delta, "rank:1", 1.0)
+    assert torch.allclose(got, delta, atol=1e-5)
+
+
+def test_zero_matrix():
+    got, info = denoise_difference(torch.zeros(10, 8), "energy:0.9")
+    assert info.rank == 0 and not got.any()
+
+
+def test_randomized_svd_recovers_leading_singular_values():
+    delta = low_rank_plus_noise(300, 200, rank=10, noise=0.01)
+    _, s, _ = randomized_svd(delta, 15, generator=torch.Generator().manual_seed(0))
+    ref = torch.linalg.svdvals(delta)
+    assert torch.allclose(s[:10], ref[:10], rtol=1e-4)
+
+
+def test_rank_from_energy():
+    s = torch.tensor([3.0, 2.0, 1.0])  # energies 9, 4, 1 of 14
+    assert rank_from_energy(s, 14.0, 0.6) == 1
+    assert rank_from_energy(s, 14.0, 0.92) == 2
+    assert rank_from_energy(s, 14.0, 1.0) == 3
+    assert rank_from_energy(s[:1], 14.0, 0.9) is None
+
+
+@pytest.mark.parametrize("bad", ["energy", "energy:0", "energy:1.5", "rank:0", "rank:2.5", "top:3", "energy:abc", ""])
+def test_malformed_rank_rules(bad):
+    with pytest.raises(UsageError):
+        RankRule.parse(bad)
+
+
+def test_rank_rule_round_trip():
+    assert str(RankRule.parse(" energy = 0.90 ")) == "energy:0.9"
+    assert str(RankRule.parse("rank:16")) == "rank:16"
+
+
+def test_tail_keep_out_of_range():
+    with pytest.raises(UsageError):
+        denoise_difference(torch.ones(3, 3), "rank:1", 1.5)
+
+
+def test_targets_and_matrix_types():
+    shapes = [("embeddings.word_embeddings.weight", (100, 8)), ("encoder.layer.0.attention.self.query.weight", (8, 8)),
+              ("encoder.layer.0.attention.self.query.bias", (8,))]
+    assert denoise_targets(shapes) == [shapes[0][0], shapes[1][0]]
+    assert denoise_targets(shapes, exclude=["embeddings.*"]) == [shapes[1][0]]
+    assert denoise_targets(shapes, include=["*.query.*"]) == [shapes[1][0]]
+    assert matrix_type("encoder.layer.11.output.dense.weight") == "output.dense.weight"
