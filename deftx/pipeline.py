@@ -1,0 +1,368 @@
+"""End-to-end operations: train a language or task SFT into a run directory, evaluate transfer,
+compose SFTs into a ready model. The CLI commands are thin wrappers around these functions, and a
+notebook can call them directly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deftx import __version__
+from deftx.config import TrainConfig
+from deftx.errors import ArtifactError, UsageError
+from deftx.runs import Run, atomic_write_json, now_iso, write_results
+
+EventCallback = Callable[[str, dict[str, Any]], None]
+SFT_SUBDIR = "sft"
+PHASE1_DIFF = "phase1_diff.safetensors"
+
+
+@dataclass
+class TrainOutcome:
+    sft_dir: Path
+    run_dir: Path
+    summary: dict[str, Any]
+
+
+def _mlm_head_mode(config: TrainConfig, model_id: str | Path, missing: Iterable[str], head_names: Iterable[str]) -> str:
+    """``train`` when the MLM head is not pretrained (newly initialised by from_pretrained, or a
+    local model marked by a ``head_warmup.json``), else ``freeze`` (as LT-SFT does)."""
+    if config.mlm_head != "auto":
+        return config.mlm_head
+    missing = set(missing)
+    if any(name in missing for name in head_names):
+        return "train"
+    path = Path(str(model_id))
+    if path.is_dir() and (path / "head_warmup.json").is_file():
+        return "train"
+    return "freeze"
+
+
+def _record_sft(run: Run, result, out: Path | None) -> Path:
+    """Save the SFT into the run directory (and a copy to ``out`` when asked)."""
+    result.sft.save(run.path / SFT_SUBDIR)
+    outputs = {"sft": SFT_SUBDIR}
+    if out is not None:
+        result.sft.save(Path(out))
+        outputs["copy"] = str(out)
+    run.update(outputs=outputs, summary=_summary_for_run(result.summary))
+    return Path(out) if out is not None else run.path / SFT_SUBDIR
+
+
+def _summary_for_run(summary: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in summary.items() if k in ("k", "maskable", "entries", "seconds")}
+    for phase in ("phase1", "phase2"):
+        if phase in summary:
+            out[phase] = {k: summary[phase].get(k) for k in ("steps", "final_loss", "eval")}
+    return out
+
+
+def _total_steps(config: TrainConfig, n_examples: int, mask_given: bool) -> dict[str, int]:
+    import math
+
+    totals = {}
+    for phase in (1, 2):
+        if phase == 1 and mask_given:
+            continue
+        if phase == 2 and config.method == "full-ft":
+            continue
+        steps, epochs = config.phase_budget(phase)
+        totals[f"phase{phase}"] = steps if steps is not None else max(
+            1, math.ceil((epochs or 1.0) * math.ceil(n_examples / config.batch_size))
+        )
+    return totals
+
+
+def train_language_sft(
+    lang: str,
+    config: TrainConfig,
+    *,
+    model: str | Path,
+    data_dir: str | Path | None = None,
+    text_files: Sequence[str | Path] | None = None,
+    runs_dir: Path,
+    run_id: str | None = None,
+    out: Path | None = None,
+    keep_phase1_diff: bool = False,
+    mask_file: Path | None = None,
+    callbacks: Iterable[EventCallback] = (),
+    command: list[str] | None = None,
+) -> TrainOutcome:
+    """A language SFT by masked-LM on unlabelled ``lang`` text."""
+    from deftx.data import canonical_language, load_unlabelled_text
+    from deftx.model import head_parameters, load_model, load_tokenizer, untie_output_embeddings
+    from deftx.objectives import MaskedLMObjective
+    from deftx.sft import load_mask
+    from deftx.training import train_sft
+
+    lang = canonical_language(lang)
+    if out is not None and Path(out).exists() and any(Path(out).iterdir()):
+        raise UsageError(f"{out} already exists and is not empty", hint="choose another --out")
+    mask = mask_meta = None
+    if mask_file is not None:
+        mask, mask_meta = load_mask(Path(mask_file))
+        config = config.model_copy(update={"method": mask_meta.get("method", config.method)})
+    lines, sources = load_unlabelled_text(lang, data_dir, text_files, max_lines=config.max_examples, seed=config.seed)
+    tokenizer = load_tokenizer(model)
+    mlm, missing = load_model(model, "mlm")
+    decoder = untie_output_embeddings(mlm)
+    head = {n: p for n, p in head_parameters(mlm).items() if p is not decoder}
+    mode = _mlm_head_mode(config, model, missing, head)
+    dense = list(head) if mode == "train" else []
+    objective = MaskedLMObjective(
+        tokenizer, lines, max_length=config.max_length, mlm_probability=config.mlm_probability, seed=config.seed
+    )
+    if mask_meta and mask_meta.get("base_fingerprint") not in (None, getattr(mlm, "_deftx_base_fingerprint", None)):
+        raise ArtifactError("the mask was computed for another base model", hint=str(mask_meta.get("base_model")))
+    manifest = {
+        "kind": "language",
+        "language": lang,
+        "base_model": str(model),
+        "data": {"sources": sources, "lines": len(lines), "blocks": objective.num_examples()},
+        "mlm_head": mode,
+    }
+    resolved = {**config.model_dump(mode="json"), "mlm_head_resolved": mode, "text_sources": sources}
+    with Run.start(
+        runs_dir, "language", config=resolved, run_id=run_id, method=config.method, languages={"target": lang},
+        base_model=str(model), seed=config.seed, command=command,
+        total_steps=_total_steps(config, objective.num_examples(), mask is not None),
+    ) as run:
+        result = train_sft(
+            mlm, objective, config, manifest=manifest, dense_parameters=dense, mask=mask,
+            keep_phase1_diff=run.path / PHASE1_DIFF if keep_phase1_diff else None,
+            callbacks=[lambda e, f: run.log(e, **f), *callbacks],
+        )
+        final = _record_sft(run, result, out)
+    return TrainOutcome(final, run.path, result.summary)
+
+
+def train_task_sft(
+    task: str,
+    source_lang: str,
+    config: TrainConfig,
+    *,
+    model: str | Path,
+    lang_sft: Path | None = None,
+    data_dir: str | Path | None = None,
+    train_file: Path | None = None,
+    validation_file: Path | None = None,
+    runs_dir: Path,
+    run_id: str | None = None,
+    out: Path | None = None,
+    keep_phase1_diff: bool = False,
+    mask_file: Path | None = None,
+    callbacks: Iterable[EventCallback] = (),
+    command: list[str] | None = None,
+    force: bool = False,
+) -> TrainOutcome:
+    """A task SFT on labelled source-language data, trained with the source language's SFT applied."""
+    from deftx.data import canonical_language, get_task, load_labelled_file, load_task_split
+    from deftx.model import head_parameters, load_model, load_tokenizer
+    from deftx.objectives import ClassificationObjective
+    from deftx.sft import SparseDiff, load_mask
+    from deftx.training import train_sft
+
+    spec = get_task(task)
+    source_lang = canonical_language(source_lang)
+    if out is not None and Path(out).exists() and any(Path(out).iterdir()):
+        raise UsageError(f"{out} already exists and is not empty", hint="choose another --out")
+    start_sft = None
+    if lang_sft is not None:
+        start_sft = SparseDiff.load(lang_sft)
+        if start_sft.manifest.get("kind") != "language":
+            raise ArtifactError(f"{lang_sft} is a {start_sft.manifest.get('kind')} SFT, not a language SFT")
+    mask = None
+    if mask_file is not None:
+        mask, mask_meta = load_mask(Path(mask_file))
+        config = config.model_copy(update={"method": mask_meta.get("method", config.method)})
+    if train_file is not None:
+        train = load_labelled_file(train_file, spec)
+    else:
+        train = load_task_split(spec, source_lang, "train", data_dir)
+    if config.max_examples:
+        train = train.subset(config.max_examples, seed=config.seed)
+    validation = None
+    if validation_file is not None:
+        validation = load_labelled_file(validation_file, spec)
+    elif train_file is None and "valid" in spec.splits:
+        validation = load_task_split(spec, source_lang, "valid", data_dir)
+    tokenizer = load_tokenizer(model)
+    clf, _ = load_model(model, "classification", labels=spec.labels)
+    dense = list(head_parameters(clf))
+    objective = ClassificationObjective(tokenizer, train, validation, max_length=config.max_length)
+    manifest: dict[str, Any] = {
+        "kind": "task",
+        "task": spec.name,
+        "labels": list(spec.labels),
+        "language": source_lang,
+        "base_model": str(model),
+        "data": {"train": train.source, "examples": len(train),
+                 "validation": validation.source if validation is not None else None},
+    }
+    if start_sft is not None:
+        manifest["trained_with"] = [{
+            "path": str(lang_sft), "language": start_sft.manifest.get("language"),
+            "method": start_sft.manifest.get("method"),
+            "diff_sha256": start_sft.manifest.get("files", {}).get("diff.safetensors"),
+        }]
+    with Run.start(
+        runs_dir, "task", config=config.model_dump(mode="json"), run_id=run_id, method=config.method,
+        languages={"source": source_lang}, task=spec.name, base_model=str(model), seed=config.seed,
+        command=command, total_steps=_total_steps(config, objective.num_examples(), mask is not None),
+    ) as run:
+        if start_sft is not None:
+            run.update(config={"lang_sft": str(lang_sft)})
+        result = train_sft(
+            clf, objective, config, manifest=manifest, dense_parameters=dense, start_sft=start_sft, mask=mask,
+            keep_phase1_diff=run.path / PHASE1_DIFF if keep_phase1_diff else None,
+            callbacks=[lambda e, f: run.log(e, **f), *callbacks], force=force,
+        )
+        final = _record_sft(run, result, out)
+    return TrainOutcome(final, run.path, result.summary)
+
+
+def system_of(task_manifest: dict[str, Any], with_lang_sft: bool) -> str:
+    """Which system an evaluation measures: the method, or a baseline."""
+    if task_manifest.get("method") == "full-ft":
+        return "full-ft"
+    if not with_lang_sft:
+        return "no-lang-sft"
+    return str(task_manifest.get("method"))
+
+
+def evaluate_transfer(
+    task: str,
+    lang: str,
+    task_sft: Path,
+    *,
+    lang_sft: Path | None = None,
+    model: str | Path | None = None,
+    split: str = "test",
+    data_dir: str | Path | None = None,
+    eval_file: Path | None = None,
+    runs_dir: Path,
+    run_id: str | None = None,
+    batch_size: int = 64,
+    max_length: int | None = None,
+    force: bool = False,
+    command: list[str] | None = None,
+    system: str | None = None,
+) -> tuple[dict[str, Any], Path]:
+    """Evaluate theta0 + phi_lang + phi_task on ``task`` in ``lang``; writes a results record."""
+    from deftx.data import canonical_language, get_task, load_labelled_file, load_task_split
+    from deftx.evaluation import check_labels, evaluate_classifier
+    from deftx.model import load_model, load_tokenizer
+    from deftx.sft import SparseDiff, compose
+
+    spec = get_task(task)
+    lang = canonical_language(lang)
+    task_diff = SparseDiff.load(task_sft)
+    if task_diff.manifest.get("kind") != "task":
+        raise ArtifactError(f"{task_sft} is a {task_diff.manifest.get('kind')} SFT, not a task SFT")
+    labels = check_labels(task_diff.manifest.get("labels"), spec.labels)
+    lang_diff = SparseDiff.load(lang_sft) if lang_sft is not None else None
+    if lang_diff is not None and lang_diff.manifest.get("kind") != "language":
+        raise ArtifactError(f"{lang_sft} is a {lang_diff.manifest.get('kind')} SFT, not a language SFT")
+    data = load_labelled_file(eval_file, spec) if eval_file else load_task_split(spec, lang, split, data_dir)
+    model = model or task_diff.manifest.get("base_model")
+    if not model:
+        raise UsageError("the task SFT records no base model", hint="give --model")
+    tokenizer = load_tokenizer(model)
+    clf, _ = load_model(model, "classification", labels=labels)
+    combined = compose([lang_diff, task_diff]) if lang_diff is not None else task_diff
+    combined.apply(clf, force=force)
+    if max_length is None:
+        max_length = int((task_diff.manifest.get("training") or {}).get("max_length") or 128)
+    system = system or system_of(task_diff.manifest, lang_diff is not None)
+    training = task_diff.manifest.get("training") or {}
+    lang_training = (lang_diff.manifest.get("training") or {}) if lang_diff is not None else {}
+    record = {
+        "task": spec.name,
+        "language": lang,
+        "source_language": task_diff.manifest.get("language"),
+        "split": split if eval_file is None else str(eval_file),
+        "system": system,
+        "method": task_diff.manifest.get("method"),
+        "base_model": str(task_diff.manifest.get("base_model")),
+        "seed": training.get("seed"),
+        "settings": {
+            "k_task": task_diff.manifest.get("k"),
+            "k_lang": lang_diff.manifest.get("k") if lang_diff is not None else None,
+            "rank_rule": training.get("rank_rule") if task_diff.manifest.get("method") == "deftx" else None,
+            "tail_keep": training.get("tail_keep") if task_diff.manifest.get("method") == "deftx" else None,
+            "preset": training.get("preset"),
+            "lang_preset": lang_training.get("preset"),
+        },
+        "metric": spec.metric,
+        "task_sft": str(task_sft),
+        "lang_sft": str(lang_sft) if lang_sft is not None else None,
+        "created_at": now_iso(),
+    }
+    with Run.start(
+        runs_dir, "evaluation", config={"task_sft": str(task_sft), "lang_sft": str(lang_sft) if lang_sft else None,
+                                        "split": split, "batch_size": batch_size, "max_length": max_length},
+        run_id=run_id, method=system, languages={"target": lang, "source": str(record["source_language"])},
+        task=spec.name, base_model=record["base_model"], seed=record["seed"], command=command,
+    ) as run:
+        metrics = evaluate_classifier(clf, tokenizer, data, batch_size=batch_size, max_length=max_length)
+        record["metrics"] = metrics
+        record["run_id"] = run.run_id
+        write_results(run.path, record)
+        run.log("eval", phase=None, step=None, metrics={"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]})
+        run.update(summary={"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "n": metrics["n"]},
+                   outputs={"results": "results.json"})
+    return record, run.path
+
+
+def compose_model(
+    model: str | Path,
+    sft_dirs: Sequence[Path],
+    out: Path,
+    *,
+    force: bool = False,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """theta0 + sum of SFTs, saved with ``save_pretrained`` (and the tokenizer) into ``out``, with
+    the task head when a task SFT is among them. Written to a temporary directory, then renamed."""
+    from deftx.model import load_model, load_tokenizer
+    from deftx.sft import SparseDiff, compose
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UsageError(f"{out} already exists and is not empty", hint="choose another --out")
+    if not sft_dirs:
+        raise UsageError("give at least one --sft")
+    sfts = [SparseDiff.load(p) for p in sft_dirs]
+    combined = compose(sfts)
+    labels = combined.manifest.get("labels")
+    kind = "classification" if labels else "mlm"
+    tokenizer = load_tokenizer(model)
+    target, _ = load_model(model, kind, labels=labels)
+    combined.apply(target, force=force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        target.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        provenance = {
+            "composed_by": f"deftx {__version__}",
+            "base_model": str(model),
+            "sfts": [{"path": str(p), **{k: s.manifest.get(k) for k in ("kind", "method", "language", "task")}}
+                     for p, s in zip(sft_dirs, sfts)],
+            "entries": combined.n_entries,
+            "created_at": now_iso(),
+        }
+        atomic_write_json(tmp / "deftx_compose.json", provenance)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"out": str(out), "kind": kind, "labels": labels, **provenance}

@@ -1,0 +1,37 @@
+"""``deftx compose``: base model + SFTs -> a ready Hugging Face model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deftx_cli.options import JsonOpt, ModelOpt
+from deftx_cli.output import handle_errors, note, print_json
+
+
+@handle_errors
+def compose(
+    sft: Annotated[list[Path], typer.Option("--sft", exists=True, file_okay=False, help="An SFT directory (repeat: language SFT, task SFT, ...).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the composed model (save_pretrained).")],
+    model: ModelOpt = "xlm-roberta-base",
+    force: Annotated[bool, typer.Option("--force", help="Apply SFTs even if their base-model fingerprint differs.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compose SFTs by addition onto the base model and save a ready model (with the task head).
+
+    Example (Acehnese sentiment model from a language SFT and an Indonesian task SFT):
+
+        deftx compose --model ../shared/models/me5-small-mlm --sft runs/<ace-run>/sft --sft runs/<task-run>/sft --out models/ace-senti
+    """
+    from deftx.pipeline import compose_model
+
+    result = compose_model(model, sft, out, force=force, overwrite=overwrite)
+    if as_json:
+        print_json(result)
+    else:
+        kind = "sequence-classification" if result["kind"] == "classification" else "masked-LM"
+        note(f"composed {len(sft)} SFT(s), {result['entries']:,} entries, into a {kind} model")
+        note(f"model written to {result['out']} (load it with from_pretrained)")

@@ -1,0 +1,96 @@
+"""``deftx denoise``: DeFT-X scores and mask from a saved phase-1 difference, without retraining."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from deftx_cli.options import JsonOpt
+from deftx_cli.output import handle_errors, note, print_json, stdout
+
+
+class Svd(str, Enum):
+    auto = "auto"
+    full = "full"
+
+
+class SelectMethod(str, Enum):
+    deftx = "deftx"
+    lt_sft = "lt-sft"
+
+
+@handle_errors
+def denoise(
+    diff: Annotated[Path, typer.Option("--diff", "-d", exists=True, help="A phase1_diff.safetensors (from --keep-phase1-diff), or the run directory holding it.")],
+    k: Annotated[str, typer.Option("--k", "-k", help="Entries kept: a count, a fraction (0.05) or a percentage (2.5%).")],
+    rank_rule: Annotated[str, typer.Option("--rank-rule", help="energy:F or rank:R.")] = "energy:0.9",
+    tail_keep: Annotated[float, typer.Option("--tail-keep", min=0.0, max=1.0, help="Fraction of the SVD residual kept.")] = 0.0,
+    method: Annotated[SelectMethod, typer.Option("--method", help="deftx (denoised scores) or lt-sft (plain magnitude).")] = SelectMethod.deftx,
+    include: Annotated[Optional[list[str]], typer.Option("--include", help="Denoise only matrices whose name matches (glob; repeatable).")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Do not denoise matrices whose name matches (glob; repeatable).")] = None,
+    svd: Annotated[Svd, typer.Option("--svd", help="auto (randomized where it pays) or full (dense SVD everywhere).")] = Svd.auto,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", dir_okay=False, help="Write the mask here (a .safetensors file) for 'train-lang/train-task --mask'.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the randomized SVD.")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compute DeFT-X scores and the top-K mask from a saved phase-1 difference.
+
+    Prints, per matrix, the rank chosen and the energy kept, and how much the DeFT-X mask overlaps
+    the plain magnitude (LT-SFT) mask. The mask written with --out lets the training commands run
+    phase 2 only.
+
+    Example:
+
+        deftx denoise --diff runs/<run>/phase1_diff.safetensors --k 0.03 --rank-rule energy:0.8 --out mask.safetensors
+    """
+    from deftx.denoise import RankRule, check_tail_keep
+    from deftx.sft import load_difference, save_mask
+    from deftx.training import choose_mask
+
+    RankRule.parse(rank_rule)
+    check_tail_keep(tail_keep)
+    path = diff / "phase1_diff.safetensors" if diff.is_dir() else diff
+    differences, meta = load_difference(path)
+    note(f"loaded {len(differences)} parameters from {path}")
+    selection = choose_mask(
+        differences, method.value, k, rank_rule=rank_rule, tail_keep=tail_keep,
+        include=include or ["*"], exclude=exclude or [], svd=svd.value, seed=seed, in_place=True,
+    )
+    result = {
+        "diff": str(path),
+        "method": method.value,
+        "k": selection.k,
+        "maskable": selection.maskable,
+        "density": selection.k / selection.maskable,
+        "rank_rule": rank_rule if method == SelectMethod.deftx else None,
+        "tail_keep": tail_keep if method == SelectMethod.deftx else None,
+        "overlap_with_magnitude": selection.overlap_with_magnitude,
+        "matrices": [info.to_json() for info in selection.denoise],
+        "mask": str(out) if out else None,
+    }
+    if out is not None:
+        save_mask(out, selection.masks, {
+            "method": method.value, "k": selection.k, "rank_rule": result["rank_rule"], "tail_keep": result["tail_keep"],
+            "base_fingerprint": meta.get("base_fingerprint"), "base_model": meta.get("base_model"),
+            "source_diff": str(path),
+        })
+    if as_json:
+        print_json(result)
+        return
+    if selection.denoise:
+        from rich.table import Table
+
+        table = Table(title=f"DeFT-X denoising ({rank_rule}, tail_keep {tail_keep:g})")
+        for column in ("matrix", "shape", "rank", "energy kept", "svd"):
+            table.add_column(column, justify="left" if column == "matrix" else "right")
+        for info in selection.denoise:
+            table.add_row(info.name, "x".join(map(str, info.shape)), str(info.rank), f"{info.energy_kept:.3f}", info.svd)
+        stdout.print(table)
+    stdout.print(f"K = {selection.k:,} of {selection.maskable:,} maskable ({result['density']:.3%})")
+    if selection.overlap_with_magnitude is not None:
+        stdout.print(f"overlap with the magnitude (LT-SFT) mask: {selection.overlap_with_magnitude:.1%} of K")
+    if out is not None:
+        note(f"mask written to {out}")

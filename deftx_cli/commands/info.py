@@ -1,0 +1,85 @@
+"""``deftx info`` (an SFT's manifest and statistics) and ``deftx datasets`` (what data is there)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deftx_cli.options import DataDirOpt, JsonOpt
+from deftx_cli.output import handle_errors, print_json, stdout
+
+
+@handle_errors
+def info(
+    sft: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="An SFT directory.")],
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the files' checksums.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show an SFT's manifest: kind, method, language, K, base model, entries per parameter.
+
+    Example:
+
+        deftx info runs/<run>/sft
+    """
+    from deftx.sft import SparseDiff
+
+    diff = SparseDiff.load(sft, verify=verify)
+    m = diff.manifest
+    stats = diff.stats()
+    if as_json:
+        print_json({"manifest": {k: v for k, v in m.items() if k != "shapes"}, "stats": stats})
+        return
+    rows = [
+        ("kind", m.get("kind")), ("method", m.get("method")), ("language", m.get("language")),
+        ("task", m.get("task")), ("labels", ", ".join(m.get("labels") or []) or None),
+        ("base model", m.get("base_model")), ("base fingerprint", m.get("base_fingerprint")),
+        ("entries", f"{stats['entries']:,}"), ("maskable", f"{m.get('maskable', 0):,}"),
+        ("head parameters", f"{stats['head_parameters']:,}"),
+        ("rank rule", (m.get("selection") or {}).get("rank_rule")),
+        ("trained with", ", ".join(str(t.get("path")) for t in m.get("trained_with") or []) or None),
+        ("deftx version", m.get("library_version")), ("created", m.get("created_at")),
+    ]
+    for key, value in rows:
+        if value not in (None, ""):
+            stdout.print(f"{key:>17}: {value}")
+
+
+@handle_errors
+def datasets(
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the built-in tasks and, for a local data root, what each language has.
+
+    Example:
+
+        deftx datasets --data-dir ../shared/data
+    """
+    from deftx.data import TASKS, describe_data, resolve_data_dir
+
+    root = resolve_data_dir(data_dir)
+    listing = describe_data(root) if root is not None else []
+    if as_json:
+        print_json({"tasks": {name: {"labels": list(t.labels), "metric": t.metric, "languages": list(t.languages)}
+                              for name, t in TASKS.items()}, "local": listing})
+        return
+    from rich.table import Table
+
+    table = Table(title="tasks")
+    for column in ("task", "metric", "labels", "languages"):
+        table.add_column(column)
+    for name, t in TASKS.items():
+        table.add_row(name, t.metric, "/".join(t.labels), " ".join(t.languages))
+    stdout.print(table)
+    if root is None:
+        stdout.print("no local data root (give --data-dir or set DEFTX_DATA_DIR): data come from the hub")
+        return
+    local = Table(title=f"local data in {root}")
+    keys = sorted({k for row in listing for k in row})
+    for key in keys:
+        local.add_column(key)
+    for row in listing:
+        local.add_row(*(str(row.get(k, "")) for k in keys))
+    stdout.print(local)

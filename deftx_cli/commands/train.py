@@ -1,0 +1,154 @@
+"""``deftx train-lang`` and ``deftx train-task``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from deftx_cli.options import (
+    BatchOpt, DataDirOpt, DeviceOpt, JsonOpt, KeepDiffOpt, KOpt, L1Opt, LrOpt, MaskOpt, MaxLenOpt, Method,
+    MethodOpt, ModelOpt, OutOpt, Phase1EpochsOpt, Phase1StepsOpt, Phase2EpochsOpt, Phase2StepsOpt, Preset,
+    PresetOpt, QuietOpt, RankRuleOpt, RunIdOpt, RunsDirOpt, SeedOpt, TailKeepOpt, TRAINING, WdOpt,
+)
+from deftx_cli.output import TrainingProgress, handle_errors, note, print_json
+
+DEFAULT_MODEL = "xlm-roberta-base"
+
+
+def _config(kind: str, preset: Preset, method: Method, **overrides: Any):
+    from deftx.config import resolve_config
+
+    return resolve_config(kind, preset.value, method=method.value, **overrides)
+
+
+def _report(outcome, as_json: bool, label: str) -> None:
+    summary = outcome.summary
+    result = {
+        "sft": str(outcome.sft_dir),
+        "run": str(outcome.run_dir),
+        "k": summary.get("k"),
+        "maskable": summary.get("maskable"),
+        "entries": summary.get("entries"),
+        "seconds": summary.get("seconds"),
+        "final_eval": (summary.get("phase2") or summary.get("phase1") or {}).get("eval"),
+    }
+    if as_json:
+        print_json(result)
+    else:
+        note(f"{label}: {result['entries']:,} entries of {result['maskable']:,} maskable parameters "
+             f"in {result['seconds']:.0f} s")
+        note(f"SFT written to {outcome.sft_dir}")
+        note(f"run directory: {outcome.run_dir}")
+
+
+@handle_errors
+def train_lang(
+    lang: Annotated[str, typer.Option("--lang", "-l", help="Target language (ISO 639-3, e.g. quy, ace) or its name.")],
+    model: ModelOpt = DEFAULT_MODEL,
+    method: MethodOpt = Method.deftx,
+    preset: PresetOpt = Preset.cpu,
+    k: KOpt = None,
+    rank_rule: RankRuleOpt = None,
+    tail_keep: TailKeepOpt = None,
+    text: Annotated[Optional[list[Path]], typer.Option("--text", exists=True, dir_okay=False, help="Unlabelled text file(s) (.txt one segment per line, or .csv/.tsv/.jsonl with a text column) instead of the built-in sources.", rich_help_panel=TRAINING)] = None,
+    max_lines: Annotated[Optional[int], typer.Option("--max-lines", min=1, help="Use at most this many text lines (a seeded random subset).", rich_help_panel=TRAINING)] = None,
+    phase1_steps: Phase1StepsOpt = None,
+    phase2_steps: Phase2StepsOpt = None,
+    batch_size: BatchOpt = None,
+    max_length: MaxLenOpt = None,
+    lr: LrOpt = None,
+    l1: L1Opt = None,
+    weight_decay: WdOpt = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    mask: MaskOpt = None,
+    keep_phase1_diff: KeepDiffOpt = False,
+    data_dir: DataDirOpt = None,
+    runs_dir: RunsDirOpt = Path("runs"),
+    run_id: RunIdOpt = None,
+    out: OutOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a language SFT by masked-LM on unlabelled text of one language.
+
+    With a data root set (--data-dir or DEFTX_DATA_DIR), the text is found by language code:
+    NusaX-MT train, NusaWrites, AmericasNLP train text.
+
+    Example:
+
+        deftx train-lang --lang quy --method deftx --preset cpu --data-dir ../shared/data --model ../shared/models/me5-small-mlm
+    """
+    from deftx.pipeline import train_language_sft
+
+    config = _config("language", preset, method, k=k, rank_rule=rank_rule, tail_keep=tail_keep,
+                     max_examples=max_lines, phase1_steps=phase1_steps, phase2_steps=phase2_steps,
+                     batch_size=batch_size, max_length=max_length, lr=lr, l1=l1, weight_decay=weight_decay,
+                     seed=seed, device=device)
+    label = f"language SFT {lang} ({config.method})"
+    outcome = train_language_sft(
+        lang, config, model=model, data_dir=data_dir, text_files=text, runs_dir=runs_dir, run_id=run_id, out=out,
+        keep_phase1_diff=keep_phase1_diff, mask_file=mask, callbacks=[TrainingProgress(label, quiet=quiet)],
+        command=["deftx", *sys.argv[1:]],
+    )
+    _report(outcome, as_json, label)
+
+
+@handle_errors
+def train_task(
+    task: Annotated[str, typer.Option("--task", "-t", help="Task: nusax-senti, smsa, americasnli, sick, multinli, xnli-en.")],
+    source_lang: Annotated[str, typer.Option("--source-lang", "-s", help="Language of the labelled training data (ISO 639-3).")],
+    lang_sft: Annotated[Optional[Path], typer.Option("--lang-sft", exists=True, file_okay=False, help="The source language's SFT, applied while training (recommended).")] = None,
+    model: ModelOpt = DEFAULT_MODEL,
+    method: MethodOpt = Method.deftx,
+    preset: PresetOpt = Preset.cpu,
+    k: KOpt = None,
+    rank_rule: RankRuleOpt = None,
+    tail_keep: TailKeepOpt = None,
+    train_file: Annotated[Optional[Path], typer.Option("--train-file", exists=True, dir_okay=False, help="Labelled CSV/TSV/JSONL instead of the task's train split.", rich_help_panel=TRAINING)] = None,
+    validation_file: Annotated[Optional[Path], typer.Option("--validation-file", exists=True, dir_okay=False, help="Labelled validation file.", rich_help_panel=TRAINING)] = None,
+    max_examples: Annotated[Optional[int], typer.Option("--max-examples", min=1, help="Train on at most this many examples (a seeded random subset).", rich_help_panel=TRAINING)] = None,
+    phase1_epochs: Phase1EpochsOpt = None,
+    phase2_epochs: Phase2EpochsOpt = None,
+    phase1_steps: Phase1StepsOpt = None,
+    phase2_steps: Phase2StepsOpt = None,
+    batch_size: BatchOpt = None,
+    max_length: MaxLenOpt = None,
+    lr: LrOpt = None,
+    l1: L1Opt = None,
+    weight_decay: WdOpt = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    mask: MaskOpt = None,
+    keep_phase1_diff: KeepDiffOpt = False,
+    force: Annotated[bool, typer.Option("--force", help="Apply a language SFT even if its base-model fingerprint differs.")] = False,
+    data_dir: DataDirOpt = None,
+    runs_dir: RunsDirOpt = Path("runs"),
+    run_id: RunIdOpt = None,
+    out: OutOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a task SFT on labelled source-language data, with the source language's SFT applied.
+
+    Example (Indonesian sentiment, for zero-shot transfer to NusaX languages):
+
+        deftx train-task --task smsa --source-lang ind --lang-sft runs/<ind-run>/sft --data-dir ../shared/data --model ../shared/models/me5-small-mlm
+    """
+    from deftx.pipeline import train_task_sft
+
+    config = _config("task", preset, method, k=k, rank_rule=rank_rule, tail_keep=tail_keep,
+                     max_examples=max_examples, phase1_epochs=phase1_epochs, phase2_epochs=phase2_epochs,
+                     phase1_steps=phase1_steps, phase2_steps=phase2_steps, batch_size=batch_size,
+                     max_length=max_length, lr=lr, l1=l1, weight_decay=weight_decay, seed=seed, device=device)
+    label = f"task SFT {task}/{source_lang} ({config.method})"
+    outcome = train_task_sft(
+        task, source_lang, config, model=model, lang_sft=lang_sft, data_dir=data_dir, train_file=train_file,
+        validation_file=validation_file, runs_dir=runs_dir, run_id=run_id, out=out,
+        keep_phase1_diff=keep_phase1_diff, mask_file=mask, callbacks=[TrainingProgress(label, quiet=quiet)],
+        command=["deftx", *sys.argv[1:]], force=force,
+    )
+    _report(outcome, as_json, label)

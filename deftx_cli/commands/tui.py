@@ -1,0 +1,25 @@
+"""``deftx tui``: the dashboard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deftx_cli.output import handle_errors
+
+
+@handle_errors
+def tui(
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", envvar="DEFTX_RUNS_DIR", file_okay=False, help="The runs directory to watch.")] = Path("runs"),
+) -> None:
+    """Open the dashboard: live training monitor and LT-SFT vs DeFT-X comparison.
+
+    Example (in a second terminal while training runs):
+
+        deftx tui --runs-dir runs
+    """
+    from deftx_cli.tui.app import run_dashboard
+
+    run_dashboard(runs_dir)

@@ -1,0 +1,58 @@
+"""Options shared by several commands, declared once."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+class Method(str, Enum):
+    deftx = "deftx"
+    lt_sft = "lt-sft"
+    full_ft = "full-ft"
+
+
+class Preset(str, Enum):
+    smoke = "smoke"
+    quick = "quick"
+    cpu = "cpu"
+    paper = "paper"
+
+
+TRAINING = "Training"
+SELECTION = "Selection (LT-SFT / DeFT-X)"
+OUTPUT = "Output"
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", envvar="DEFTX_MODEL",
+                                       help="Base model: a hub id or a local directory.")]
+DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", envvar="DEFTX_DATA_DIR", file_okay=False,
+                                                    help="Local data root (layout of the shared data folder); default: the hub.")]
+RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", envvar="DEFTX_RUNS_DIR", file_okay=False,
+                                          help="Where run directories are written.", rich_help_panel=OUTPUT)]
+RunIdOpt = Annotated[Optional[str], typer.Option("--run-id", help="Name of the run directory (default: time, kind, method, language).", rich_help_panel=OUTPUT)]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write the SFT to this directory.", rich_help_panel=OUTPUT)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (for scripts).", rich_help_panel=OUTPUT)]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.", rich_help_panel=OUTPUT)]
+
+MethodOpt = Annotated[Method, typer.Option("--method", help="deftx (SVD-denoised selection), lt-sft (magnitude), or full-ft (dense baseline).", rich_help_panel=SELECTION)]
+PresetOpt = Annotated[Preset, typer.Option("--preset", help="Budget and hyper-parameters: smoke (seconds), quick (minutes), cpu (benchmark), paper (XLM-R paper scale).", rich_help_panel=TRAINING)]
+KOpt = Annotated[Optional[str], typer.Option("--k", "-k", help="Entries kept: a count (7667712), a fraction (0.05) or a percentage (2.5%).", rich_help_panel=SELECTION)]
+RankRuleOpt = Annotated[Optional[str], typer.Option("--rank-rule", help="DeFT-X rank per matrix: energy:F (default energy:0.9) or rank:R.", rich_help_panel=SELECTION)]
+TailKeepOpt = Annotated[Optional[float], typer.Option("--tail-keep", min=0.0, max=1.0, help="DeFT-X: fraction of the SVD residual kept (0 = pure truncation).", rich_help_panel=SELECTION)]
+MaskOpt = Annotated[Optional[Path], typer.Option("--mask", exists=True, dir_okay=False, help="A mask from 'deftx denoise': skip phase 1 and run phase 2 only.", rich_help_panel=SELECTION)]
+KeepDiffOpt = Annotated[bool, typer.Option("--keep-phase1-diff", help="Save the dense phase-1 difference in the run directory (for 'deftx denoise').", rich_help_panel=SELECTION)]
+
+Phase1StepsOpt = Annotated[Optional[int], typer.Option("--phase1-steps", min=1, help="Phase 1 steps (overrides the preset).", rich_help_panel=TRAINING)]
+Phase2StepsOpt = Annotated[Optional[int], typer.Option("--phase2-steps", min=1, help="Phase 2 steps (overrides the preset).", rich_help_panel=TRAINING)]
+Phase1EpochsOpt = Annotated[Optional[float], typer.Option("--phase1-epochs", min=0.01, help="Phase 1 epochs (instead of steps).", rich_help_panel=TRAINING)]
+Phase2EpochsOpt = Annotated[Optional[float], typer.Option("--phase2-epochs", min=0.01, help="Phase 2 epochs (instead of steps).", rich_help_panel=TRAINING)]
+BatchOpt = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Batch size.", rich_help_panel=TRAINING)]
+MaxLenOpt = Annotated[Optional[int], typer.Option("--max-length", min=8, max=8192, help="Tokens per sequence.", rich_help_panel=TRAINING)]
+LrOpt = Annotated[Optional[float], typer.Option("--lr", min=0.0, help="Peak learning rate.", rich_help_panel=TRAINING)]
+L1Opt = Annotated[Optional[float], typer.Option("--l1", min=0.0, help="L1 pull toward the start point (lambda).", rich_help_panel=TRAINING)]
+WdOpt = Annotated[Optional[float], typer.Option("--weight-decay", min=0.0, help="Weight decay (masked in phase 2).", rich_help_panel=TRAINING)]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.", rich_help_panel=TRAINING)]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...", rich_help_panel=TRAINING)]

@@ -1,0 +1,155 @@
+"""What the CLI prints: errors and progress on stderr, data (tables, ``--json``) on stdout.
+
+One error handler (:func:`handle_errors`) turns every :class:`deftx.errors.DeftxError` into
+``deftx: error: <what>`` plus a hint on stderr and the error's exit code; a traceback only with
+``DEFTX_DEBUG=1``. Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from deftx.errors import DeftxError
+
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False)
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("DEFTX_DEBUG", "") not in ("", "0", "false")
+
+
+def fail(message: str, hint: str | None, code: int) -> typer.Exit:
+    print(f"deftx: error: {message}", file=sys.stderr)
+    if hint:
+        print(f"  hint: {hint}", file=sys.stderr)
+    return typer.Exit(code)
+
+
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The CLI's one error handler, wrapped around every command."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except DeftxError as exc:
+            if debug_enabled():
+                raise
+            raise fail(exc.message, exc.hint, exc.exit_code) from None
+        except KeyboardInterrupt:
+            if debug_enabled():
+                raise
+            raise fail("interrupted", None, 130) from None
+        except OSError as exc:
+            if debug_enabled():
+                raise
+            where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+            raise fail(f"{exc.strerror or exc}{where}", None, 3) from None
+        except Exception as exc:  # a bug: say so plainly, keep the traceback for DEFTX_DEBUG=1
+            if debug_enabled():
+                raise
+            raise fail(
+                f"internal error: {type(exc).__name__}: {exc}",
+                "run again with DEFTX_DEBUG=1 for the traceback, and please report it",
+                1,
+            ) from None
+
+    return wrapper
+
+
+def print_json(obj: Any) -> None:
+    """One JSON document on stdout."""
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def note(message: str) -> None:
+    """A line for people, on stderr."""
+    stderr.print(message)
+
+
+class TrainingProgress:
+    """Engine events -> a Rich progress bar on a terminal, plain periodic lines otherwise."""
+
+    def __init__(self, label: str, interval: float = 10.0, quiet: bool = False) -> None:
+        self.label = label
+        self.interval = interval
+        self.quiet = quiet
+        self.interactive = stderr.is_terminal and not quiet
+        self._progress = None
+        self._task = None
+        self._last_print = 0.0
+        self._last: dict[str, Any] = {}
+
+    def __call__(self, event: str, fields: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        if event == "phase":
+            self._start_phase(fields)
+        elif event == "train":
+            self._train(fields)
+        elif event == "eval":
+            metrics = ", ".join(f"{k} {v:.4f}" for k, v in fields["metrics"].items() if isinstance(v, float))
+            self._line(f"{self.label}: phase {fields.get('phase')} eval: {metrics}")
+        elif event == "selection":
+            line = f"{self.label}: selected K = {fields['k']:,} of {fields['maskable']:,} ({fields['density']:.2%})"
+            if fields.get("denoise"):
+                ranks = [d["rank"] for d in fields["denoise"]]
+                line += f"; DeFT-X ranks {min(ranks)}-{max(ranks)} over {len(ranks)} matrices"
+                if fields.get("overlap_with_magnitude") is not None:
+                    line += f", {fields['overlap_with_magnitude']:.1%} shared with the magnitude mask"
+            self._line(line)
+        elif event == "done":
+            self._stop()
+
+    def _start_phase(self, fields: dict[str, Any]) -> None:
+        self._stop()
+        phase, total = fields["phase"], fields["total_steps"]
+        what = "full fine-tuning" if phase == 1 else "sparse fine-tuning"
+        if self.interactive:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn(f"{self.label} phase {phase} ({what})"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=stderr, transient=False,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("train", total=total, status="")
+        else:
+            self._line(f"{self.label}: phase {phase} ({what}), {total} steps")
+        self._last_print = time.monotonic()
+
+    def _train(self, fields: dict[str, Any]) -> None:
+        status = f"loss {fields['loss']:.4f}"
+        if fields.get("throughput"):
+            status += f"  {fields['throughput']:.1f} ex/s"
+        if self._progress is not None:
+            self._progress.update(self._task, completed=fields["step"], status=status)
+            return
+        now = time.monotonic()
+        if now - self._last_print >= self.interval or fields["step"] == fields["total_steps"]:
+            self._line(f"{self.label}: phase {fields['phase']} step {fields['step']}/{fields['total_steps']} {status}")
+            self._last_print = now
+
+    def _line(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(text)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def _stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

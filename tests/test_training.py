@@ -1,0 +1,129 @@
+"""The two-phase engine's promises, on a tiny BERT built from a config."""
+
+import random
+
+import pytest
+import torch
+
+from deftx.config import resolve_config
+from deftx.model import base_parameters, head_parameters, is_layer_norm, load_model, load_tokenizer, maskable_parameters, untie_output_embeddings
+from deftx.objectives import ClassificationObjective, MaskedLMObjective
+from deftx.sft import SparseDiff, compose, load_difference
+from deftx.training import choose_mask, train_sft
+
+WORDS = "film ini sangat bagus jelek tidak saya suka makanan enak".split()
+
+
+def sentences(n, seed=0):
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9))) for _ in range(n)]
+
+
+def config(**overrides):
+    values = dict(phase1_steps=3, phase2_steps=3, batch_size=4, max_length=16, lr=1e-2, k=0.05, log_every=1, device="cpu")
+    values.update(overrides)
+    return resolve_config("language", "smoke", **values)
+
+
+def mlm_setup(model_dir):
+    tokenizer = load_tokenizer(model_dir)
+    model, _ = load_model(model_dir, "mlm")
+    untie_output_embeddings(model)
+    objective = MaskedLMObjective(tokenizer, sentences(120), max_length=16)
+    return model, objective
+
+
+@pytest.mark.parametrize("method", ["lt-sft", "deftx"])
+def test_phase2_moves_only_masked_entries(tiny_model_dir, method):
+    model, objective = mlm_setup(tiny_model_dir)
+    decoder_before = model.get_output_embeddings().weight.detach().clone()
+    before = {n: p.detach().clone() for n, p in base_parameters(model).items()}
+    events = []
+    cfg = config(method=method, weight_decay=0.5, l1=0.1)
+    result = train_sft(model, objective, cfg, manifest={"kind": "language"}, callbacks=[lambda e, f: events.append((e, f))])
+    maskable = maskable_parameters(model)
+    k = result.summary["k"]
+    assert k == round(0.05 * sum(p.numel() for p in maskable.values()))
+    assert result.sft.n_entries == k
+    moved = 0
+    for name, p in base_parameters(model).items():
+        diff = (p.detach() - before[name]).reshape(-1)
+        if name not in maskable:
+            assert not diff.any(), f"{name} is not maskable but moved"
+            assert is_layer_norm(name)
+            continue
+        entries = result.sft.entries.get(name)
+        inside = torch.zeros(diff.numel(), dtype=torch.bool)
+        if entries is not None:
+            inside[entries[0]] = True
+            assert torch.allclose(diff[entries[0]], entries[1], atol=1e-7)
+        assert not diff[~inside].any(), f"{name}: entries outside the mask moved (weight decay leaked?)"
+        moved += int(diff[inside].ne(0).sum())
+    assert moved > 0.5 * k, "phase 2 trained the masked entries"
+    assert torch.equal(model.get_output_embeddings().weight, decoder_before), "the untied decoder stays frozen"
+    kinds = [e for e, _ in events]
+    assert kinds.count("phase") == 2 and "selection" in kinds and kinds[-1] == "done"
+    selection = dict(events)[ "selection"]
+    if method == "deftx":
+        assert selection["denoise"] and all(d["rank"] >= 1 for d in selection["denoise"])
+        assert 0 <= selection["overlap_with_magnitude"] <= 1
+
+
+def test_phase1_difference_reproduces_the_selection(tiny_model_dir, tmp_path):
+    model, objective = mlm_setup(tiny_model_dir)
+    cfg = config(method="deftx", rank_rule="energy:0.8")
+    result = train_sft(model, objective, cfg, manifest={"kind": "language"}, keep_phase1_diff=tmp_path / "d.safetensors")
+    diffs, meta = load_difference(tmp_path / "d.safetensors")
+    assert meta["base_fingerprint"] == result.sft.base_fingerprint
+    again = choose_mask(diffs, "deftx", cfg.k, rank_rule="energy:0.8")
+    for name, mask in result.selection.masks.items():
+        assert torch.equal(again.masks[name], mask)
+
+
+def test_mask_given_runs_phase_two_only(tiny_model_dir):
+    model, objective = mlm_setup(tiny_model_dir)
+    maskable = maskable_parameters(model)
+    mask = {name: torch.zeros(p.shape, dtype=torch.bool) for name, p in maskable.items()}
+    name = next(iter(mask))
+    mask[name].view(-1)[:10] = True
+    events = []
+    result = train_sft(model, objective, config(), manifest={"kind": "language"}, mask=mask,
+                       callbacks=[lambda e, f: events.append((e, f))])
+    assert [f["phase"] for e, f in events if e == "phase"] == [2]
+    assert result.sft.n_entries == 10 and list(result.sft.entries) == [name]
+
+
+def test_full_fine_tuning_baseline_keeps_every_entry(tiny_model_dir):
+    model, objective = mlm_setup(tiny_model_dir)
+    result = train_sft(model, objective, config(method="full-ft"), manifest={"kind": "language"})
+    assert result.sft.n_entries == sum(p.numel() for p in maskable_parameters(model).values())
+
+
+def test_task_sft_on_a_language_sft_stores_only_its_own_diff(tiny_model_dir, tmp_path):
+    from deftx.data import LabelledData
+
+    model, objective = mlm_setup(tiny_model_dir)
+    lang = train_sft(model, objective, config(), manifest={"kind": "language"}).sft
+    tokenizer = load_tokenizer(tiny_model_dir)
+    texts = sentences(40, seed=1)
+    labels = [int("bagus" in t or "enak" in t) for t in texts]
+    data = LabelledData(texts=texts, pairs=None, labels=labels, label_names=("negative", "positive"), source="test")
+    clf, _ = load_model(tiny_model_dir, "classification", labels=data.label_names)
+    dense = list(head_parameters(clf))
+    assert dense == ["classifier.bias", "classifier.weight"] or sorted(dense) == ["classifier.bias", "classifier.weight"]
+    task_objective = ClassificationObjective(tokenizer, data, data, max_length=16)
+    task_cfg = resolve_config("task", "smoke", phase1_steps=3, phase2_steps=3, batch_size=8, lr=1e-2, k=0.02, device="cpu")
+    task = train_sft(clf, task_objective, task_cfg, manifest={"kind": "task"}, dense_parameters=dense, start_sft=lang).sft
+    assert task.n_entries == round(0.02 * sum(p.numel() for p in maskable_parameters(clf).values()))
+    # theta0 + phi_lang + phi_task (with the task head) is exactly the trained model.
+    fresh, _ = load_model(tiny_model_dir, "classification", labels=data.label_names)
+    compose([lang, task]).apply(fresh)
+    trained = dict(clf.named_parameters())
+    for name, p in fresh.named_parameters():
+        assert torch.allclose(p, trained[name], atol=1e-6), name
+    # and the task diff alone does not contain the language SFT
+    fresh2, _ = load_model(tiny_model_dir, "classification", labels=data.label_names)
+    task.apply(fresh2)
+    assert not all(torch.allclose(p, trained[n], atol=1e-6) for n, p in fresh2.named_parameters())
+    task.save(tmp_path / "task")
+    assert SparseDiff.load(tmp_path / "task").n_entries == task.n_entries
