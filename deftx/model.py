@@ -84,7 +84,8 @@ def fingerprint(model: nn.Module) -> str:
                 continue
             flat = p.detach().reshape(-1)
             n = flat.numel()
-            idx = torch.linspace(0, n - 1, steps=min(n, 1024)).round().long().to(flat.device)
+            m = min(n, 1024)
+            idx = (torch.arange(m, dtype=torch.int64) * (n - 1) // max(m - 1, 1)).to(flat.device)
             sample = flat[idx].to(torch.bfloat16).view(torch.int16).cpu()
             digest.update(f"{name}:{tuple(p.shape)};".encode())
             digest.update(sample.numpy().tobytes())

@@ -63,6 +63,17 @@ def _summary_for_run(summary: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _check_mask_base(mask_meta: dict[str, Any] | None, model) -> None:
+    from deftx.errors import FingerprintMismatchError
+    from deftx.model import fingerprint
+
+    expected = (mask_meta or {}).get("base_fingerprint")
+    if expected and expected != fingerprint(model):
+        raise FingerprintMismatchError(
+            "the mask was computed for another base model", hint=f"it records {mask_meta.get('base_model') or expected}"
+        )
+
+
 def _total_steps(config: TrainConfig, n_examples: int, mask_given: bool) -> dict[str, int]:
     import math
 
@@ -114,12 +125,13 @@ def train_language_sft(
     decoder = untie_output_embeddings(mlm)
     head = {n: p for n, p in head_parameters(mlm).items() if p is not decoder}
     mode = _mlm_head_mode(config, model, missing, head)
-    dense = list(head) if mode == "train" else []
+    named = dict(mlm.named_parameters())
+    base_missing = [n for n in missing if n in named and named[n] is not decoder and n not in head]
+    dense = sorted(set(head if mode == "train" else []) | set(base_missing))
     objective = MaskedLMObjective(
         tokenizer, lines, max_length=config.max_length, mlm_probability=config.mlm_probability, seed=config.seed
     )
-    if mask_meta and mask_meta.get("base_fingerprint") not in (None, getattr(mlm, "_deftx_base_fingerprint", None)):
-        raise ArtifactError("the mask was computed for another base model", hint=str(mask_meta.get("base_model")))
+    _check_mask_base(mask_meta, mlm)
     manifest = {
         "kind": "language",
         "language": lang,
@@ -136,7 +148,7 @@ def train_language_sft(
         result = train_sft(
             mlm, objective, config, manifest=manifest, dense_parameters=dense, mask=mask,
             keep_phase1_diff=run.path / PHASE1_DIFF if keep_phase1_diff else None,
-            callbacks=[lambda e, f: run.log(e, **f), *callbacks],
+            callbacks=[lambda e, f: run.log(e, **f), *callbacks], mask_info=mask_meta,
         )
         final = _record_sft(run, result, out)
     return TrainOutcome(final, run.path, result.summary)
@@ -177,7 +189,7 @@ def train_task_sft(
         start_sft = SparseDiff.load(lang_sft)
         if start_sft.manifest.get("kind") != "language":
             raise ArtifactError(f"{lang_sft} is a {start_sft.manifest.get('kind')} SFT, not a language SFT")
-    mask = None
+    mask = mask_meta = None
     if mask_file is not None:
         mask, mask_meta = load_mask(Path(mask_file))
         config = config.model_copy(update={"method": mask_meta.get("method", config.method)})
@@ -193,8 +205,10 @@ def train_task_sft(
     elif train_file is None and "valid" in spec.splits:
         validation = load_task_split(spec, source_lang, "valid", data_dir)
     tokenizer = load_tokenizer(model)
-    clf, _ = load_model(model, "classification", labels=spec.labels)
-    dense = list(head_parameters(clf))
+    clf, missing = load_model(model, "classification", labels=spec.labels)
+    _check_mask_base(mask_meta, clf)
+    named = dict(clf.named_parameters())
+    dense = sorted(set(head_parameters(clf)) | {n for n in missing if n in named})
     objective = ClassificationObjective(tokenizer, train, validation, max_length=config.max_length)
     manifest: dict[str, Any] = {
         "kind": "task",
@@ -221,7 +235,7 @@ def train_task_sft(
         result = train_sft(
             clf, objective, config, manifest=manifest, dense_parameters=dense, start_sft=start_sft, mask=mask,
             keep_phase1_diff=run.path / PHASE1_DIFF if keep_phase1_diff else None,
-            callbacks=[lambda e, f: run.log(e, **f), *callbacks], force=force,
+            callbacks=[lambda e, f: run.log(e, **f), *callbacks], force=force, mask_info=mask_meta,
         )
         final = _record_sft(run, result, out)
     return TrainOutcome(final, run.path, result.summary)

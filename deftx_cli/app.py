@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from deftx import __version__
-from deftx_cli.commands import compose, denoise, evaluate, info, train, tui
+from deftx_cli.commands import compose, denoise, evaluate, info, train, transfer, tui
 
 app = typer.Typer(
     name="deftx",
@@ -39,6 +39,7 @@ app.command("train-task", no_args_is_help=True)(train.train_task)
 app.command("denoise", no_args_is_help=True)(denoise.denoise)
 app.command("compose", no_args_is_help=True)(compose.compose)
 app.command("evaluate", no_args_is_help=True)(evaluate.evaluate)
+app.command("transfer", no_args_is_help=True)(transfer.transfer)
 app.command("info", no_args_is_help=True)(info.info)
 app.command("datasets")(info.datasets)
 app.command("tui")(tui.tui)

@@ -25,7 +25,7 @@ from torch import nn
 from deftx import __version__
 from deftx.config import TrainConfig
 from deftx.denoise import DenoiseInfo, denoise_difference, denoise_targets, matrix_type
-from deftx.model import base_parameters, fingerprint, maskable_parameters
+from deftx.model import fingerprint, full_name, maskable_parameters
 from deftx.objectives.base import Objective
 from deftx.selection import mask_overlap, resolve_k, select_top_k
 from deftx.sft import SparseDiff, save_difference
@@ -261,10 +261,12 @@ def train_sft(
     keep_phase1_diff: Path | None = None,
     callbacks: Iterable[EventCallback] = (),
     force: bool = False,
+    mask_info: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train one SFT. ``dense_parameters`` are full names of head parameters trained densely (and
     stored whole). ``start_sft`` (the source language's SFT, for a task SFT) is applied first, and the
-    diff is measured from there. ``mask`` skips phase 1 and the selection."""
+    diff is measured from there. ``mask`` skips phase 1 and the selection; ``mask_info`` (the settings
+    and denoising summary saved with the mask) is recorded as the selection."""
     callbacks = list(callbacks)
 
     def emit(event: str, **fields: Any) -> None:
@@ -278,9 +280,10 @@ def train_sft(
         start_sft.apply(model, force=force, heads=False)
     model.to(device)
 
-    maskable = maskable_parameters(model)
     named = dict(model.named_parameters())
     dense = {name: named[name] for name in dense_parameters}
+    # Newly initialised encoder parameters (e.g. a pooler missing from the checkpoint) are dense.
+    maskable = {n: p for n, p in maskable_parameters(model).items() if full_name(model, n) not in dense}
     for p in model.parameters():
         p.requires_grad_(False)
     for p in list(maskable.values()) + list(dense.values()):
@@ -326,9 +329,11 @@ def train_sft(
                 p.copy_(dense_start[name])
     else:
         masks = _check_mask(mask, maskable)
-        emit("selection", method=config.method, k=sum(int(m.sum()) for m in masks.values()),
-             maskable=summary["maskable"], density=sum(int(m.sum()) for m in masks.values()) / summary["maskable"],
-             from_file=True)
+        k_count = sum(int(m.sum()) for m in masks.values())
+        info = {k: v for k, v in (mask_info or {}).items() if k in ("rank_rule", "tail_keep", "denoise", "overlap_with_magnitude")}
+        emit("selection", method=config.method, k=k_count, maskable=summary["maskable"],
+             density=k_count / summary["maskable"], from_file=True, **info)
+        summary["mask_info"] = info
 
     phase2 = _Phase(2, model, objective, config, maskable, dense, start, masks, emit)
     summary["phase2"] = phase2.run()
@@ -375,6 +380,7 @@ def _finish(
     if selection is not None and selection.denoise:
         selection_info["denoise"] = [info.to_json() for info in selection.denoise]
         selection_info["overlap_with_magnitude"] = selection.overlap_with_magnitude
+    selection_info.update(summary.pop("mask_info", None) or {})
     sft.manifest = {
         **dict(manifest),
         "method": config.method,

@@ -73,7 +73,7 @@ def denoise(
     }
     if out is not None:
         save_mask(out, selection.masks, {
-            "method": method.value, "k": selection.k, "rank_rule": result["rank_rule"], "tail_keep": result["tail_keep"],
+            **selection.event(result["rank_rule"], result["tail_keep"]),
             "base_fingerprint": meta.get("base_fingerprint"), "base_model": meta.get("base_model"),
             "source_diff": str(path),
         })

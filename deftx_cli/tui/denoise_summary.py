@@ -7,7 +7,7 @@ Pure and torch-free. Input is the ``denoise`` list of a ``selection`` event::
 
 Grouping ``type`` merges every layer's matrix of one kind (``attention.self.query``), ``layer``
 merges the matrices of one transformer layer (``layer 0``; parameters outside the layer stack,
-such as the embeddings, form ``other``), and ``matrix`` lists each matrix on its own.
+such as the embeddings, form ``other``), and ``matrix`` lists each matrix on its own, in the order of the list.
 """
 
 from __future__ import annotations
@@ -23,6 +23,14 @@ from deftx_cli.tui.format import as_float, as_int, as_str
 GROUPINGS = ("type", "layer", "matrix")
 
 _LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
+# Short names for the matrices of BERT-style encoders (XLM-R, mE5, mBERT); others keep their name.
+_SHORT = (
+    (re.compile(r"^attention\.self\.(query|key|value)$"), r"attn.\1"),
+    (re.compile(r"^attention\.output\.dense$"), "attn.out"),
+    (re.compile(r"^intermediate\.dense$"), "ffn.in"),
+    (re.compile(r"^output\.dense$"), "ffn.out"),
+    (re.compile(r"^embeddings\.(word|position|token_type)_embeddings$"), r"emb.\1"),
+)
 _MODEL_PREFIX = re.compile(r"^(?:bert|roberta|xlm_roberta|model|electra|deberta|distilbert|transformer)\.")
 
 
@@ -33,6 +41,7 @@ class DenoisedMatrix:
     cols: int | None
     rank: int
     energy_kept: float | None
+    index: int = 0  # position in the selection event's list (the model's order)
 
     @property
     def layer(self) -> int | None:
@@ -44,6 +53,21 @@ class DenoisedMatrix:
         match = _LAYER.search(self.name)
         rest = self.name[match.end() :] if match else _MODEL_PREFIX.sub("", self.name)
         return re.sub(r"\.weight$", "", rest) or self.name
+
+    @property
+    def short_type(self) -> str:
+        """``attn.query``, ``ffn.in``, ``emb.word``... (the full type when it is not a known one)."""
+        kind = self.matrix_type
+        for pattern, replacement in _SHORT:
+            if pattern.match(kind):
+                return pattern.sub(replacement, kind)
+        return kind
+
+    @property
+    def short_name(self) -> str:
+        """``L3 attn.query``; a matrix outside the layer stack is shown by its short type."""
+        layer = self.layer
+        return f"L{layer} {self.short_type}" if layer is not None else self.short_type
 
     @property
     def rank_fraction(self) -> float | None:
@@ -79,60 +103,45 @@ def parse_denoise(entries: Any) -> list[DenoisedMatrix]:
         rows = cols = None
         if isinstance(shape, list) and len(shape) == 2:
             rows, cols = as_int(shape[0]), as_int(shape[1])
-        out.append(DenoisedMatrix(name, rows, cols, rank, as_float(entry.get("energy_kept"))))
+        out.append(DenoisedMatrix(name, rows, cols, rank, as_float(entry.get("energy_kept")), len(out)))
     return out
 
 
-def _group_key(matrix: DenoisedMatrix, grouping: str) -> tuple[int, Any, str]:
-    """A sort key and the label: layers in numeric order, then everything else by name."""
+def _group_key(matrix: DenoisedMatrix, grouping: str) -> tuple[tuple[Any, ...], str]:
+    """A sort key and the label: layers in numeric order, everything else by name."""
+    layer = matrix.layer
     if grouping == "layer":
-        layer = matrix.layer
-        return (0, layer, f"layer {layer}") if layer is not None else (1, 0, "other")
+        return ((0, layer), f"layer {layer}") if layer is not None else ((1, 0), "other")
     if grouping == "type":
-        return (0, 0, matrix.matrix_type)
-    return (0, 0, matrix.name)
+        return ((matrix.short_type,), matrix.short_type)
+    return ((matrix.index,), matrix.short_name)
+
+
+def _group(label: str, members: list[DenoisedMatrix]) -> DenoiseGroup:
+    ranks = [m.rank for m in members]
+    energies = [m.energy_kept for m in members if m.energy_kept is not None]
+    fractions = [f for f in (m.rank_fraction for m in members) if f is not None]
+    return DenoiseGroup(
+        label=label,
+        matrices=len(members),
+        rank_mean=fmean(ranks),
+        rank_min=min(ranks),
+        rank_max=max(ranks),
+        energy_mean=fmean(energies) if energies else None,
+        rank_fraction_mean=fmean(fractions) if fractions else None,
+    )
 
 
 def summarize(matrices: Iterable[DenoisedMatrix], grouping: str = "type") -> list[DenoiseGroup]:
     """One :class:`DenoiseGroup` per group, in a stable order."""
     if grouping not in GROUPINGS:
         raise ValueError(f"grouping must be one of {GROUPINGS}, not {grouping!r}")
-    groups: dict[tuple[int, Any, str], list[DenoisedMatrix]] = {}
+    groups: dict[tuple[tuple[Any, ...], str], list[DenoisedMatrix]] = {}
     for matrix in matrices:
         groups.setdefault(_group_key(matrix, grouping), []).append(matrix)
-    out = []
-    for key in sorted(groups, key=lambda k: (k[0], k[1], k[2]) if grouping == "layer" else k[2]):
-        members = groups[key]
-        ranks = [m.rank for m in members]
-        energies = [m.energy_kept for m in members if m.energy_kept is not None]
-        fractions = [f for f in (m.rank_fraction for m in members) if f is not None]
-        out.append(
-            DenoiseGroup(
-                label=key[2],
-                matrices=len(members),
-                rank_mean=fmean(ranks),
-                rank_min=min(ranks),
-                rank_max=max(ranks),
-                energy_mean=fmean(energies) if energies else None,
-                rank_fraction_mean=fmean(fractions) if fractions else None,
-            )
-        )
-    return out
+    return [_group(key[1], groups[key]) for key in sorted(groups)]
 
 
 def overall(matrices: list[DenoisedMatrix]) -> DenoiseGroup | None:
     """All matrices as one group (``None`` when there are none)."""
-    if not matrices:
-        return None
-    ranks = [m.rank for m in matrices]
-    energies = [m.energy_kept for m in matrices if m.energy_kept is not None]
-    fractions = [f for f in (m.rank_fraction for m in matrices) if f is not None]
-    return DenoiseGroup(
-        "all",
-        len(matrices),
-        fmean(ranks),
-        min(ranks),
-        max(ranks),
-        fmean(energies) if energies else None,
-        fmean(fractions) if fractions else None,
-    )
+    return _group("all", matrices) if matrices else None

@@ -273,8 +273,8 @@ def describe_run(
         )
 
     record = info.record
-    status = as_str(record.get("status")) or "unknown"
-    kind = as_str(record.get("kind")) or DASH
+    status = _word(record.get("status")) or "unknown"
+    kind = _word(record.get("kind")) or DASH
     started = parse_iso(as_str(record.get("started_at")))
     ended = parse_iso(as_str(record.get("ended_at")))
     if status == "running" and not alive(record.get("pid")):
@@ -339,6 +339,11 @@ def describe_run(
         details=tuple(details + _bad_line_details(bad_lines, last_bad) + ([result_error] if result_error else [])),
         warning=bool(bad_lines or result_error),
     )
+
+
+def _word(value: Any) -> str | None:
+    """A non-empty string, else ``None`` (a status or kind is a word, never a number)."""
+    return value if isinstance(value, str) and value else None
 
 
 def _started_label(record: dict[str, Any]) -> str:

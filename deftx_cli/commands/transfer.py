@@ -1,0 +1,88 @@
+"""``deftx transfer``: a whole LT-SFT vs DeFT-X transfer experiment, ending with a results table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from deftx_cli.options import DataDirOpt, JsonOpt, ModelOpt, Preset, PresetOpt, QuietOpt, RunsDirOpt
+from deftx_cli.output import TrainingProgress, handle_errors, note, print_json, stdout
+
+
+def _split(values: list[str]) -> list[str]:
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+@handle_errors
+def transfer(
+    targets: Annotated[list[str], typer.Option("--target", "--targets", help="Target language(s), comma-separated or repeated.")],
+    task: Annotated[str, typer.Option("--task", "-t", help="Evaluation task: nusax-senti (source ind, trained on SmSA) or americasnli (source eng, trained on SICK offline).")] = "nusax-senti",
+    methods: Annotated[list[str], typer.Option("--methods", help="lt-sft and/or deftx, comma-separated.")] = ["lt-sft,deftx"],
+    baselines: Annotated[list[str], typer.Option("--baselines", help="no-lang-sft and/or full-ft, comma-separated ('' for none).")] = ["no-lang-sft"],
+    seeds: Annotated[list[int], typer.Option("--seed", help="Seed(s); repeat for several.")] = [0],
+    train_task: Annotated[Optional[str], typer.Option("--train-task", help="Task of the source training data (default from the recipe).")] = None,
+    source_lang: Annotated[Optional[str], typer.Option("--source-lang", help="Source language (default from the recipe).")] = None,
+    split: Annotated[str, typer.Option("--split", help="Evaluation split (choose settings on valid, report test).")] = "test",
+    k_lang: Annotated[Optional[str], typer.Option("--k-lang", help="K of the language SFTs (count, fraction, percentage).")] = None,
+    k_task: Annotated[Optional[str], typer.Option("--k-task", help="K of the task SFTs.")] = None,
+    rank_rule: Annotated[Optional[str], typer.Option("--rank-rule", help="DeFT-X rank rule for all SFTs.")] = None,
+    tail_keep: Annotated[Optional[float], typer.Option("--tail-keep", min=0.0, max=1.0, help="DeFT-X tail fraction.")] = None,
+    model: ModelOpt = "xlm-roberta-base",
+    preset: PresetOpt = Preset.quick,
+    data_dir: DataDirOpt = None,
+    runs_dir: RunsDirOpt = Path("runs"),
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run LT-SFT vs DeFT-X zero-shot transfer end to end and print a results table.
+
+    Trains the source and target language SFTs (phase 1 shared between the two methods), a task SFT
+    per method on the source language, and evaluates every target. Finished steps are reused, so an
+    interrupted experiment resumes where it stopped.
+
+    Example (a few minutes on a laptop CPU):
+
+        deftx transfer --targets ace --preset quick --data-dir ../shared/data --model ../shared/models/me5-small-mlm
+    """
+    from deftx.transfer import TransferPlan, results_table, run_transfer
+
+    overrides_lang = {k: v for k, v in {"k": k_lang, "rank_rule": rank_rule, "tail_keep": tail_keep}.items() if v is not None}
+    overrides_task = {k: v for k, v in {"k": k_task, "rank_rule": rank_rule, "tail_keep": tail_keep}.items() if v is not None}
+    plan = TransferPlan(task=task, targets=_split(targets), methods=_split(methods), seeds=list(seeds),
+                        train_task=train_task, source_lang=source_lang, preset=preset.value,
+                        lang_overrides=overrides_lang, task_overrides=overrides_task,
+                        baselines=_split(baselines), split=split)
+    records = run_transfer(
+        plan, model=model, data_dir=data_dir, runs_dir=runs_dir,
+        notify=(lambda m: None) if quiet else note,
+        callbacks_for=lambda label: [TrainingProgress(label, quiet=quiet)],
+    )
+    table = results_table(records)
+    if as_json:
+        print_json({"table": table, "records": records})
+        return
+    from rich.table import Table
+
+    names = {"lt-sft": "LT-SFT", "deftx": "DeFT-X", "no-lang-sft": "no lang SFT", "full-ft": "full FT"}
+    out = Table(title=f"{plan.task} zero-shot from {plan.source_lang} ({table['metric']}, {plan.split}, seeds {', '.join(map(str, plan.seeds))})")
+    out.add_column("language")
+    for system in table["systems"]:
+        out.add_column(names.get(system, system), justify="right")
+    if {"lt-sft", "deftx"} <= set(table["systems"]):
+        out.add_column("DeFT-X - LT-SFT", justify="right")
+
+    def cell(c):
+        if c["mean"] is None:
+            return "-"
+        text = f"{100 * c['mean']:.1f}"
+        return text + (f" ± {100 * c['std']:.1f}" if c["std"] else "")
+
+    for row in [*table["rows"], table["average"]]:
+        cells = [cell(row[s]) for s in table["systems"]]
+        if {"lt-sft", "deftx"} <= set(table["systems"]) and row["deftx"]["mean"] is not None:
+            cells.append(f"{100 * (row['deftx']['mean'] - row['lt-sft']['mean']):+.1f}")
+        out.add_row(row["language"], *cells, end_section=row is table["rows"][-1])
+    stdout.print(out)
+    note(f"runs and results in {runs_dir} (open the dashboard: deftx tui --runs-dir {runs_dir})")

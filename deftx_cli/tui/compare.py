@@ -1,0 +1,318 @@
+"""The comparison table: evaluation results pivoted as languages x systems, over seeds.
+
+Pure and torch-free (the compare view draws it; tests check the arithmetic against hand-computed
+values). Input is the list of ``results.json`` records that :func:`deftx.runs.read_results` returns.
+
+* One table per (task, base model, split, metric).
+* A cell is one (target language, system): the mean over seeds, the sample standard deviation
+  (n - 1; none for a single seed) and n. A seed evaluated twice counts once, the newest record.
+* Delta = DeFT-X - LT-SFT (difference of the two means); the better of the two is marked.
+* The average row: each system's mean over its languages' means; its spread is the standard
+  deviation over seeds of the per-seed language average, using the seeds that cover all of that
+  system's languages (n = how many such seeds). The average Delta is the mean of the per-language
+  Deltas, over the languages that have both systems.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from statistics import fmean, stdev
+from typing import Any
+
+from deftx.runs import SYSTEMS, parse_iso, slug
+
+from deftx_cli.tui.format import DASH, METHOD_LABELS, as_dict, as_float, as_int, as_str, model_label
+from deftx_cli.tui.progress import higher_is_better, pick_metric
+
+PAIR = ("lt-sft", "deftx")  # the two methods compared head to head
+BASELINES = ("no-lang-sft", "full-ft")
+DELTA_LABEL = "Δ"
+
+
+def system_label(system: str) -> str:
+    return METHOD_LABELS.get(system, system)
+
+
+@dataclass(frozen=True, order=True)
+class TableKey:
+    """What one comparison table is about."""
+
+    task: str
+    base_model: str
+    split: str
+    metric: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.task} · {model_label(self.base_model)} · {self.split} · {self.metric}"
+
+
+@dataclass(frozen=True)
+class ResultPoint:
+    """One evaluation result: one system, one target language, one seed."""
+
+    key: TableKey
+    language: str
+    system: str
+    seed: int | None
+    value: float
+    run_id: str
+    created: float  # seconds since the epoch; 0 when unknown
+
+
+@dataclass(frozen=True)
+class Cell:
+    mean: float
+    std: float | None
+    n: int
+
+
+@dataclass
+class PivotRow:
+    label: str  # a language code, or "Average"
+    cells: dict[str, Cell]  # system -> cell (absent: no result)
+    delta: float | None = None  # DeFT-X - LT-SFT
+    better: str | None = None  # "lt-sft", "deftx" or None (tie or one missing)
+    is_average: bool = False
+
+
+@dataclass
+class Pivot:
+    key: TableKey
+    systems: list[str]  # value columns in display order; the Delta column follows "deftx"
+    rows: list[PivotRow]
+    average: PivotRow | None
+    scale: float  # 100 when every value is a fraction in [0, 1] (shown as points), else 1
+    higher_is_better: bool
+    results: int  # result records used (after de-duplicating seeds)
+    notes: list[str] = field(default_factory=list)
+
+    def all_rows(self) -> list[PivotRow]:
+        return self.rows + ([self.average] if self.average is not None else [])
+
+
+# ----------------------------------------------------------------------------------------------
+# collecting
+
+
+def collect(records: Iterable[dict[str, Any]]) -> tuple[list[ResultPoint], list[str]]:
+    """The usable results, and one reason per record that was skipped."""
+    points: list[ResultPoint] = []
+    skipped: list[str] = []
+    for record in records:
+        if not isinstance(record, dict):
+            skipped.append("a results.json that is not a JSON object")
+            continue
+        run_id = as_str(record.get("run_id")) or "?"
+        language = as_str(record.get("language"))
+        system = as_str(record.get("system")) or as_str(record.get("method"))
+        metrics = as_dict(record.get("metrics"))
+        metric = as_str(record.get("metric")) or pick_metric(k for k, v in metrics.items() if as_float(v) is not None)
+        value = as_float(metrics.get(metric)) if metric else None
+        if not language or not system:
+            skipped.append(f"{run_id}: no {'language' if not language else 'system'}")
+            continue
+        if metric is None or value is None:
+            skipped.append(f"{run_id}: no numeric value for metric {metric or '?'}")
+            continue
+        key = TableKey(
+            task=as_str(record.get("task")) or "?",
+            base_model=as_str(record.get("base_model")) or "?",
+            split=as_str(record.get("split")) or "?",
+            metric=metric,
+        )
+        created = parse_iso(as_str(record.get("created_at"))) or 0.0
+        points.append(ResultPoint(key, language, system, as_int(record.get("seed")), value, run_id, created))
+    return points, skipped
+
+
+def _dedupe(points: list[ResultPoint]) -> list[ResultPoint]:
+    """One point per (language, system, seed): the newest. Points without a seed are all kept."""
+    newest: dict[tuple[Any, ...], ResultPoint] = {}
+    for point in points:
+        ident = (point.language, point.system, point.seed if point.seed is not None else ("run", point.run_id))
+        old = newest.get(ident)
+        if old is None or (point.created, point.run_id) > (old.created, old.run_id):
+            newest[ident] = point
+    return list(newest.values())
+
+
+def _order_systems(present: set[str]) -> list[str]:
+    head = [s for s in SYSTEMS if s in present or s in PAIR]
+    return head + sorted(present - set(SYSTEMS))
+
+
+def _cell(values: list[float]) -> Cell:
+    return Cell(fmean(values), stdev(values) if len(values) > 1 else None, len(values))
+
+
+def _better(delta: float | None, higher: bool) -> str | None:
+    if delta is None or delta == 0:
+        return None
+    return ("deftx" if delta > 0 else "lt-sft") if higher else ("lt-sft" if delta > 0 else "deftx")
+
+
+def build_pivot(key: TableKey, points: Iterable[ResultPoint]) -> Pivot:
+    points = _dedupe([p for p in points if p.key == key])
+    higher = higher_is_better(key.metric)
+    systems = _order_systems({p.system for p in points})
+    by_cell: dict[tuple[str, str], list[ResultPoint]] = {}
+    for point in points:
+        by_cell.setdefault((point.language, point.system), []).append(point)
+    languages = sorted({p.language for p in points})
+
+    rows = []
+    for language in languages:
+        cells = {}
+        for system in systems:
+            members = by_cell.get((language, system))
+            if members:
+                cells[system] = _cell([p.value for p in sorted(members, key=lambda p: (p.seed is None, p.seed or 0))])
+        delta = cells["deftx"].mean - cells["lt-sft"].mean if "deftx" in cells and "lt-sft" in cells else None
+        rows.append(PivotRow(language, cells, delta, _better(delta, higher)))
+
+    average = None
+    notes = []
+    if rows:
+        cells = {}
+        for system in systems:
+            have = [r for r in rows if system in r.cells]
+            if not have:
+                continue
+            mean = fmean(r.cells[system].mean for r in have)
+            langs = {r.label for r in have}
+            per_seed: dict[int, dict[str, float]] = {}
+            for point in points:
+                if point.system == system and point.seed is not None:
+                    per_seed.setdefault(point.seed, {})[point.language] = point.value
+            complete = [fmean(v.values()) for v in per_seed.values() if set(v) == langs]
+            cells[system] = Cell(mean, stdev(complete) if len(complete) > 1 else None, len(complete))
+        deltas = [r.delta for r in rows if r.delta is not None]
+        delta = fmean(deltas) if deltas else None
+        average = PivotRow("Average", cells, delta, _better(delta, higher), is_average=True)
+        both = len(deltas)
+        if deltas and both < len(rows):
+            notes.append(f"average {DELTA_LABEL} over the {both} languages with both LT-SFT and DeFT-X")
+
+    values = [p.value for p in points]
+    scale = 100.0 if values and all(0.0 <= v <= 1.0 for v in values) else 1.0
+    return Pivot(key, systems, rows, average, scale, higher, len(points), notes)
+
+
+def build_pivots(records: Iterable[dict[str, Any]]) -> tuple[list[Pivot], list[str]]:
+    """Every comparison table the records hold: the one with the most results first, then by key."""
+    points, skipped = collect(records)
+    pivots = [build_pivot(key, points) for key in sorted({p.key for p in points})]
+    pivots.sort(key=lambda pivot: -pivot.results)  # stable: ties stay in key order
+    return pivots, skipped
+
+
+# ----------------------------------------------------------------------------------------------
+# formatting
+
+
+def format_value(value: float | None, scale: float) -> str:
+    if value is None:
+        return DASH
+    return f"{value * scale:.1f}" if scale != 1.0 else f"{value:.4g}"
+
+
+def format_cell(cell: Cell | None, scale: float) -> str:
+    """``69.1±1.2 (3)``; a single seed has no spread: ``69.1 (1)``."""
+    if cell is None:
+        return DASH
+    text = format_value(cell.mean, scale)
+    if cell.std is not None:
+        text += f"±{format_value(cell.std, scale)}"
+    return f"{text} ({cell.n})"
+
+
+def format_delta(delta: float | None, scale: float) -> str:
+    if delta is None:
+        return DASH
+    text = format_value(abs(delta), scale)
+    if float(text) == 0:
+        return text
+    return ("+" if delta > 0 else "−") + text
+
+
+def column_labels(pivot: Pivot) -> list[tuple[str, str]]:
+    """``(column key, header)`` for every column after the language column."""
+    out = []
+    for system in pivot.systems:
+        out.append((system, system_label(system)))
+        if system == "deftx":
+            out.append(("delta", DELTA_LABEL))
+    return out
+
+
+def caption(pivot: Pivot) -> str:
+    scale = " ×100" if pivot.scale == 100.0 else ""
+    direction = "" if pivot.higher_is_better else " (lower is better)"
+    return f"{pivot.key.metric}{scale}{direction}, mean±std over seeds (n); {DELTA_LABEL} = DeFT-X − LT-SFT"
+
+
+def to_markdown(pivot: Pivot) -> str:
+    """A GitHub Markdown table; the better of LT-SFT and DeFT-X in bold."""
+    columns = column_labels(pivot)
+    lines = [
+        f"### {pivot.key.task} · {model_label(pivot.key.base_model)} · {pivot.key.split}",
+        "",
+        f"{caption(pivot)}; **bold** = better of LT-SFT and DeFT-X.",
+        "",
+        "| Language | " + " | ".join(header for _, header in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for row in pivot.all_rows():
+        label = f"**{row.label}**" if row.is_average else row.label
+        cells = []
+        for column, _ in columns:
+            if column == "delta":
+                cells.append(format_delta(row.delta, pivot.scale))
+                continue
+            text = format_cell(row.cells.get(column), pivot.scale)
+            cells.append(f"**{text}**" if row.better == column else text)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for note in pivot.notes:
+        lines += ["", f"Note: {note}."]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(pivot: Pivot) -> str:
+    """One row per language plus ``average``; raw values (not scaled), mean/std/n per system."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    header = ["task", "base_model", "split", "metric", "language"]
+    for system in pivot.systems:
+        header += [f"{system}_mean", f"{system}_std", f"{system}_n"]
+    header += ["delta_deftx_minus_lt-sft", "better"]
+    writer.writerow(header)
+
+    def number(value: float | None) -> str:
+        return "" if value is None else f"{value:.6g}"
+
+    for row in pivot.all_rows():
+        line = [pivot.key.task, pivot.key.base_model, pivot.key.split, pivot.key.metric]
+        line.append("average" if row.is_average else row.label)
+        for system in pivot.systems:
+            cell = row.cells.get(system)
+            line += [number(cell.mean), number(cell.std), str(cell.n)] if cell else ["", "", ""]
+        line += [number(row.delta), row.better or ""]
+        writer.writerow(line)
+    return out.getvalue()
+
+
+def export_stem(key: TableKey, keys: Iterable[TableKey]) -> str:
+    """``compare-<task>``, with the model, split and metric added only when needed to tell tables apart."""
+    others = [k for k in keys if k != key and k.task == key.task]
+    parts = ["compare", key.task]
+    if any(k.base_model != key.base_model for k in others):
+        parts.append(model_label(key.base_model))
+    if any(k.split != key.split for k in others):
+        parts.append(key.split)
+    if any(k.metric != key.metric for k in others):
+        parts.append(key.metric)
+    return slug(*parts)

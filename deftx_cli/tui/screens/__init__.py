@@ -1,0 +1,1 @@
+"""The dashboard's views: runs, live (one run), compare (evaluation results), and help."""

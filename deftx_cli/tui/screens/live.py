@@ -1,0 +1,137 @@
+"""The live view of one run: loss curves of both phases, learning rate, throughput, and the selection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header
+
+from deftx_cli.tui.denoise_summary import GROUPINGS
+from deftx_cli.tui.format import DASH, format_number
+from deftx_cli.tui.messages import MetricsAppended, ReadFailed, ResultLoaded, RunRecordChanged, RunUpdated
+from deftx_cli.tui.progress import RunRow
+from deftx_cli.tui.series import RunSeries
+from deftx_cli.tui.watch import RunFollower
+from deftx_cli.tui.widgets.charts import LossChart
+from deftx_cli.tui.widgets.result_panel import ResultPanel
+from deftx_cli.tui.widgets.run_detail import RunDetail, describe_lines
+from deftx_cli.tui.widgets.selection_panel import SelectionPanel
+from deftx_cli.tui.widgets.trend import TrendLine
+
+TREND_POINTS = 200
+
+
+class LiveScreen(Screen):
+    """Follows one run's ``metrics.jsonl`` as it grows (complete lines only)."""
+
+    BINDINGS = [
+        Binding("escape", "back", "Runs"),
+        Binding("d", "cycle_denoise", "Ranks by type/layer/matrix"),
+    ]
+
+    def __init__(self, run_path: Path) -> None:
+        super().__init__()
+        self.run_path = Path(run_path)
+        self.series = RunSeries()
+        self.row: RunRow | None = None
+        self.grouping = "type"
+        self.polls = 0  # completed polls (tests wait on it)
+        self._follower: RunFollower | None = None
+        self._reading = False
+        self._last_failure: str | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield RunDetail(id="live-header")
+        with Horizontal(id="live-body"):
+            yield LossChart(id="loss-chart")
+            with Vertical(id="live-side"):
+                yield SelectionPanel(id="selection-panel")
+                yield ResultPanel(id="result-panel")
+        yield TrendLine("lr", id="lr-trend")
+        yield TrendLine("examples/s", id="throughput-trend")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"live · {self.run_path.name}"
+        self.query_one(ResultPanel).display = False
+        self.query_one(RunDetail).show(None, f"Reading {self.run_path.name}…")
+        self._follower = RunFollower(self.run_path, self.app.clock)
+        self.query_one(LossChart).replot(self.series)
+        self.set_interval(self.app.poll_interval, self.poll)
+        self.poll()
+
+    def poll(self) -> None:
+        if self._reading or self._follower is None or not self.is_current:
+            return
+        self._reading = True
+        self.run_worker(self._follow, thread=True, group="live-follow", exit_on_error=False)
+
+    def _follow(self) -> None:
+        """Worker thread: reads the new bytes of the run's files and posts what they held."""
+        try:
+            update = self._follower.poll()
+        except Exception as exc:  # keep following even if one read goes wrong
+            self.post_message(ReadFailed(f"run {self.run_path.name}", f"{type(exc).__name__}: {exc}"))
+        else:
+            if update.info is not None:
+                self.post_message(RunRecordChanged(update.info))
+            if update.batch is not None:
+                self.post_message(MetricsAppended(update.batch, update.bad_lines))
+            if update.result is not None:
+                self.post_message(ResultLoaded(update.result))
+            self.post_message(RunUpdated(update.row))
+        finally:
+            self._reading = False
+
+    # -- handlers: the only place widgets change ------------------------------------------------
+
+    def on_run_record_changed(self, message: RunRecordChanged) -> None:
+        kind = message.info.get("kind")
+        self.query_one(ResultPanel).display = kind == "evaluation"
+        self.query_one(SelectionPanel).display = kind != "evaluation"
+
+    def on_metrics_appended(self, message: MetricsAppended) -> None:
+        batch = message.batch
+        grew = self.series.merge(batch)
+        if batch.selection is not None:
+            self.query_one(SelectionPanel).show(batch.selection)
+        if grew:
+            self.query_one(LossChart).replot(self.series)
+            self._show_trends()
+
+    def on_result_loaded(self, message: ResultLoaded) -> None:
+        panel = self.query_one(ResultPanel)
+        panel.display = True
+        panel.show(message.record)
+
+    def on_run_updated(self, message: RunUpdated) -> None:
+        self.row = message.row
+        self.polls += 1
+        self._last_failure = None
+        self.query_one(RunDetail).update(describe_lines(message.row))
+
+    def on_read_failed(self, message: ReadFailed) -> None:
+        text = f"Could not read the {message.what}: {message.error}"
+        if text != self._last_failure:
+            self._last_failure = text
+            self.notify(text, severity="error", timeout=6)
+
+    def _show_trends(self) -> None:
+        for quantity, widget_id, unit in (("lr", "#lr-trend", ""), ("throughput", "#throughput-trend", "")):
+            latest = self.series.latest(quantity)
+            text = DASH if latest is None else f"{format_number(latest[2], 3)}{unit}"
+            self.query_one(widget_id, TrendLine).show(self.series.trend(quantity, TREND_POINTS), text)
+
+    # -- actions ----------------------------------------------------------------------------------
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_cycle_denoise(self) -> None:
+        self.grouping = GROUPINGS[(GROUPINGS.index(self.grouping) + 1) % len(GROUPINGS)]
+        self.query_one(SelectionPanel).show(None, self.grouping)

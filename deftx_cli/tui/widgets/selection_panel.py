@@ -1,0 +1,87 @@
+"""The selection step of a run: K, density, and for DeFT-X the denoising summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import DataTable, Static
+
+from deftx_cli.tui.denoise_summary import overall, parse_denoise, summarize
+from deftx_cli.tui.format import DASH, as_float, as_int, as_str, format_count, format_number, format_percent, method_label
+
+GROUPING_HEADERS = {"type": "Type", "layer": "Layer", "matrix": "Matrix"}
+
+
+def selection_text(selection: dict[str, Any] | None) -> Text:
+    if selection is None:
+        return Text("Selection: not yet (it follows phase 1)", style="dim")
+    k = as_int(selection.get("k"))
+    maskable = as_int(selection.get("maskable"))
+    density = as_float(selection.get("density"))
+    if density is None and k is not None and maskable:
+        density = k / maskable
+    method = as_str(selection.get("method"))
+    text = Text()
+    text.append(f"Selection ({method_label(method)})\n", style="bold")
+    text.append(f"K {format_count(k)} of {format_count(maskable)}\n")
+    text.append(f"density {format_percent(density)}")
+    rank_rule = as_str(selection.get("rank_rule"))
+    if method == "deftx" or rank_rule:
+        tail = as_float(selection.get("tail_keep"))
+        text.append(f"\nrank rule {rank_rule or DASH} · tail {format_number(tail) if tail is not None else DASH}")
+    overlap = as_float(selection.get("overlap_with_magnitude"))
+    if overlap is not None:
+        text.append(f"\noverlap with |Δ| top-K {format_percent(overlap, 1)}")
+    return text
+
+
+class SelectionPanel(Vertical):
+    """K and density; the rank chosen and energy kept per matrix type, layer or matrix."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._selection: dict[str, Any] | None = None
+        self._grouping = "type"
+
+    def compose(self) -> ComposeResult:
+        yield Static(selection_text(None), id="selection-summary")
+        table: DataTable = DataTable(id="denoise-table", cursor_type="row", zebra_stripes=True)
+        table.display = False
+        yield table
+
+    def show(self, selection: dict[str, Any] | None, grouping: str | None = None) -> None:
+        if selection is not None:
+            self._selection = selection
+        if grouping is not None:
+            self._grouping = grouping
+        self.query_one("#selection-summary", Static).update(selection_text(self._selection))
+        matrices = parse_denoise(self._selection.get("denoise")) if self._selection else []
+        table = self.query_one("#denoise-table", DataTable)
+        table.display = bool(matrices)
+        if not matrices:
+            return
+        table.clear(columns=True)
+        per_matrix = self._grouping == "matrix"  # one matrix per row: no count column
+        table.add_column(GROUPING_HEADERS[self._grouping], key="group")
+        if not per_matrix:
+            table.add_column(Text("n", justify="right"), key="n")
+        table.add_column(Text("rank", justify="right"), key="rank")
+        table.add_column(Text("kept", justify="right"), key="energy")
+        rows = summarize(matrices, self._grouping)
+        total = overall(matrices)
+        if total is not None and len(rows) > 1:
+            rows.append(total)
+        for group in rows:
+            rank = f"{group.rank_mean:.0f}"
+            if group.rank_min != group.rank_max:
+                rank += f" {group.rank_min}–{group.rank_max}"
+            energy = f"{group.energy_mean:.3f}" if group.energy_mean is not None else DASH
+            style = "bold" if group.label == "all" else ""
+            cells = [Text(group.label, style=style)]
+            if not per_matrix:
+                cells.append(Text(str(group.matrices), justify="right", style=style))
+            cells += [Text(rank, justify="right", style=style), Text(energy, justify="right", style=style)]
+            table.add_row(*cells)

@@ -1,0 +1,49 @@
+"""DeFT-X's denoising summary: rank chosen and energy kept by matrix type, layer and matrix."""
+
+from __future__ import annotations
+
+from statistics import fmean
+
+import pytest
+import tui_fixtures as F
+
+from deftx_cli.tui.denoise_summary import overall, parse_denoise, summarize
+
+
+def test_group_by_matrix_type():
+    matrices = parse_denoise(F.denoise_list(layers=2))
+    groups = {g.label: g for g in summarize(matrices, "type")}
+    assert set(groups) == {"attn.query", "attn.key", "attn.value", "attn.out", "ffn.in", "ffn.out", "emb.word"}
+    query = groups["attn.query"]
+    assert (query.matrices, query.rank_min, query.rank_max, query.rank_mean) == (2, 40, 45, 42.5)
+    assert query.energy_mean == pytest.approx(fmean([0.90, 0.902]))
+    assert query.rank_fraction_mean == pytest.approx(fmean([40 / 384, 45 / 384]))
+
+
+def test_group_by_layer_puts_the_rest_last():
+    groups = summarize(parse_denoise(F.denoise_list(layers=3)), "layer")
+    assert [g.label for g in groups] == ["layer 0", "layer 1", "layer 2", "other"]
+    assert groups[1].rank_mean == pytest.approx(fmean(40 + 10 * i + 5 for i in range(6)))
+    assert groups[-1].matrices == 1 and groups[-1].rank_mean == 120
+
+
+def test_per_matrix_keeps_the_model_order_with_short_names():
+    groups = summarize(parse_denoise(F.denoise_list(layers=1)), "matrix")
+    assert [g.label for g in groups] == ["emb.word", "L0 attn.query", "L0 attn.key", "L0 attn.value",
+                                        "L0 attn.out", "L0 ffn.in", "L0 ffn.out"]
+
+
+def test_unknown_names_keep_their_type_and_xlmr_prefix_is_dropped():
+    (m,) = parse_denoise([{"name": "roberta.encoder.layer.11.attention.self.query.weight", "shape": [768, 768], "rank": 9}])
+    assert (m.layer, m.short_type, m.short_name) == (11, "attn.query", "L11 attn.query")
+    (m,) = parse_denoise([{"name": "roberta.pooler.dense.weight", "shape": [768, 768], "rank": 9}])
+    assert (m.layer, m.matrix_type) == (None, "pooler.dense")
+
+
+def test_malformed_entries_are_skipped():
+    entries = [None, "x", {"name": "a"}, {"rank": 3}, {"name": "b", "rank": "3"}, {"name": "ok", "rank": 3, "shape": "?"}]
+    (m,) = parse_denoise(entries)
+    assert m.name == "ok" and m.rank_fraction is None and m.energy_kept is None
+    assert parse_denoise("nope") == [] and overall([]) is None
+    with pytest.raises(ValueError):
+        summarize([m], "columns")

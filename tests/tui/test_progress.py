@@ -1,0 +1,148 @@
+"""Where a run stands: folding events, elapsed and ETA from an injected clock, broken inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import tui_fixtures as F
+
+from deftx.runs import RunInfo, read_metrics, read_run
+from deftx_cli.tui.format import as_float, as_int, format_duration, format_number, languages_label, model_label
+from deftx_cli.tui.progress import RunProgress, describe_run, phase_totals_from_record, pid_alive
+
+
+def always_alive(pid):
+    return True
+
+
+def test_fold_tracks_phase_step_loss_and_best_metric(tmp_path):
+    runs = F.make_runs_dir(tmp_path, evaluations=False)
+    progress = RunProgress()
+    progress.update(read_metrics(runs / "20261125-090000-task-lt-sft-ind" / "metrics.jsonl"))
+    assert (progress.phase, progress.step) == (2, 400)
+    assert progress.phase_totals == {1: 400, 2: 400}
+    assert progress.last_loss == F.loss_at(2, 400)
+    assert progress.best == {"accuracy": 0.81, "macro_f1": 0.79}
+    assert progress.done and progress.selection["k"] == 1_500_000
+
+
+def test_elapsed_and_eta_come_from_the_clock_and_the_step_rate(tmp_path):
+    runs = F.make_runs_dir(tmp_path, evaluations=False)
+    path = runs / F.RUNNING_ID
+    progress = RunProgress()
+    progress.update(read_metrics(path / "metrics.jsonl"))
+    row = describe_run(read_run(path), progress, F.NOW, alive=always_alive)
+    # started 10:15:00, now 10:30:00; phase 2 at step 200 of 400 at 0.8 steps/s, the last line
+    # written 140 s ago: 200 / 0.8 - 140 = 110 s left.
+    assert row.elapsed == "15m00s"
+    assert row.eta == "1m50s"
+    assert (row.phase, row.step, row.status) == ("2/2", "200/400", "running")
+    # the clock moves on: elapsed grows, ETA shrinks
+    later = describe_run(read_run(path), progress, F.NOW + 60, alive=always_alive)
+    assert (later.elapsed, later.eta) == ("16m00s", "50s")
+
+
+def test_eta_counts_the_phases_still_to_come():
+    progress = RunProgress()
+    progress.update(F.train_events(1, 400, 1000.0, 1.25, upto=100))
+    info = RunInfo(Path("r"), "r", record={"status": "running", "started_at": "1970-01-01T00:16:40+00:00",
+                                            "total_steps": {"phase1": 400, "phase2": 400}})
+    row = describe_run(info, progress, 1000.0 + 125, alive=always_alive)
+    # 300 + 400 steps at 0.8 steps/s
+    assert row.eta == format_duration(700 / 0.8)
+
+
+def test_finished_failed_and_interrupted_rows(tmp_path):
+    runs = F.make_runs_dir(tmp_path, evaluations=False)
+    rows = {}
+    for name in ("20261125-083000-language-lt-sft-ace", "20261125-080000-language-lt-sft-ban",
+                 "20261125-073000-language-deftx-ban"):
+        progress = RunProgress()
+        progress.update(read_metrics(runs / name / "metrics.jsonl"))
+        rows[name] = describe_run(read_run(runs / name), progress, F.NOW)
+    done = rows["20261125-083000-language-lt-sft-ace"]
+    assert (done.status, done.eta, done.kind, done.method, done.languages) == ("finished", "done", "language", "LT-SFT", "ace")
+    failed = rows["20261125-080000-language-lt-sft-ban"]
+    assert failed.status == "failed" and failed.step == "120/400"
+    assert "failed: CUDA out of memory" in failed.details
+    assert rows["20261125-073000-language-deftx-ban"].status == "interrupted"
+
+
+def test_a_running_run_whose_process_is_gone_is_stale(tmp_path):
+    runs = F.make_runs_dir(tmp_path, evaluations=False)
+    row = describe_run(read_run(runs / "20261125-070000-language-deftx-bjn"), RunProgress(), F.NOW)
+    assert row.status == "stale"
+    assert any("not alive" in line for line in row.details)
+    assert pid_alive(F.DEAD_PID) is False
+    import os
+
+    assert pid_alive(os.getpid()) is True
+    assert pid_alive("1234") is True  # cannot tell: not a number
+
+
+def test_unreadable_run_json_gives_a_row_with_the_reason(tmp_path):
+    runs = F.make_runs_dir(tmp_path, evaluations=False)
+    row = describe_run(read_run(runs / F.CORRUPT_ID), RunProgress(), F.NOW)
+    assert row.status == "unreadable"
+    assert row.details[0].startswith("unreadable: run.json is not valid JSON")
+    assert row.run_id == F.CORRUPT_ID
+
+
+def test_bad_lines_are_reported(tmp_path):
+    info = RunInfo(Path("r"), "r", record={"status": "finished"})
+    row = describe_run(info, RunProgress(), F.NOW, bad_lines=2, last_bad="[1, 2, 3]")
+    assert row.warning
+    assert row.details == ("metrics.jsonl: 2 lines not JSON, skipped (last: '[1, 2, 3]')",)
+
+
+def test_evaluation_best_comes_from_results():
+    info = RunInfo(Path("r"), "r", record={"status": "finished", "kind": "evaluation", "method": "deftx",
+                                            "languages": {"target": "ace", "source": "ind"}})
+    row = describe_run(info, RunProgress(), F.NOW, result=F.result_record("deftx", "ace", 0, 0.69))
+    assert row.best == "macro_f1 0.69" and row.languages == "ind→ace"
+
+
+GARBAGE_EVENTS = [
+    {"event": "train", "phase": "two", "step": None, "loss": "nan", "time": "yesterday"},
+    {"event": "train", "phase": 1, "step": 5.0, "loss": float("nan"), "lr": True, "time": 1.0},
+    {"event": "train", "phase": 1, "step": 10, "loss": 1e400, "throughput": [], "time": 2.0},
+    {"event": "phase", "phase": None, "total_steps": "400"},
+    {"event": "eval", "metrics": ["accuracy", 1]},
+    {"event": "eval", "metrics": {"accuracy": "0.9", "macro_f1": None, "loss": 0.3}},
+    {"event": "selection", "denoise": "no"},
+    {"event": "done", "summary": 3},
+    {"event": 5},
+    {},
+]
+
+
+def test_garbage_values_never_raise():
+    progress = RunProgress()
+    progress.update(GARBAGE_EVENTS)
+    assert progress.step == 10 and progress.phase == 1
+    assert progress.last_loss is None  # nan and inf are not losses
+    assert progress.best == {"loss": 0.3}
+    weird = RunInfo(Path("r"), "r", record={"status": 3, "kind": [], "languages": "ace", "total_steps": [1],
+                                             "started_at": "noon", "pid": "x", "method": {"a": 1}})
+    row = describe_run(weird, progress, F.NOW)
+    assert row.status == "unknown" and row.elapsed == "—"
+    assert phase_totals_from_record({"total_steps": {"phase1": 400, "phase_2": "8", "other": 3}}) == {1: 400}
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(None, "—"), (-1, "—"), (0.4, "0s"), (59, "59s"), (61, "1m01s"), (3600, "1h00m"), (90061, "1d01h")],
+)
+def test_format_duration(value, text):
+    assert format_duration(value) == text
+
+
+def test_small_formatters():
+    assert format_number(2.31) == "2.31" and format_number(4.9e-5) == "4.90e-05" and format_number(None) == "—"
+    assert as_float(True) is None and as_float("1") is None and as_int(3.0) == 3 and as_int(3.5) is None
+    assert languages_label({"source": "ind", "target": "ace"}) == "ind→ace" and languages_label(None) == "—"
+    assert model_label("../shared/models/me5-small-mlm") == "me5-small-mlm"
+    assert model_label("FacebookAI/xlm-roberta-base") == "FacebookAI/xlm-roberta-base"
+    assert json.dumps(languages_label({"x": 1})) == '"1"'

@@ -1,0 +1,85 @@
+"""The readers the worker threads call: incremental, tolerant of half-written and broken files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import tui_fixtures as F
+
+from deftx_cli.tui.watch import RunFollower, RunsScanner
+
+
+def test_scanner_lists_every_run_and_follows_growth(tmp_path):
+    runs = F.make_runs_dir(tmp_path)
+    scanner = RunsScanner(runs, F.clock)
+    rows = {row.key: row for row in scanner.scan()}
+    assert len(rows) == 9 + 27 + 2
+    assert rows[F.CORRUPT_ID].status == "unreadable"
+    assert rows[F.BAD_LINES_ID].warning and "2 lines not JSON" in rows[F.BAD_LINES_ID].details[0]
+    assert rows[F.RUNNING_ID].step == "200/400"
+
+    metrics = runs / F.RUNNING_ID / "metrics.jsonl"
+    # complete the half-written line; it is read now, with the steps after it
+    F.append(metrics, 'ep": 205, "loss": 1.2}\n' + F.line({"time": F.at("10:27:50"), "event": "train", "phase": 2,
+                                                                 "step": 210, "total_steps": 400, "loss": 1.1}))
+    rows = {row.key: row for row in scanner.scan()}
+    assert rows[F.RUNNING_ID].step == "210/400" and rows[F.RUNNING_ID].loss == "1.1"
+
+    # a new run appears; a deleted one goes
+    F.training_run(runs, "20261125-102900-language-lt-sft-min", kind="language", method="lt-sft", lang="min",
+                   start=F.at("10:29:00"), status="running", upto_phase2=0)
+    shutil.rmtree(runs / "20261125-083000-language-lt-sft-ace")
+    keys = [row.key for row in scanner.scan()]
+    assert keys[0] == "20261125-102900-language-lt-sft-min"
+    assert "20261125-083000-language-lt-sft-ace" not in keys
+
+
+def test_scanner_on_a_missing_runs_dir_is_empty(tmp_path):
+    assert RunsScanner(tmp_path / "nowhere", F.clock).scan() == []
+
+
+def test_follower_reads_only_new_complete_lines(tmp_path):
+    runs = F.make_runs_dir(tmp_path, evaluations=False)
+    path = runs / F.RUNNING_ID
+    follower = RunFollower(path, F.clock)
+    first = follower.poll()
+    assert first.info is not None and first.info.get("status") == "running"
+    assert first.batch is not None and first.batch.events == 40 + 1 + 1 + 20 + 1
+    complete = len((path / "metrics.jsonl").read_bytes().rsplit(b"\n", 1)[0]) + 1
+    assert follower._tracked.tail.offset == complete  # the half-written line is held back
+
+    again = follower.poll()
+    assert again.info is None and again.batch is None  # nothing changed: nothing re-read
+
+    F.append(path / "metrics.jsonl", 'ep": 205, "loss": 1.2}\n')
+    third = follower.poll()
+    assert third.batch is not None and third.batch.events == 1
+    assert third.batch.curve(2, "loss").values == [1.2]
+
+    record = json.loads((path / "run.json").read_text())
+    record["status"] = "finished"
+    (path / "run.json").write_text(json.dumps(record))
+    fourth = follower.poll()
+    assert fourth.info is not None and fourth.row.status == "finished"
+
+
+def test_follower_survives_a_run_dir_that_disappears(tmp_path):
+    runs = F.make_runs_dir(tmp_path, evaluations=False)
+    follower = RunFollower(runs / F.RUNNING_ID, F.clock)
+    follower.poll()
+    shutil.rmtree(runs / F.RUNNING_ID)
+    update = follower.poll()
+    assert update.row.status == "unreadable" and "missing" in update.row.details[0]
+
+
+def test_follower_reads_an_evaluation_result(tmp_path):
+    runs = tmp_path / "runs"
+    (path,) = [p for p in F.evaluation_runs(runs, second_task=False) if p.name.endswith("deftx-ace-s0")]
+    update = RunFollower(path, F.clock).poll()
+    assert update.result is not None and update.result["system"] == "deftx"
+    assert update.row.best.startswith("macro_f1 0.671")
+    (path / "results.json").write_text("{broken")
+    update = RunFollower(path, F.clock).poll()
+    assert update.result is None and update.row.warning
+    assert any("results.json is not valid JSON" in d for d in update.row.details)
