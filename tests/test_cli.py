@@ -1,0 +1,238 @@
+"""Every command end to end through CliRunner: a tiny model, real files from ../shared/data."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from deftx_cli.app import app
+
+runner = CliRunner()
+SMOKE = ["--preset", "smoke", "--device", "cpu", "--quiet"]
+
+
+def run(*args, ok=True):
+    result = runner.invoke(app, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}\n{result.exception!r}"
+    return result
+
+
+def one_error_line(result, code, *needles):
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    lines = [l for l in result.stderr.splitlines() if l.startswith("deftx: error:")]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, shared_data, tmp_path_factory):
+    """A language SFT for ind and ace, and a task SFT on SmSA with the ind SFT applied."""
+    runs = tmp_path_factory.mktemp("runs")
+    common = ["--model", tiny_model_dir, "--data-dir", shared_data, "--runs-dir", runs, *SMOKE]
+    out = {}
+    for lang in ("ind", "ace"):
+        r = run("train-lang", "--lang", lang, "--method", "deftx", "--keep-phase1-diff", "--json", *common)
+        out[lang] = json.loads(r.stdout)
+    r = run("train-task", "--task", "smsa", "--source-lang", "ind", "--lang-sft", out["ind"]["sft"], "--json", *common)
+    out["task"] = json.loads(r.stdout)
+    out["runs"] = runs
+    return out
+
+
+def test_train_lang_writes_run_and_sft(trained):
+    ace = trained["ace"]
+    run_dir = Path(ace["run"])
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["status"] == "finished" and record["kind"] == "language" and record["languages"] == {"target": "ace"}
+    assert record["total_steps"] == {"phase1": 4, "phase2": 4}
+    events = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events if e["event"] in ("phase", "selection", "done")] == ["phase", "selection", "phase", "done"]
+    selection = next(e for e in events if e["event"] == "selection")
+    assert selection["denoise"] and ace["entries"] == selection["k"] == ace["k"]
+    manifest = json.loads((Path(ace["sft"]) / "sft.json").read_text())
+    assert manifest["kind"] == "language" and manifest["language"] == "ace" and manifest["method"] == "deftx"
+    # ace text comes from the NusaX-MT train column only
+    assert any("mt/train.csv" in s for s in manifest["data"]["sources"])
+    assert not any("valid" in s or "test" in s for s in manifest["data"]["sources"])
+
+
+def test_train_task_records_the_language_sft(trained):
+    manifest = json.loads((Path(trained["task"]["sft"]) / "sft.json").read_text())
+    assert manifest["kind"] == "task" and manifest["labels"] == ["negative", "neutral", "positive"]
+    assert manifest["trained_with"][0]["language"] == "ind"
+    assert "classifier.weight" in manifest["head"]
+
+
+def test_evaluate_prints_metrics_and_writes_results(trained, shared_data):
+    r = run("evaluate", "--task", "nusax-senti", "--lang", "ace", "--task-sft", trained["task"]["sft"],
+            "--lang-sft", trained["ace"]["sft"], "--data-dir", shared_data,
+            "--runs-dir", trained["runs"], "--json")
+    record = json.loads(r.stdout)
+    assert record["system"] == "deftx" and record["metrics"]["n"] == 400
+    assert set(record["metrics"]["per_class"]) == {"negative", "neutral", "positive"}
+    assert 0 <= record["metrics"]["macro_f1"] <= 1
+    results = list(trained["runs"].glob("*/results.json"))
+    assert any(json.loads(p.read_text())["language"] == "ace" for p in results)
+    human = run("evaluate", "--task", "nusax-senti", "--lang", "ace", "--task-sft", trained["task"]["sft"],
+                "--data-dir", shared_data, "--runs-dir", trained["runs"])
+    assert "macro-F1" in human.stdout and "no-lang-sft" in human.stdout
+    assert "results written to" in human.stderr
+
+
+def test_compose_writes_a_loadable_model(trained, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    out = tmp_path / "composed"
+    run("compose", "--model", _model(trained), "--sft", trained["ace"]["sft"], "--sft", trained["task"]["sft"], "--out", out)
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config.id2label == {0: "negative", 1: "neutral", 2: "positive"}
+    assert (out / "deftx_compose.json").is_file() and (out / "tokenizer_config.json").is_file()
+    again = run("compose", "--model", _model(trained), "--sft", trained["ace"]["sft"], "--out", out, ok=False)
+    one_error_line(again, 2, "already exists")
+
+
+def _model(trained):
+    return json.loads((Path(trained["ace"]["run"]) / "run.json").read_text())["base_model"]
+
+
+def test_denoise_then_phase_two_only(trained, tmp_path, shared_data):
+    run_dir = Path(trained["ace"]["run"])
+    r = run("denoise", "--diff", run_dir, "--k", "0.02", "--rank-rule", "energy:0.8", "--out", tmp_path / "m.safetensors", "--json")
+    result = json.loads(r.stdout)
+    assert result["matrices"] and all(m["energy_kept"] >= 0.8 - 1e-6 for m in result["matrices"] if m["rank"])
+    assert 0 <= result["overlap_with_magnitude"] <= 1
+    human = run("denoise", "--diff", run_dir / "phase1_diff.safetensors", "--k", "100", "--rank-rule", "rank:2")
+    assert "overlap with the magnitude" in human.stdout and "energy kept" in human.stdout
+    r = run("train-lang", "--lang", "ace", "--mask", tmp_path / "m.safetensors", "--model", _model(trained),
+            "--data-dir", shared_data, "--runs-dir", trained["runs"], "--json", *SMOKE)
+    out = json.loads(r.stdout)
+    assert out["entries"] == result["k"]
+    events = [json.loads(l) for l in (Path(out["run"]) / "metrics.jsonl").read_text().splitlines()]
+    assert [e["phase"] for e in events if e["event"] == "phase"] == [2]
+
+
+def test_info_and_datasets(trained, shared_data):
+    r = run("info", trained["task"]["sft"])
+    assert "task" in r.stdout and "smsa" in r.stdout
+    r = run("datasets", "--data-dir", shared_data, "--json")
+    listing = json.loads(r.stdout)
+    assert "americasnli" in listing["tasks"] and listing["local"]
+
+
+def test_help_shows_a_worked_example():
+    for command in ("train-lang", "train-task", "denoise", "compose", "evaluate", "transfer", "tui", "info"):
+        r = run(command, "--help")
+        assert "Example" in r.stdout and "deftx " + command in r.stdout.replace("\n", " ")
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_missing_paths(tiny_model_dir, tmp_path):
+    r = run("evaluate", "--task", "nusax-senti", "--lang", "ace", "--task-sft", tmp_path / "nope", ok=False)
+    assert r.exit_code == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+    r = run("train-lang", "--lang", "ace", "--model", tmp_path / "no-model", "--text", __file__, *SMOKE, ok=False)
+    one_error_line(r, 3, "does not exist")
+
+
+def test_unknown_language_and_task_suggest_close_names(tiny_model_dir, shared_data):
+    r = run("train-lang", "--lang", "acx", "--model", tiny_model_dir, "--data-dir", shared_data, *SMOKE, ok=False)
+    one_error_line(r, 3, "'ace'")
+    r = run("train-task", "--task", "nusax-sent", "--source-lang", "ind", "--model", tiny_model_dir,
+            "--data-dir", shared_data, *SMOKE, ok=False)
+    one_error_line(r, 3, "nusax-senti")
+
+
+def test_fingerprint_mismatch(trained, other_tiny_model_dir, shared_data):
+    r = run("evaluate", "--task", "nusax-senti", "--lang", "ace", "--task-sft", trained["task"]["sft"],
+            "--model", other_tiny_model_dir, "--data-dir", shared_data, "--runs-dir", trained["runs"], ok=False)
+    one_error_line(r, 5, "trained on")
+
+
+def test_corrupt_sft(trained, tmp_path):
+    import shutil
+
+    copy = tmp_path / "sft"
+    shutil.copytree(trained["ace"]["sft"], copy)
+    data = (copy / "diff.safetensors").read_bytes()
+    (copy / "diff.safetensors").write_bytes(data[:100])
+    r = run("info", copy, ok=False)
+    one_error_line(r, 5, "corrupt or truncated")
+
+
+@pytest.mark.parametrize("k", ["0", "-5", "1e12", "lots"])
+def test_bad_k(tiny_model_dir, tmp_path, k):
+    text = tmp_path / "t.txt"
+    text.write_text("saya suka film ini\n" * 50)
+    r = run("train-lang", "--lang", "ind", "--k", k, "--model", tiny_model_dir, "--text", text,
+            "--runs-dir", tmp_path / "runs", *SMOKE, ok=False)
+    one_error_line(r, 2, "K")
+    leftovers = [p for p in (tmp_path / "runs").glob("*/sft")]
+    assert not leftovers, "no SFT is written for a failed run"
+
+
+@pytest.mark.parametrize("rule", ["energy:1.5", "rank:0", "svd:3", "energy"])
+def test_malformed_rank_rule(tiny_model_dir, tmp_path, rule):
+    text = tmp_path / "t.txt"
+    text.write_text("saya suka film ini\n" * 50)
+    r = run("train-lang", "--lang", "ind", "--rank-rule", rule, "--model", tiny_model_dir, "--text", text, *SMOKE, ok=False)
+    one_error_line(r, 2, "rank rule")
+
+
+def test_bad_data_files(tiny_model_dir, tmp_path):
+    missing_col = tmp_path / "missing.csv"
+    missing_col.write_text("id,text\n1,bagus sekali\n")
+    r = run("train-task", "--task", "smsa", "--source-lang", "ind", "--train-file", missing_col,
+            "--model", tiny_model_dir, *SMOKE, ok=False)
+    one_error_line(r, 4, "label")
+    bad_label = tmp_path / "bad.csv"
+    bad_label.write_text("text,label\nbagus sekali,positive\njelek,very positive\n")
+    r = run("train-task", "--task", "smsa", "--source-lang", "ind", "--train-file", bad_label,
+            "--model", tiny_model_dir, *SMOKE, ok=False)
+    one_error_line(r, 4, "very positive")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    r = run("train-lang", "--lang", "ind", "--text", empty, "--model", tiny_model_dir, *SMOKE, ok=False)
+    one_error_line(r, 4)
+
+
+def test_task_sft_labels_must_match_the_evaluation_set(trained, shared_data):
+    r = run("evaluate", "--task", "americasnli", "--lang", "quy", "--task-sft", trained["task"]["sft"],
+            "--data-dir", shared_data, "--runs-dir", trained["runs"], ok=False)
+    one_error_line(r, 5, "labels")
+
+
+def test_ctrl_c_marks_the_run_interrupted_and_leaves_no_sft(tiny_model_dir, tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("saya suka film ini sangat bagus\n" * 400)
+    runs = tmp_path / "runs"
+    env = {**os.environ, "DEFTX_RUNS_DIR": str(runs), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deftx_cli.app", "train-lang", "--lang", "ind", "--text", str(text), "--model",
+         str(tiny_model_dir), "--preset", "smoke", "--phase1-steps", "100000", "--device", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        metrics = list(runs.glob("*/metrics.jsonl"))
+        if metrics and metrics[0].read_text().count('"train"') >= 2:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "deftx: error: interrupted" in err and "Traceback" not in err
+    run_dir = next(runs.iterdir())
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+    assert not (run_dir / "sft").exists()
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".")], "no temporary files left"
