@@ -1,0 +1,33 @@
+"""``deftx --help`` and the light library modules must not import torch or transformers."""
+
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("torch", "transformers", "datasets")
+
+
+def modules_after(code: str) -> set[str]:
+    probe = f"{code}\nimport sys\nprint(' '.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import deftx_cli.app",
+        "import deftx, deftx.runs, deftx.errors, deftx.data",
+        "from typer.testing import CliRunner\nfrom deftx_cli.app import app\nCliRunner().invoke(app, ['--help'])\n"
+        "CliRunner().invoke(app, ['train-lang', '--help'])",
+    ],
+)
+def test_light_paths_do_not_import_heavy_libraries(code):
+    loaded = modules_after(code)
+    assert not [m for m in HEAVY if m in loaded], sorted(m for m in HEAVY if m in loaded)
+
+
+def test_deftx_help_runs_as_a_program():
+    out = subprocess.run([sys.executable, "-m", "deftx_cli.app", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "train-lang" in out.stdout
