@@ -76,10 +76,20 @@ def datasets(
     if root is None:
         stdout.print("no local data root (give --data-dir or set DEFTX_DATA_DIR): data come from the hub")
         return
-    local = Table(title=f"local data in {root}")
-    keys = sorted({k for row in listing for k in row})
-    for key in keys:
-        local.add_column(key)
-    for row in listing:
-        local.add_row(*(str(row.get(k, "")) for k in keys))
-    stdout.print(local)
+    labelled = Table(title=f"labelled data in {root}")
+    for column in ("task", "language", "splits", "problems"):
+        labelled.add_column(column)
+    text = Table(title=f"unlabelled text in {root}")
+    for column in ("language", "name", "lines", "sources"):
+        text.add_column(column, justify="right" if column == "lines" else "left")
+    for entry in listing:
+        problems = "; ".join(f"{k}: {v}" for k, v in (entry.get("errors") or {}).items())
+        if entry.get("kind") == "task":
+            splits = " ".join(f"{k} {v}" for k, v in (entry.get("splits") or {}).items())
+            labelled.add_row(str(entry.get("task")), str(entry.get("language") or ""), splits, problems)
+        else:
+            sources = ", ".join(Path(str(src.get("path"))).name for src in entry.get("sources") or [])
+            text.add_row(str(entry.get("language")), str(entry.get("language_name") or ""),
+                         f"{entry.get('lines') or 0:,}", sources or problems)
+    stdout.print(labelled)
+    stdout.print(text)
