@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import sys
 import tempfile
 import time
@@ -191,6 +192,7 @@ class Run:
             "error": None,
             "library_version": __version__,
             "pid": os.getpid(),
+            "host": socket.gethostname(),
         }
         atomic_write_json(path / RUN_JSON, record)
         return cls(path, record)
@@ -266,6 +268,8 @@ def read_run(path: Path) -> RunInfo:
         return RunInfo(path, path.name, error="run.json is missing")
     except OSError as exc:
         return RunInfo(path, path.name, error=f"run.json unreadable: {exc.strerror or exc}")
+    except UnicodeDecodeError:
+        return RunInfo(path, path.name, error="run.json is not UTF-8 text")
     try:
         record = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -252,7 +252,7 @@ def column_labels(pivot: Pivot) -> list[tuple[str, str]]:
 def caption(pivot: Pivot) -> str:
     scale = " ×100" if pivot.scale == 100.0 else ""
     direction = "" if pivot.higher_is_better else " (lower is better)"
-    return f"{pivot.key.metric}{scale}{direction}, mean±std over seeds (n); {DELTA_LABEL} = DeFT-X − LT-SFT"
+    return f"{pivot.key.metric}{scale}{direction} · mean±std over seeds (n) · {DELTA_LABEL} = DeFT-X − LT-SFT"
 
 
 def to_markdown(pivot: Pivot) -> str:
@@ -261,7 +261,7 @@ def to_markdown(pivot: Pivot) -> str:
     lines = [
         f"### {pivot.key.task} · {model_label(pivot.key.base_model)} · {pivot.key.split}",
         "",
-        f"{caption(pivot)}; **bold** = better of LT-SFT and DeFT-X.",
+        f"{caption(pivot)} · **bold** = better of LT-SFT and DeFT-X.",
         "",
         "| Language | " + " | ".join(header for _, header in columns) + " |",
         "|---|" + "---:|" * len(columns),

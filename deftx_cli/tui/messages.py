@@ -19,22 +19,27 @@ from deftx_cli.tui.series import RunSeries
 
 
 class RunsRefreshed(Message):
-    """The runs directory was read again; ``rows`` is every run, newest first."""
+    """The runs directory was read again; ``rows`` is every run, newest first.
 
-    def __init__(self, rows: list[RunRow]) -> None:
+    ``behind``: some big metrics file is still being read; another scan should follow at once.
+    """
+
+    def __init__(self, rows: list[RunRow], behind: bool = False) -> None:
         super().__init__()
         self.rows = rows
+        self.behind = behind
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, RunsRefreshed)
 
 
 class RunUpdated(Message):
-    """The followed run was polled; ``row`` is where it stands now."""
+    """The followed run was polled; ``row`` is where it stands now (``behind``: more lines wait)."""
 
-    def __init__(self, row: RunRow) -> None:
+    def __init__(self, row: RunRow, behind: bool = False) -> None:
         super().__init__()
         self.row = row
+        self.behind = behind
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, RunUpdated)
@@ -66,11 +71,12 @@ class ResultLoaded(Message):
 
 
 class ResultsLoaded(Message):
-    """Every ``results.json`` under the runs directory was read."""
+    """Every ``results.json`` under the runs directory was read (``unreadable``: why some were not)."""
 
-    def __init__(self, records: list[dict[str, Any]]) -> None:
+    def __init__(self, records: list[dict[str, Any]], unreadable: list[str] | None = None) -> None:
         super().__init__()
         self.records = records
+        self.unreadable = unreadable or []
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, ResultsLoaded)

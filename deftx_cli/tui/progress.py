@@ -9,6 +9,7 @@ time comes in as an argument so elapsed time and ETA are exact in tests.
 from __future__ import annotations
 
 import os
+import socket
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -36,8 +37,6 @@ Clock = Callable[[], float]
 # Metrics where higher is better, in the order one is picked as "the" metric of a run.
 PRIMARY_METRICS = ("macro_f1", "f1", "accuracy", "acc")
 LOWER_IS_BETTER = re.compile(r"loss|perplexity|ppl|error", re.IGNORECASE)
-
-TRAINING_KINDS = ("language", "task")
 
 
 def higher_is_better(metric: str) -> bool:
@@ -248,10 +247,18 @@ def describe_run(
     result: dict[str, Any] | None = None,
     result_error: str | None = None,
     alive: Callable[[Any], bool] = pid_alive,
+    reading: float | None = None,
 ) -> RunRow:
-    """The row for one run. ``now`` is the current time (seconds since the epoch)."""
+    """The row for one run. ``now`` is the current time (seconds since the epoch).
+
+    ``reading`` is the fraction of ``metrics.jsonl`` read so far while a big file is still being
+    read (the step then ends in ``…``).
+    """
     key = info.path.name
     details: list[str] = []
+    notes = _bad_line_details(bad_lines, last_bad)
+    if reading is not None:
+        notes.append(f"reading metrics.jsonl: {100 * reading:.0f}% so far")
     if not info.readable:
         details.append(f"unreadable: {info.error}")
         has_steps = progress is not None and progress.step is not None
@@ -269,7 +276,7 @@ def describe_run(
             eta=DASH,
             loss=format_number(progress.last_loss) if progress is not None else DASH,
             best=_best_text(progress, result),
-            details=tuple(details + _bad_line_details(bad_lines, last_bad)),
+            details=tuple(details + notes),
         )
 
     record = info.record
@@ -277,7 +284,8 @@ def describe_run(
     kind = _word(record.get("kind")) or DASH
     started = parse_iso(as_str(record.get("started_at")))
     ended = parse_iso(as_str(record.get("ended_at")))
-    if status == "running" and not alive(record.get("pid")):
+    host = as_str(record.get("host"))
+    if status == "running" and host in (None, socket.gethostname()) and not alive(record.get("pid")):
         status = "stale"
         details.append(
             f"stale: marked running, but process {as_int(record.get('pid'))} is not alive on this machine"
@@ -299,6 +307,8 @@ def describe_run(
         total = totals.get(progress.phase)
         step = progress.step or 0
         step_text = f"{step}/{total}" if total is not None else str(step)
+        if reading is not None:
+            step_text += "…"
 
     elapsed: float | None = None
     if started is not None:
@@ -336,7 +346,7 @@ def describe_run(
         best=_best_text(progress, result),
         base_model=model_label(record.get("base_model")),
         started=_started_label(record),
-        details=tuple(details + _bad_line_details(bad_lines, last_bad) + ([result_error] if result_error else [])),
+        details=tuple(details + notes + ([result_error] if result_error else [])),
         warning=bool(bad_lines or result_error),
     )
 
@@ -357,13 +367,3 @@ def _bad_line_details(bad_lines: int, last_bad: str | None) -> list[str]:
     if last_bad:
         line += f" (last: {last_bad[:40]!r})"
     return [line]
-
-
-def status_rank(status: str) -> int:
-    """Sort order of statuses (running first)."""
-    order = ("running", "stale", "failed", "interrupted", "unreadable", "finished")
-    return order.index(status) if status in order else len(order)
-
-
-def training_kind(kind: str) -> bool:
-    return kind in TRAINING_KINDS

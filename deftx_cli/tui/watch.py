@@ -7,20 +7,96 @@ widget; the screens post what they return as messages.
 
 One scanner or follower must be used by one thread at a time (the screens never start a second
 read while one is running).
+
+Reads are bounded: a scan reads at most :data:`SCAN_BUDGET` bytes of metrics over all runs and a
+follower at most :data:`FOLLOW_CHUNK` per poll, so a directory of huge files shows at once and
+fills in over the next polls (``behind`` says more is waiting; the screens poll again at once).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from deftx.runs import METRICS_JSONL, RESULTS_JSON, RUN_JSON, MetricsTail, RunInfo, list_runs, read_run
+from deftx.runs import (
+    METRICS_JSONL,
+    RESULTS_JSON,
+    RUN_JSON,
+    MetricsTail,
+    RunInfo,
+    list_runs,
+    read_results,
+    read_run,
+)
 
 from deftx_cli.tui.progress import Clock, RunProgress, RunRow, describe_run, pid_alive
 from deftx_cli.tui.series import RunSeries
+
+
+SCAN_CHUNK = 4 * 1024 * 1024  # bytes of one run's metrics per scan
+SCAN_BUDGET = 16 * 1024 * 1024  # bytes of metrics per scan, all runs together
+FOLLOW_CHUNK = 8 * 1024 * 1024  # bytes of the followed run's metrics per poll
+
+
+def _unreadable_reason(name: str, exc: Exception) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return f"{name} is not UTF-8 text"
+    return f"{name} unreadable: {type(exc).__name__}: {exc}"
+
+
+def read_run_safely(path: Path) -> RunInfo:
+    """:func:`deftx.runs.read_run`, and a reason instead of an exception for what it does not catch."""
+    path = Path(path)
+    try:
+        return read_run(path)
+    except Exception as exc:  # e.g. bytes that are not UTF-8
+        return RunInfo(path, path.name, error=_unreadable_reason(RUN_JSON, exc))
+
+
+def list_runs_safely(runs_dir: Path) -> list[RunInfo]:
+    """:func:`deftx.runs.list_runs`; if one run makes it give up, every run is read on its own."""
+    try:
+        return list_runs(runs_dir)
+    except Exception:
+        pass
+    try:
+        children = sorted(Path(runs_dir).iterdir(), key=lambda p: p.name, reverse=True)
+    except OSError:
+        return []
+    return [read_run_safely(c) for c in children if c.is_dir() and not c.name.startswith(".")]
+
+
+def read_results_safely(runs_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """:func:`deftx.runs.read_results`; if one file makes it give up, each is read on its own.
+
+    Returns the records and a reason for each ``results.json`` that could not be read (only known
+    on the fallback path: the shared reader skips unreadable files silently).
+    """
+    try:
+        return read_results(runs_dir), []
+    except Exception:
+        pass
+    records: list[dict[str, Any]] = []
+    unreadable: list[str] = []
+    try:
+        children = sorted(Path(runs_dir).iterdir())
+    except OSError:
+        return records, unreadable
+    for child in children:
+        path = child / RESULTS_JSON
+        try:
+            if not path.is_file():
+                continue
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except Exception as exc:
+            unreadable.append(f"{child.name}: {_unreadable_reason(RESULTS_JSON, exc)}")
+            continue
+        if isinstance(record, dict):
+            record.setdefault("run_id", child.name)
+            records.append(record)
+    return records, unreadable
 
 
 def _signature(path: Path) -> tuple[int, int, int] | None:
@@ -51,7 +127,10 @@ class _ResultCache:
         except OSError as exc:
             self.error = f"results.json unreadable: {exc.strerror or exc}"
             return
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError:
+            self.error = "results.json is not UTF-8 text"
+            return
+        except json.JSONDecodeError as exc:
             self.error = f"results.json is not valid JSON ({exc})"
             return
         if isinstance(record, dict):
@@ -66,14 +145,25 @@ class _Tracked:
     progress: RunProgress = field(default_factory=RunProgress)
     results: _ResultCache = field(default_factory=_ResultCache)
     read_error: str | None = None
+    behind: float | None = None  # fraction of the file read while more than one chunk waits, else None
 
-    def read_metrics(self) -> list[dict[str, Any]]:
+    def read_metrics(self, allowed: bool = True) -> list[dict[str, Any]]:
+        """The new complete lines (at most one chunk); with ``allowed`` false only notes what waits."""
+        try:
+            size = self.tail.path.stat().st_size
+        except OSError:
+            size = 0
+        waiting = size - self.tail.offset
+        if not allowed:
+            self.behind = self.tail.offset / size if waiting > 0 else None
+            return []
         try:
             events = self.tail.read_new()
         except OSError as exc:
             self.read_error = f"metrics.jsonl unreadable: {exc.strerror or exc}"
             return []
         self.read_error = None
+        self.behind = self.tail.offset / size if waiting > self.tail.max_bytes and size else None
         return events
 
 
@@ -89,22 +179,27 @@ class RunsScanner:
         self.clock = clock
         self.alive = alive
         self._tracked: dict[str, _Tracked] = {}
+        self.behind = False  # some run's metrics were not all read in the last scan
 
     def scan(self) -> list[RunRow]:
-        infos = list_runs(self.runs_dir)
+        infos = list_runs_safely(self.runs_dir)
         now = self.clock()
         rows = []
+        budget = SCAN_BUDGET
         for info in infos:
             key = info.path.name
             tracked = self._tracked.get(key)
             if tracked is None:
-                tracked = self._tracked[key] = _Tracked(MetricsTail(info.path / METRICS_JSONL))
-            tracked.progress.update(tracked.read_metrics())
+                tracked = self._tracked[key] = _Tracked(MetricsTail(info.path / METRICS_JSONL, SCAN_CHUNK))
+            before = tracked.tail.offset
+            tracked.progress.update(tracked.read_metrics(allowed=budget > 0))
+            budget -= max(tracked.tail.offset - before, 0)
             if _wants_results(info):
                 tracked.results.refresh(info.path)
             rows.append(_describe(info, tracked, now, self.alive))
         for key in set(self._tracked) - {info.path.name for info in infos}:
             del self._tracked[key]
+        self.behind = any(t.behind is not None for t in self._tracked.values())
         return rows
 
 
@@ -121,6 +216,7 @@ def _describe(info: RunInfo, tracked: _Tracked, now: float, alive: Callable[[Any
         result=tracked.results.record,
         result_error=result_error,
         alive=alive,
+        reading=tracked.behind,
     )
 
 
@@ -133,6 +229,7 @@ class FollowedUpdate:
     batch: RunSeries | None  # the new complete lines, folded; None when there were none
     result: dict[str, Any] | None  # results.json when it changed
     bad_lines: int = 0
+    behind: bool = False  # more complete lines wait than one poll reads: poll again at once
 
 
 class RunFollower:
@@ -143,7 +240,7 @@ class RunFollower:
         self.clock = clock
         self.alive = alive
         self.info = RunInfo(self.path, self.path.name, error="not read yet")
-        self._tracked = _Tracked(MetricsTail(self.path / METRICS_JSONL))
+        self._tracked = _Tracked(MetricsTail(self.path / METRICS_JSONL, FOLLOW_CHUNK))
         self._record_signature: tuple[int, int, int] | None | str = "unread"
         self._phase: int | None = None
 
@@ -152,7 +249,7 @@ class RunFollower:
         signature = _signature(self.path / RUN_JSON)
         if signature != self._record_signature:
             self._record_signature = signature
-            self.info = changed_info = read_run(self.path)
+            self.info = changed_info = read_run_safely(self.path)
 
         events = self._tracked.read_metrics()
         batch = None
@@ -162,14 +259,14 @@ class RunFollower:
             self._phase = batch.current_phase
 
         result = None
-        if _wants_results(self.info) or os.path.exists(self.path / RESULTS_JSON):
-            before = self._tracked.results.signature
-            self._tracked.results.refresh(self.path)
-            if self._tracked.results.signature != before:
-                result = self._tracked.results.record
+        before = self._tracked.results.signature
+        self._tracked.results.refresh(self.path)
+        if self._tracked.results.signature != before:
+            result = self._tracked.results.record
 
         row = _describe(self.info, self._tracked, self.clock(), self.alive)
-        return FollowedUpdate(row, changed_info, batch, result, self._tracked.tail.bad_lines)
+        behind = self._tracked.behind is not None
+        return FollowedUpdate(row, changed_info, batch, result, self._tracked.tail.bad_lines, behind)
 
     @property
     def progress(self) -> RunProgress:

@@ -1,11 +1,9 @@
-"""Fixtures for the dashboard tests: a runs directory with every kind of run, and a pilot helper."""
+"""Fixtures for the dashboard tests: a runs directory with every kind of run, and ``async def`` tests."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,17 +32,3 @@ def runs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def empty_runs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     return Path("runs")
-
-
-async def wait_until(pilot, condition: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> float:
-    """Let the app run until ``condition()`` holds; returns the seconds it took."""
-    start = time.monotonic()
-    while True:
-        try:
-            if condition():
-                return time.monotonic() - start
-        except Exception:  # a widget not mounted yet, a screen still opening
-            pass
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await pilot.pause(0.02)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -332,3 +334,17 @@ def big_metrics_file(path: Path, lines: int = 100_000) -> None:
             f'"total_steps": {half}, "loss": {2.0 / (1 + step / 5000):.5f}, "lr": 5e-05, "throughput": 30.5}}\n'
         )
     path.write_text("".join(chunks))
+
+
+async def wait_until(pilot, condition: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> float:
+    """Let the app run until ``condition()`` holds; returns the seconds it took."""
+    start = time.monotonic()
+    while True:
+        try:
+            if condition():
+                return time.monotonic() - start
+        except Exception:  # a widget not mounted yet, a screen still opening
+            pass
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await pilot.pause(0.02)

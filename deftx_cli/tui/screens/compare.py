@@ -10,10 +10,11 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Select, Static
 
-from deftx.runs import atomic_write_bytes, read_results
+from deftx.runs import atomic_write_bytes
 
 from deftx_cli.tui.compare import Pivot, TableKey, build_pivots, caption, export_stem, to_csv, to_markdown
 from deftx_cli.tui.messages import ComparisonExported, ReadFailed, ResultsLoaded
+from deftx_cli.tui.watch import read_results_safely
 from deftx_cli.tui.widgets.compare_table import BETTER_MARK, CompareTable
 
 RELOAD_SECONDS = 2.0
@@ -62,21 +63,22 @@ class CompareScreen(Screen):
     def _read(self) -> None:
         """Worker thread: reads every results.json and posts them."""
         try:
-            records = read_results(self.app.runs_dir)
+            records, unreadable = read_results_safely(self.app.runs_dir)
         except Exception as exc:
             self.post_message(ReadFailed("results", f"{type(exc).__name__}: {exc}"))
         else:
-            self.post_message(ResultsLoaded(records))
+            self.post_message(ResultsLoaded(records, unreadable))
         finally:
             self._reading = False
 
     def on_results_loaded(self, message: ResultsLoaded) -> None:
         self.loads += 1
-        signature = repr(message.records)
+        signature = repr((message.records, message.unreadable))
         if signature == self._signature:
             return
         self._signature = signature
-        self.pivots, self.skipped = build_pivots(message.records)
+        self.pivots, skipped = build_pivots(message.records)
+        self.skipped = message.unreadable + skipped
         keys = [p.key for p in self.pivots]
         if self.current not in keys:
             self.current = keys[0] if keys else None
@@ -117,7 +119,7 @@ class CompareScreen(Screen):
             return
         head = Text()
         if len(self.pivots) > 1:  # the selector above names the table
-            head.append(f"table {self.pivots.index(pivot) + 1} of {len(self.pivots)} (t: next) · ", style="dim")
+            head.append(f"{self.pivots.index(pivot) + 1}/{len(self.pivots)} · ", style="dim")
         else:
             head.append(pivot.key.label + "\n", style="bold")
         head.append(caption(pivot), style="dim")

@@ -18,7 +18,7 @@ from deftx_cli.tui.series import RunSeries
 from deftx_cli.tui.watch import RunFollower
 from deftx_cli.tui.widgets.charts import LossChart
 from deftx_cli.tui.widgets.result_panel import ResultPanel
-from deftx_cli.tui.widgets.run_detail import RunDetail, describe_lines
+from deftx_cli.tui.widgets.run_detail import RunDetail
 from deftx_cli.tui.widgets.selection_panel import SelectionPanel
 from deftx_cli.tui.widgets.trend import TrendLine
 
@@ -76,24 +76,32 @@ class LiveScreen(Screen):
         try:
             update = self._follower.poll()
         except Exception as exc:  # keep following even if one read goes wrong
-            self.post_message(ReadFailed(f"run {self.run_path.name}", f"{type(exc).__name__}: {exc}"))
-        else:
-            if update.info is not None:
-                self.post_message(RunRecordChanged(update.info))
-            if update.batch is not None:
-                self.post_message(MetricsAppended(update.batch, update.bad_lines))
-            if update.result is not None:
-                self.post_message(ResultLoaded(update.result))
-            self.post_message(RunUpdated(update.row))
-        finally:
             self._reading = False
+            self.post_message(ReadFailed(f"run {self.run_path.name}", f"{type(exc).__name__}: {exc}"))
+            return
+        self._reading = False  # before posting, so a handler may start the next read
+        if update.info is not None:
+            self.post_message(RunRecordChanged(update.info))
+        if update.batch is not None:
+            self.post_message(MetricsAppended(update.batch, update.bad_lines))
+        if update.result is not None:
+            self.post_message(ResultLoaded(update.result))
+        self.post_message(RunUpdated(update.row, update.behind))
 
     # -- handlers: the only place widgets change ------------------------------------------------
 
     def on_run_record_changed(self, message: RunRecordChanged) -> None:
-        kind = message.info.get("kind")
-        self.query_one(ResultPanel).display = kind == "evaluation"
-        self.query_one(SelectionPanel).display = kind != "evaluation"
+        evaluation = message.info.get("kind") == "evaluation"
+        # an evaluation has no training curves: its result takes the whole body
+        self.set_class(evaluation, "-evaluation")
+        self.query_one(ResultPanel).display = evaluation
+        self.query_one(SelectionPanel).display = not evaluation
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cycle_denoise":
+            return not self.has_class("-evaluation")
+        return True
 
     def on_metrics_appended(self, message: MetricsAppended) -> None:
         batch = message.batch
@@ -113,7 +121,9 @@ class LiveScreen(Screen):
         self.row = message.row
         self.polls += 1
         self._last_failure = None
-        self.query_one(RunDetail).update(describe_lines(message.row))
+        self.query_one(RunDetail).show(message.row)
+        if message.behind:  # a big file is still being read: the next chunk now, not at the next tick
+            self.poll()
 
     def on_read_failed(self, message: ReadFailed) -> None:
         text = f"Could not read the {message.what}: {message.error}"
@@ -122,9 +132,9 @@ class LiveScreen(Screen):
             self.notify(text, severity="error", timeout=6)
 
     def _show_trends(self) -> None:
-        for quantity, widget_id, unit in (("lr", "#lr-trend", ""), ("throughput", "#throughput-trend", "")):
+        for quantity, widget_id in (("lr", "#lr-trend"), ("throughput", "#throughput-trend")):
             latest = self.series.latest(quantity)
-            text = DASH if latest is None else f"{format_number(latest[2], 3)}{unit}"
+            text = DASH if latest is None else format_number(latest[2], 3)
             self.query_one(widget_id, TrendLine).show(self.series.trend(quantity, TREND_POINTS), text)
 
     # -- actions ----------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ from textual.widgets import DataTable, Footer, Header
 
 from deftx_cli.tui.messages import ReadFailed, RunsRefreshed
 from deftx_cli.tui.progress import RunRow
+from deftx_cli.tui.screens.compare import CompareScreen
+from deftx_cli.tui.screens.live import LiveScreen
 from deftx_cli.tui.watch import RunsScanner
 from deftx_cli.tui.widgets.run_detail import RunDetail
 from deftx_cli.tui.widgets.runs_table import RunsTable
@@ -59,11 +61,11 @@ class RunsScreen(Screen):
         try:
             rows = self._scanner.scan()
         except Exception as exc:  # never let a strange file system take the dashboard down
+            self._reading = False
             self.post_message(ReadFailed("runs directory", f"{type(exc).__name__}: {exc}"))
         else:
-            self.post_message(RunsRefreshed(rows))
-        finally:
-            self._reading = False
+            self._reading = False  # before posting, so the handler may start the next read
+            self.post_message(RunsRefreshed(rows, self._scanner.behind))
 
     def on_runs_refreshed(self, message: RunsRefreshed) -> None:
         self.rows = message.rows
@@ -74,6 +76,8 @@ class RunsScreen(Screen):
         running = sum(row.status == "running" for row in message.rows)
         self.sub_title = f"runs · {self.app.runs_dir} · {len(message.rows)} runs, {running} running"
         self._show_detail()
+        if message.behind:  # a big metrics file is still being read: go on without waiting
+            self.poll()
 
     def on_read_failed(self, message: ReadFailed) -> None:
         text = f"Could not read the {message.what}: {message.error}"
@@ -95,15 +99,11 @@ class RunsScreen(Screen):
         self.query_one(RunDetail).show(table.row_for(table.highlighted_key), empty)
 
     def action_open_run(self) -> None:
-        from deftx_cli.tui.screens.live import LiveScreen
-
         key = self.query_one(RunsTable).highlighted_key
         if key is not None:
             self.app.push_screen(LiveScreen(self.app.runs_dir / key))
 
     def action_compare(self) -> None:
-        from deftx_cli.tui.screens.compare import CompareScreen
-
         self.app.push_screen(CompareScreen())
 
     def action_refresh(self) -> None:

@@ -37,7 +37,7 @@ class ResultPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="result-summary")
-        yield DataTable(id="per-class-table", cursor_type="row", zebra_stripes=True)
+        yield DataTable(id="per-class-table", show_cursor=False, zebra_stripes=True)
 
     def on_mount(self) -> None:
         table = self.query_one("#per-class-table", DataTable)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable
+from textual.widgets.data_table import CellDoesNotExist
 
 from deftx_cli.tui.progress import RunRow
 
@@ -77,7 +78,7 @@ class RunsTable(DataTable):
             return None
         try:
             return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
-        except Exception:  # an empty or shrinking table: no highlighted row
+        except CellDoesNotExist:  # an empty or shrinking table: no highlighted row
             return None
 
     def row_for(self, key: str | None) -> RunRow | None:
@@ -92,7 +93,7 @@ class RunsTable(DataTable):
                     continue
                 for column, _, attribute in COLUMNS:
                     if column == "status" or getattr(old, attribute) != getattr(row, attribute):
-                        self.update_cell(row.key, column, cell_text(row, column, attribute))
+                        self.update_cell(row.key, column, cell_text(row, column, attribute), update_width=True)
                 self._rows[row.key] = row
             return
         keep = self.highlighted_key

@@ -48,7 +48,7 @@ class SelectionPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(selection_text(None), id="selection-summary")
-        table: DataTable = DataTable(id="denoise-table", cursor_type="row", zebra_stripes=True)
+        table: DataTable = DataTable(id="denoise-table", show_cursor=False, zebra_stripes=True)
         table.display = False
         yield table
 

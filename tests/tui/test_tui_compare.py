@@ -11,7 +11,6 @@ import tui_fixtures as F
 
 from deftx_cli.tui.compare import (
     TableKey,
-    build_pivot,
     build_pivots,
     collect,
     column_labels,

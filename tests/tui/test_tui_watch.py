@@ -7,7 +7,7 @@ import shutil
 
 import tui_fixtures as F
 
-from deftx_cli.tui.watch import RunFollower, RunsScanner
+from deftx_cli.tui.watch import RunFollower, RunsScanner, read_results_safely
 
 
 def test_scanner_lists_every_run_and_follows_growth(tmp_path):
@@ -83,3 +83,61 @@ def test_follower_reads_an_evaluation_result(tmp_path):
     update = RunFollower(path, F.clock).poll()
     assert update.result is None and update.row.warning
     assert any("results.json is not valid JSON" in d for d in update.row.details)
+
+
+def test_bytes_that_are_not_utf8_make_one_run_unreadable_not_all(tmp_path):
+    runs = F.make_runs_dir(tmp_path)
+    bad = runs / "20261125-110000-binary"
+    bad.mkdir()
+    (bad / "run.json").write_bytes(b"\xff\xfe\x00{garbage")
+    (runs / "20261124-120100-evaluation-lt-sft-ace-s0" / "results.json").write_bytes(b"\xff\xfe\x00")
+    rows = {row.key: row for row in RunsScanner(runs, F.clock).scan()}
+    assert len(rows) == 9 + 27 + 2 + 1
+    assert rows["20261125-110000-binary"].status == "unreadable"
+    assert rows["20261125-110000-binary"].details == ("unreadable: run.json is not UTF-8 text",)
+    assert rows[F.RUNNING_ID].status == "running"
+    assert "results.json is not UTF-8 text" in rows["20261124-120100-evaluation-lt-sft-ace-s0"].details
+
+    records, unreadable = read_results_safely(runs)
+    assert len(records) == 27 + 2 - 1
+    assert unreadable == ["20261124-120100-evaluation-lt-sft-ace-s0: results.json is not UTF-8 text"]
+    assert RunFollower(bad, F.clock).poll().row.status == "unreadable"
+
+
+def test_big_files_are_read_in_bounded_chunks_and_rows_show_it(tmp_path, monkeypatch):
+    from deftx_cli.tui import watch
+
+    monkeypatch.setattr(watch, "SCAN_CHUNK", 4000)
+    monkeypatch.setattr(watch, "SCAN_BUDGET", 6000)
+    runs = F.make_runs_dir(tmp_path, evaluations=False)
+    scanner = RunsScanner(runs, F.clock)
+    rows = {row.key: row for row in scanner.scan()}
+    assert scanner.behind
+    running = rows[F.RUNNING_ID]
+    assert running.step.endswith("…") and any(d.startswith("reading metrics.jsonl: ") for d in running.details)
+    for _ in range(40):
+        if not scanner.behind:
+            break
+        rows = {row.key: row for row in scanner.scan()}
+    assert not scanner.behind
+    assert rows[F.RUNNING_ID].step == "200/400" and rows[F.RUNNING_ID].eta == "1m50s"
+    assert not any(d.startswith("reading") for row in rows.values() for d in row.details)
+
+
+def test_follower_reads_a_big_file_chunk_by_chunk(tmp_path, monkeypatch):
+    from deftx_cli.tui import watch
+
+    monkeypatch.setattr(watch, "FOLLOW_CHUNK", 100_000)
+    path = tmp_path / "runs" / "big"
+    F.write_run(tmp_path / "runs", "big", kind="language", method="lt-sft", languages={"target": "ace"},
+                started=F.at("00:00:00"), ended=F.at("01:00:00"))
+    F.big_metrics_file(path / "metrics.jsonl", 5000)
+    follower = RunFollower(path, F.clock)
+    events, polls = 0, 0
+    while True:
+        update = follower.poll()
+        polls += 1
+        events += update.batch.events if update.batch else 0
+        if not update.behind:
+            break
+    assert events == 5000 and polls > 3
