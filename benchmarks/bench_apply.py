@@ -7,7 +7,7 @@ maskable parameters). The SFTs hold K positions drawn uniformly over all maskabl
 Gaussian values. Reference figures from the same run: a dense add of a full difference to every
 maskable parameter (what applying a dense fine-tuning costs) and the size of that dense difference.
 
-    python benchmarks/bench_apply.py            # ~1-2 minutes on 2 cores, ~5 GiB of memory
+    python benchmarks/bench_apply.py            # ~25 s on 2 cores, ~5 GiB of memory
     python benchmarks/bench_apply.py --quick    # 2 layers, a 25,000-row embedding
 """
 

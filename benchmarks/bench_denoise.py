@@ -12,8 +12,8 @@ spike from other processes hits both alike. A third column times a candidate imp
 NOT in the library (``gram_denoise`` below: the exact spectrum from the eigenvalues of the n x n Gram
 matrix, then L_r = A V_r V_r^T), as evidence for a proposed change; ``--no-candidate`` leaves it out.
 
-    python benchmarks/bench_denoise.py            # XLM-R base, 76 matrices, both spectra: ~8 min on 2 cores
-    python benchmarks/bench_denoise.py --quick    # 2 layers, a 25,000-row embedding: ~1 min
+    python benchmarks/bench_denoise.py            # XLM-R base, 76 matrices, both spectra: 2.5 min on 2 cores (more under load)
+    python benchmarks/bench_denoise.py --quick    # 2 layers, a 25,000-row embedding: ~40 s
     python benchmarks/bench_denoise.py --spectrum heavy
 """
 

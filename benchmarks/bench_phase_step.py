@@ -13,8 +13,8 @@ one warm-up step each, so that load from other processes hits both alike; the ta
 and the minimum of each. Memory: the peak extra resident set of one step (activations, gradients'
 temporaries) and the state each phase holds between steps (optimizer state, masks).
 
-    python benchmarks/bench_phase_step.py            # XLM-R base, 4 steps per phase: ~3 minutes on 2 cores
-    python benchmarks/bench_phase_step.py --quick    # 4 layers, hidden 256: ~1 minute
+    python benchmarks/bench_phase_step.py            # XLM-R base, 4 steps per phase: ~2 minutes on 2 cores
+    python benchmarks/bench_phase_step.py --quick    # 4 layers, hidden 256: ~40 s
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ much slower the slowest was (the noise from other processes), and the largest pe
 masks themselves (1 byte per score, 0.25x the scores) are part of every method's peak. Every method
 must select exactly K entries with the same threshold (the K-th largest |score|).
 
-    python benchmarks/bench_selection.py           # K = 7,667,712 and 14,155,776: ~5 minutes on 2 cores
+    python benchmarks/bench_selection.py           # K = 7,667,712 and 14,155,776: ~4.5 minutes on 2 cores
     python benchmarks/bench_selection.py --quick   # 2 layers and a 25,000-row embedding
 """
 
