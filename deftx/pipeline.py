@@ -63,6 +63,19 @@ def _summary_for_run(summary: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _prepare_outputs(out: Path | None, mask_file: Path | None, config: TrainConfig):
+    """Refuse an ``--out`` that already holds files, and load a phase-2 mask (whose method then
+    applies). Returns ``(mask, mask_meta, config)``."""
+    from deftx.sft import load_mask
+
+    if out is not None and Path(out).exists() and any(Path(out).iterdir()):
+        raise UsageError(f"{out} already exists and is not empty", hint="choose another --out")
+    if mask_file is None:
+        return None, None, config
+    mask, mask_meta = load_mask(Path(mask_file))
+    return mask, mask_meta, config.model_copy(update={"method": mask_meta.get("method", config.method)})
+
+
 def _check_mask_base(mask_meta: dict[str, Any] | None, model) -> None:
     from deftx.errors import FingerprintMismatchError
     from deftx.model import fingerprint
@@ -109,16 +122,10 @@ def train_language_sft(
     from deftx.data import canonical_language, load_unlabelled_text
     from deftx.model import head_parameters, load_model, load_tokenizer, untie_output_embeddings
     from deftx.objectives import MaskedLMObjective
-    from deftx.sft import load_mask
     from deftx.training import train_sft
 
     lang = canonical_language(lang)
-    if out is not None and Path(out).exists() and any(Path(out).iterdir()):
-        raise UsageError(f"{out} already exists and is not empty", hint="choose another --out")
-    mask = mask_meta = None
-    if mask_file is not None:
-        mask, mask_meta = load_mask(Path(mask_file))
-        config = config.model_copy(update={"method": mask_meta.get("method", config.method)})
+    mask, mask_meta, config = _prepare_outputs(out, mask_file, config)
     lines, sources = load_unlabelled_text(lang, data_dir, text_files, max_lines=config.max_examples, seed=config.seed)
     tokenizer = load_tokenizer(model)
     mlm, missing = load_model(model, "mlm")
@@ -177,22 +184,17 @@ def train_task_sft(
     from deftx.data import canonical_language, get_task, load_labelled_file, load_task_split
     from deftx.model import head_parameters, load_model, load_tokenizer
     from deftx.objectives import ClassificationObjective
-    from deftx.sft import SparseDiff, load_mask
+    from deftx.sft import SparseDiff
     from deftx.training import train_sft
 
     spec = get_task(task)
     source_lang = canonical_language(source_lang)
-    if out is not None and Path(out).exists() and any(Path(out).iterdir()):
-        raise UsageError(f"{out} already exists and is not empty", hint="choose another --out")
+    mask, mask_meta, config = _prepare_outputs(out, mask_file, config)
     start_sft = None
     if lang_sft is not None:
         start_sft = SparseDiff.load(lang_sft)
         if start_sft.manifest.get("kind") != "language":
             raise ArtifactError(f"{lang_sft} is a {start_sft.manifest.get('kind')} SFT, not a language SFT")
-    mask = mask_meta = None
-    if mask_file is not None:
-        mask, mask_meta = load_mask(Path(mask_file))
-        config = config.model_copy(update={"method": mask_meta.get("method", config.method)})
     if train_file is not None:
         train = load_labelled_file(train_file, spec)
     else:

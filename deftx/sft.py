@@ -37,7 +37,7 @@ from deftx.errors import (
     InputNotFoundError,
     UsageError,
 )
-from deftx.model import base_parameters, fingerprint, full_name
+from deftx.model import base_parameters, fingerprint
 
 SFT_FORMAT = "deftx-sft"
 SFT_FORMAT_VERSION = 1
@@ -462,6 +462,3 @@ def _load_with_metadata(path: Path, expected_format: str) -> tuple[dict[str, tor
             meta[key] = value
     return tensors, meta
 
-
-def param_full_names(model: nn.Module, names: Iterable[str]) -> list[str]:
-    return [full_name(model, n) for n in names]

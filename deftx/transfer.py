@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deftx.config import TrainConfig, resolve_config
+from deftx.config import resolve_config
 from deftx.errors import UsageError
 from deftx.runs import RESULTS_JSON, read_run
 
