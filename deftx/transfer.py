@@ -6,6 +6,8 @@ method keeps its phase-1 difference, the other selects its mask from it and runs
 task SFT per method is trained on the source language (with that method's source SFT applied) and
 evaluated in every target with that method's target SFT. Baselines: ``no-lang-sft`` (the LT-SFT task
 SFT without a target language SFT) and ``full-ft`` (dense task fine-tuning, no language SFTs).
+With ``lang_seed`` set, the language SFTs are trained once with that seed and shared by every seed's
+task SFTs (a cheaper protocol: the spread over seeds then covers task training only).
 
 Every step is a run directory with a deterministic name (settings hashed in), so a second call reuses
 finished steps: an interrupted experiment resumes where it stopped.
@@ -45,6 +47,7 @@ class TransferPlan:
     task_overrides: dict[str, Any] = field(default_factory=dict)
     baselines: list[str] = field(default_factory=lambda: ["no-lang-sft"])
     split: str = "test"
+    lang_seed: int | None = None  # one seed for every language SFT (None: each seed trains its own)
 
     def resolved(self) -> TransferPlan:
         from deftx.data import canonical_language, get_task
@@ -97,7 +100,8 @@ def run_transfer(
     runs_dir = Path(runs_dir)
     results: list[dict[str, Any]] = []
     for seed in plan.seeds:
-        lang_cfg = resolve_config("language", plan.preset, seed=seed, **plan.lang_overrides)
+        lang_seed = seed if plan.lang_seed is None else plan.lang_seed
+        lang_cfg = resolve_config("language", plan.preset, seed=lang_seed, **plan.lang_overrides)
         task_cfg = resolve_config("task", plan.preset, seed=seed, **plan.task_overrides)
         lang_sfts: dict[tuple[str, str], Path] = {}
         for lang in [plan.source_lang, *[t for t in plan.targets if t != plan.source_lang]]:
@@ -106,9 +110,9 @@ def run_transfer(
                 cfg = lang_cfg.model_copy(update={"method": method})
                 key = _key("lang", str(model), lang, cfg.model_dump(exclude={"method", "rank_rule", "tail_keep"}),
                            method, cfg.rank_rule if method == "deftx" else None, cfg.tail_keep if method == "deftx" else None)
-                run_id = f"xfer-lang-{lang}-{method}-s{seed}-{key}"
+                run_id = f"xfer-lang-{lang}-{method}-s{lang_seed}-{key}"
                 run_dir = runs_dir / run_id
-                label = f"[seed {seed}] language SFT {lang} ({method})"
+                label = f"[seed {lang_seed}] language SFT {lang} ({method})"
                 if not _finished(run_dir, "sft/sft.json"):
                     _fresh(run_dir)
                     mask_file = None
@@ -117,7 +121,7 @@ def run_transfer(
                         differences, meta = load_difference(first_dir / PHASE1_DIFF)
                         selection = choose_mask(differences, method, cfg.k, rank_rule=cfg.rank_rule,
                                                 tail_keep=cfg.tail_keep, include=cfg.denoise_include,
-                                                exclude=cfg.denoise_exclude, svd=cfg.svd, seed=seed, in_place=True)
+                                                exclude=cfg.denoise_exclude, svd=cfg.svd, seed=lang_seed, in_place=True)
                         del differences
                         mask_file = runs_dir / f".mask-{run_id}.safetensors"
                         save_mask(mask_file, selection.masks, {

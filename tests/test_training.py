@@ -33,8 +33,11 @@ def mlm_setup(model_dir):
     return model, objective
 
 
+@pytest.mark.parametrize("chunk", [None, 97], ids=["whole", "sliced"])
 @pytest.mark.parametrize("method", ["lt-sft", "deftx"])
-def test_phase2_moves_only_masked_entries(tiny_model_dir, method):
+def test_phase2_moves_only_masked_entries(tiny_model_dir, method, chunk, monkeypatch):
+    if chunk:  # the in-place gradient, L1 and decay updates work on slices; cut every tensor into many
+        monkeypatch.setattr("deftx.training.engine._CHUNK", chunk)
     model, objective = mlm_setup(tiny_model_dir)
     decoder_before = model.get_output_embeddings().weight.detach().clone()
     before = {n: p.detach().clone() for n, p in base_parameters(model).items()}
@@ -67,6 +70,21 @@ def test_phase2_moves_only_masked_entries(tiny_model_dir, method):
     if method == "deftx":
         assert selection["denoise"] and all(d["rank"] >= 1 for d in selection["denoise"])
         assert 0 <= selection["overlap_with_magnitude"] <= 1
+
+
+def test_sliced_updates_equal_whole_tensor_updates(tiny_model_dir, monkeypatch):
+    cfg = config(method="lt-sft", weight_decay=0.5, l1=0.5)
+    results = []
+    for chunk in (1 << 40, 97):
+        monkeypatch.setattr("deftx.training.engine._CHUNK", chunk)
+        model, objective = mlm_setup(tiny_model_dir)
+        torch.manual_seed(0)
+        results.append(train_sft(model, objective, cfg, manifest={"kind": "language"}).sft)
+    whole, sliced = results
+    assert whole.entries.keys() == sliced.entries.keys()
+    for name, (index, values) in whole.entries.items():
+        assert torch.equal(index, sliced.entries[name][0])
+        assert torch.allclose(values, sliced.entries[name][1], atol=1e-6), name
 
 
 def test_phase1_difference_reproduces_the_selection(tiny_model_dir, tmp_path):

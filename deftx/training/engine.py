@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,21 @@ class TrainResult:
     selection: MaskSelection | None
 
 
+_CHUNK = 1 << 22  # elements per slice of the in-place gradient and decay updates
+
+
+def _chunks(*tensors: torch.Tensor) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Matching flat slices of same-shaped tensors, so elementwise updates allocate at most one
+    slice-sized temporary instead of a full-size one. Non-contiguous tensors come whole."""
+    if not all(t.is_contiguous() for t in tensors):
+        yield tensors
+        return
+    flat = [t.view(-1) for t in tensors]
+    n = flat[0].numel()
+    for i in range(0, n, _CHUNK):
+        yield tuple(f[i : i + _CHUNK] for f in flat)
+
+
 class _Phase:
     """One phase of training: optimizer, schedule, optional mask and L1."""
 
@@ -165,10 +180,13 @@ class _Phase:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.n_maskable = sum(p.numel() for p in maskable.values())
         self.trainable = list(maskable.values()) + list(dense.values())
+        first = next(iter(maskable.values()))
+        self._zero = torch.zeros((), dtype=first.dtype, device=first.device)
 
     def l1_distance(self) -> float:
         with torch.no_grad():
-            return float(sum(float((p - self.start[n]).abs().sum()) for n, p in self.maskable.items()))
+            return float(sum(float((q - s).abs().sum(dtype=torch.float64))
+                             for n, p in self.maskable.items() for q, s in _chunks(p, self.start[n])))
 
     def step(self, batch: dict[str, torch.Tensor], step_seed: int) -> float:
         cfg = self.config
@@ -178,20 +196,25 @@ class _Phase:
         with torch.no_grad():
             if cfg.l1 > 0:
                 # d/dtheta of lambda/N * sum|theta - start|, added to the gradient directly.
+                alpha = cfg.l1 / self.n_maskable
                 for name, p in self.maskable.items():
                     if p.grad is not None:
-                        p.grad.add_(torch.sign(p - self.start[name]), alpha=cfg.l1 / self.n_maskable)
+                        for g, q, s in _chunks(p.grad, p, self.start[name]):
+                            g.add_(torch.sign(q - s), alpha=alpha)
             if self.masks is not None:
                 for name, p in self.maskable.items():
                     if p.grad is not None:
-                        p.grad.mul_(self.masks[name])
+                        # In place, no full-size temporary (a multiply by a bool mask allocates one).
+                        for g, m in _chunks(p.grad, self.masks[name]):
+                            torch.where(m, g, self._zero, out=g)
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
             if self.masks is not None and cfg.weight_decay > 0:
                 lr = self.optimizer.param_groups[0]["lr"]
                 for name, p in self.maskable.items():
                     if not name.endswith("bias"):
-                        p.addcmul_(p, self.masks[name], value=-lr * cfg.weight_decay)
+                        for q, m in _chunks(p, self.masks[name]):
+                            q.addcmul_(q, m, value=-lr * cfg.weight_decay)
         self.optimizer.step()
         self.scheduler.step()
         return float(loss.detach())

@@ -22,6 +22,7 @@ def transfer(
     methods: Annotated[list[str], typer.Option("--methods", help="lt-sft and/or deftx, comma-separated.")] = ["lt-sft,deftx"],
     baselines: Annotated[list[str], typer.Option("--baselines", help="no-lang-sft and/or full-ft, comma-separated ('' for none).")] = ["no-lang-sft"],
     seeds: Annotated[list[int], typer.Option("--seed", help="Seed(s); repeat for several.")] = [0],
+    lang_seed: Annotated[Optional[int], typer.Option("--lang-seed", help="Train the language SFTs once with this seed and share them across --seed runs (default: one per seed).")] = None,
     train_task: Annotated[Optional[str], typer.Option("--train-task", help="Task of the source training data (default from the recipe).")] = None,
     source_lang: Annotated[Optional[str], typer.Option("--source-lang", help="Source language (default from the recipe).")] = None,
     split: Annotated[str, typer.Option("--split", help="Evaluation split (choose settings on valid, report test).")] = "test",
@@ -53,7 +54,7 @@ def transfer(
     plan = TransferPlan(task=task, targets=_split(targets), methods=_split(methods), seeds=list(seeds),
                         train_task=train_task, source_lang=source_lang, preset=preset.value,
                         lang_overrides=overrides_lang, task_overrides=overrides_task,
-                        baselines=_split(baselines), split=split)
+                        baselines=_split(baselines), split=split, lang_seed=lang_seed)
     records = run_transfer(
         plan, model=model, data_dir=data_dir, runs_dir=runs_dir,
         notify=(lambda m: None) if quiet else note,
