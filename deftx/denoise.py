@@ -10,9 +10,10 @@ Optionally keep a fraction ``tail_keep`` of the residual ``H = Delta - L_r`` (it
 magnitude): ``Delta_denoised = L_r + Prune(H)``. ``tail_keep = 0`` is pure truncation.
 
 Because ``||Delta||_F^2`` is the total energy, the energy rule needs only the leading singular
-values: a randomized range finder with power iterations computes them, growing the subspace until it
-holds the wanted energy, and hands over to the full SVD where the rank is a large part of the
-matrix (there the full SVD is as fast and exact).
+values: one round of a randomized range finder with power iterations finds them when the wanted
+energy lies within the leading 32; otherwise the exact spectrum comes from the eigenvalues of the
+p x p Gram matrix (p = the short side), and ``L_r = Delta V_r V_r^T``. Both are much cheaper than
+the dense SVD of a tall matrix and choose the same rank.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class DenoiseInfo:
     rank: int
     energy_kept: float  # sum of the kept s_i^2 over ||Delta||_F^2
     frobenius: float
-    svd: str  # "randomized", "full" or "zero"
+    svd: str  # "randomized", "gram", "full" or "zero"
     tail_kept: int = 0  # residual entries added back
 
     def to_json(self) -> dict:
@@ -118,21 +119,57 @@ def randomized_svd(
     return u, s, vh
 
 
+_CHUNK = 1 << 22  # entries per slice when summing squares (no full-size float64 copy)
+_ROWS = 1 << 14  # rows per slice when accumulating a Gram matrix
+
+
+def squared_norm(matrix: torch.Tensor) -> float:
+    """``||matrix||_F^2`` accumulated in float64, one slice at a time."""
+    flat = matrix.reshape(-1)
+    return sum(float(torch.linalg.vector_norm(c, dtype=torch.float64)) ** 2 for c in flat.split(_CHUNK))
+
+
+def gram_spectrum(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact singular values (descending) and the right singular vectors of the tall orientation,
+    from the eigen-decomposition of the p x p Gram matrix (p = the short side), accumulated in row
+    slices. Returns ``(s, v)`` with ``v`` p x p in float64."""
+    tall = matrix if matrix.shape[0] >= matrix.shape[1] else matrix.T
+    p = tall.shape[1]
+    gram = torch.zeros(p, p, dtype=torch.float64, device=matrix.device)
+    for rows in tall.split(_ROWS):
+        gram += (rows.T @ rows).double()
+    evals, evecs = torch.linalg.eigh(gram)
+    return evals.flip(0).clamp_min(0).sqrt(), evecs.flip(1)
+
+
 def _low_rank_factors(
-    delta: torch.Tensor, rule: RankRule, svd: str, generator: torch.Generator
+    delta: torch.Tensor, rule: RankRule, svd: str, generator: torch.Generator, total: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, str]:
-    """(U_r, S_r, Vh_r, r, which SVD) for the rank rule."""
+    """``(left, right, S_r, r, path)`` with ``L_r = left @ right`` for the rank rule; ``total`` is
+    ``||delta||_F^2``.
+
+    Paths: ``full`` (the dense SVD: the reference, and for small matrices), ``randomized`` (a fixed
+    small rank, or an energy rule met within the leading 32 singular values of one randomized
+    round), ``gram`` (otherwise: the exact spectrum from the Gram matrix, so the rank is the full
+    SVD's, at the cost of one m n^2 product and a p x p eigen-decomposition)."""
     m, n = delta.shape
     p = min(m, n)
-    total = float(delta.double().pow(2).sum())
+
+    def fixed_rank() -> int:
+        return min(int(rule.value), p)
 
     def full():
         u, s, vh = torch.linalg.svd(delta, full_matrices=False)
-        if rule.kind == "rank":
-            r = min(int(rule.value), p)
-        else:
-            r = rank_from_energy(s, total, rule.value) or p
-        return u[:, :r], s[:r], vh[:r], r, "full"
+        r = fixed_rank() if rule.kind == "rank" else (rank_from_energy(s, total, rule.value) or p)
+        return u[:, :r] * s[:r], vh[:r], s[:r], r, "full"
+
+    def gram():
+        s, v = gram_spectrum(delta)
+        r = fixed_rank() if rule.kind == "rank" else (rank_from_energy(s, total, rule.value) or p)
+        basis = v[:, :r].to(delta.dtype)
+        if m >= n:  # basis = V_r: L_r = (Delta V_r) V_r^T
+            return delta @ basis, basis.T, s[:r], r, "gram"
+        return basis, basis.T @ delta, s[:r], r, "gram"  # basis = U_r: L_r = U_r (U_r^T Delta)
 
     def oversample(q: int) -> int:
         return max(16, q // 4)
@@ -140,19 +177,18 @@ def _low_rank_factors(
     if svd == "full" or p <= 64:
         return full()
     if rule.kind == "rank":
-        r = min(int(rule.value), p)
+        r = fixed_rank()
         if r + oversample(r) >= p // 2:
-            return full()
+            return gram()
         u, s, vh = randomized_svd(delta, r + oversample(r), generator=generator)
-        return u[:, :r], s[:r], vh[:r], r, "randomized"
+        return u[:, :r] * s[:r], vh[:r], s[:r], r, "randomized"
     q = 32
-    while q + oversample(q) < p // 2:
+    if q + oversample(q) < p // 2:
         u, s, vh = randomized_svd(delta, q + oversample(q), generator=generator)
         r = rank_from_energy(s[:q], total, rule.value)
         if r is not None:
-            return u[:, :r], s[:r], vh[:r], r, "randomized"
-        q *= 2
-    return full()
+            return u[:, :r] * s[:r], vh[:r], s[:r], r, "randomized"
+    return gram()
 
 
 def denoise_difference(
@@ -166,8 +202,9 @@ def denoise_difference(
 ) -> tuple[torch.Tensor, DenoiseInfo]:
     """Denoise one 2-D difference matrix. Returns ``(Delta_denoised, info)``.
 
-    ``svd``: ``"auto"`` (randomized where the rank is small against the matrix, else full) or
-    ``"full"`` (always the dense SVD; the reference)."""
+    ``svd``: ``"auto"`` (randomized where the rank is small against the matrix, else the exact
+    spectrum from the Gram matrix; the rank is always the full SVD's up to rounding) or ``"full"``
+    (always the dense SVD; the reference)."""
     if delta.dim() != 2:
         raise ValueError(f"denoise_difference needs a 2-D matrix, got shape {tuple(delta.shape)}")
     if svd not in ("auto", "full"):
@@ -175,13 +212,14 @@ def denoise_difference(
     rule = RankRule.parse(rank_rule)
     tail_keep = check_tail_keep(tail_keep)
     work = delta.detach().to(torch.float32)
-    frob2 = float(work.double().pow(2).sum())
+    frob2 = squared_norm(work)
     shape = (int(work.shape[0]), int(work.shape[1]))
     if frob2 == 0.0:
         return torch.zeros_like(work), DenoiseInfo(name, shape, 0, 1.0, 0.0, "zero")
     generator = torch.Generator(device=work.device).manual_seed(seed)
-    u, s, vh, r, which = _low_rank_factors(work, rule, svd, generator)
-    low_rank = (u * s) @ vh
+    left, right, s, r, which = _low_rank_factors(work, rule, svd, generator, frob2)
+    low_rank = left @ right
+    del left, right
     energy_kept = float(s.double().pow(2).sum()) / frob2
     info = DenoiseInfo(name, shape, r, min(energy_kept, 1.0), frob2**0.5, which)
     if tail_keep > 0:

@@ -3,7 +3,15 @@
 import pytest
 import torch
 
-from deftx.denoise import RankRule, denoise_difference, denoise_targets, matrix_type, randomized_svd, rank_from_energy
+from deftx.denoise import (
+    RankRule,
+    denoise_difference,
+    denoise_targets,
+    matrix_type,
+    randomized_svd,
+    rank_from_energy,
+    squared_norm,
+)
 from deftx.errors import UsageError
 
 
@@ -53,6 +61,33 @@ def test_randomized_path_is_used_and_agrees_on_a_large_matrix():
     want, r = reference(delta, RankRule.parse("energy:0.9"))
     assert info.rank == r
     assert torch.allclose(got, want, atol=1e-4 * float(delta.abs().max()))
+
+
+@pytest.mark.parametrize("shape", [(700, 300), (300, 700)])
+@pytest.mark.parametrize("rule", ["energy:0.9", "energy:0.99", "rank:120"])
+def test_gram_path_for_high_ranks_matches_dense_svd(shape, rule):
+    # A flat spectrum: the wanted energy lies far beyond the leading 32 singular values.
+    delta = low_rank_plus_noise(*shape, rank=150, noise=1.0, seed=3)
+    got, info = denoise_difference(delta, rule)
+    assert info.svd == "gram"
+    want, r = reference(delta, RankRule.parse(rule))
+    assert info.rank == r > 32
+    assert torch.allclose(got, want, atol=1e-4 * float(delta.abs().max()))
+
+
+def test_squared_norm_sums_every_slice(monkeypatch):
+    monkeypatch.setattr("deftx.denoise._CHUNK", 7)
+    delta = torch.randn(13, 11)
+    assert squared_norm(delta) == pytest.approx(float(delta.double().pow(2).sum()), rel=1e-12)
+    assert squared_norm(delta.T) == pytest.approx(float(delta.double().pow(2).sum()), rel=1e-12)
+
+
+def test_gram_accumulates_every_row_slice(monkeypatch):
+    monkeypatch.setattr("deftx.denoise._ROWS", 5)
+    delta = low_rank_plus_noise(120, 70, rank=60, noise=1.0, seed=4)
+    got, info = denoise_difference(delta, "rank:40")
+    want, _ = reference(delta, RankRule.parse("rank:40"))
+    assert info.svd == "gram" and torch.allclose(got, want, atol=1e-4 * float(delta.abs().max()))
 
 
 @pytest.mark.parametrize("tail_keep", [0.01, 0.1, 0.5])

@@ -31,7 +31,7 @@ def denoise(
     method: Annotated[SelectMethod, typer.Option("--method", help="deftx (denoised scores) or lt-sft (plain magnitude).")] = SelectMethod.deftx,
     include: Annotated[Optional[list[str]], typer.Option("--include", help="Denoise only matrices whose name matches (glob; repeatable).")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Do not denoise matrices whose name matches (glob; repeatable).")] = None,
-    svd: Annotated[Svd, typer.Option("--svd", help="auto (randomized where it pays) or full (dense SVD everywhere).")] = Svd.auto,
+    svd: Annotated[Svd, typer.Option("--svd", help="auto (a randomized SVD for small ranks, else the exact spectrum from the Gram matrix) or full (dense SVD everywhere).")] = Svd.auto,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", dir_okay=False, help="Write the mask here (a .safetensors file) for 'train-lang/train-task --mask'.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the randomized SVD.")] = 0,
     as_json: JsonOpt = False,
