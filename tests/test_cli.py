@@ -236,3 +236,23 @@ def test_ctrl_c_marks_the_run_interrupted_and_leaves_no_sft(tiny_model_dir, tmp_
     assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
     assert not (run_dir / "sft").exists()
     assert not [p for p in run_dir.iterdir() if p.name.startswith(".")], "no temporary files left"
+
+
+def test_transfer_shares_language_sfts_across_seeds_and_resumes(tiny_model_dir, shared_data, tmp_path):
+    runs = tmp_path / "runs"
+    args = ["transfer", "--targets", "ace", "--seed", "0", "--seed", "1", "--lang-seed", "0",
+            "--baselines", "no-lang-sft,full-ft", "--split", "valid", "--model", tiny_model_dir,
+            "--data-dir", shared_data, "--runs-dir", runs, "--preset", "smoke", "--json"]
+    first = json.loads(run(*args, "--quiet").stdout)
+    systems = {(r["system"], r["seed"]) for r in first["records"]}
+    assert systems == {(s, seed) for s in ("lt-sft", "deftx", "no-lang-sft", "full-ft") for seed in (0, 1)}
+    names = sorted(p.name for p in runs.iterdir() if p.is_dir())
+    lang_runs = [n for n in names if n.startswith("xfer-lang-")]
+    # language SFTs once (seed 0) for ind and ace, per method; task SFTs per seed
+    assert len(lang_runs) == 4 and all("-s0-" in n for n in lang_runs)
+    assert len([n for n in names if n.startswith("xfer-task-")]) == 6
+    assert first["table"]["systems"] == ["lt-sft", "deftx", "no-lang-sft", "full-ft"]
+    again = run(*args)
+    assert "training" not in again.stderr and again.stderr.count("cached") >= 4 + 6 + 8
+    assert json.loads(again.stdout)["table"] == first["table"]
+    assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == names
