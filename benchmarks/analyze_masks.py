@@ -76,7 +76,7 @@ def main() -> None:
                                  f"{share['embeddings'] / k_count:.0%} ({mag_share['embeddings'] / k_count:.0%})",
                                  f"{share['attention'] / k_count:.0%} ({mag_share['attention'] / k_count:.0%})",
                                  f"{share['ffn'] / k_count:.0%} ({mag_share['ffn'] / k_count:.0%})"])
-                    print(f"  {label} K {k} {rule} tail {tail}: overlap {sel.overlap_with_magnitude:.1%}", file=sys.stderr, flush=True)
+                    print("  " + " | ".join(map(str, rows[-1])), file=sys.stderr, flush=True)
         del differences
     print(table(["language", "K", "rule", "tail_keep", "rank min/median/max", "median rank / full",
                  "mean energy kept", "shared with LT-SFT mask", "K in embeddings (LT-SFT)",
