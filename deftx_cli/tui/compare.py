@@ -3,9 +3,14 @@
 Pure and torch-free (the compare view draws it; tests check the arithmetic against hand-computed
 values). Input is the list of ``results.json`` records that :func:`deftx.runs.read_results` returns.
 
-* One table per (task, base model, split, metric).
+* One table per (task, base model, split, metric, training preset).
 * A cell is one (target language, system): the mean over seeds, the sample standard deviation
   (n - 1; none for a single seed) and n. A seed evaluated twice counts once, the newest record.
+* Results of one system under other settings (``settings`` of the record: K, the DeFT-X rank rule
+  and tail, the language SFTs' preset) never share a cell: the settings with the most results are
+  the system's column, every other setting gets a column of its own, labelled by what differs
+  (``DeFT-X energy:0.8``), after the system's column. Delta and the average Delta use the main
+  columns.
 * Delta = DeFT-X - LT-SFT (difference of the two means); the better of the two is marked.
 * The average row: each system's mean over its languages' means; its spread is the standard
   deviation over seeds of the per-seed language average, using the seeds that cover all of that
@@ -18,7 +23,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from statistics import fmean, stdev
 from typing import Any
 
@@ -44,10 +49,18 @@ class TableKey:
     base_model: str
     split: str
     metric: str
+    preset: str = ""  # the task SFTs' training preset ("" when the records do not say)
 
     @property
     def label(self) -> str:
-        return f"{self.task} · {model_label(self.base_model)} · {self.split} · {self.metric}"
+        preset = f" · preset {self.preset}" if self.preset else ""
+        return f"{self.task} · {model_label(self.base_model)} · {self.split} · {self.metric}{preset}"
+
+
+Variant = tuple[tuple[str, str], ...]  # sorted (setting, value) pairs of one result's settings
+
+# How a differing setting is named in a column header; the value follows.
+SETTING_LABELS = {"k_lang": "K lang", "k_task": "K task", "rank_rule": "", "tail_keep": "tail", "lang_preset": "lang preset"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,7 @@ class ResultPoint:
     value: float
     run_id: str
     created: float  # seconds since the epoch; 0 when unknown
+    variant: Variant = ()  # the settings the result was made with, except the preset
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,7 @@ class Pivot:
     higher_is_better: bool
     results: int  # result records used (after de-duplicating seeds)
     notes: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)  # column headers of the variant columns
 
     def all_rows(self) -> list[PivotRow]:
         return self.rows + ([self.average] if self.average is not None else [])
@@ -118,15 +133,68 @@ def collect(records: Iterable[dict[str, Any]]) -> tuple[list[ResultPoint], list[
         if metric is None or value is None:
             skipped.append(f"{run_id}: no numeric value for metric {metric or '?'}")
             continue
+        settings = as_dict(record.get("settings"))
         key = TableKey(
             task=as_str(record.get("task")) or "?",
             base_model=as_str(record.get("base_model")) or "?",
             split=as_str(record.get("split")) or "?",
             metric=metric,
+            preset=_setting_text(settings.get("preset")),
         )
+        variant = tuple(sorted((name, _setting_text(v)) for name, v in settings.items()
+                               if name != "preset" and _setting_text(v)))
         created = parse_iso(as_str(record.get("created_at"))) or 0.0
-        points.append(ResultPoint(key, language, system, as_int(record.get("seed")), value, run_id, created))
+        points.append(ResultPoint(key, language, system, as_int(record.get("seed")), value, run_id, created, variant))
     return points, skipped
+
+
+def _setting_text(value: Any) -> str:
+    if value is None or isinstance(value, (dict, list)):
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def variant_label(variant: Variant, main: Variant) -> str:
+    """What sets ``variant`` apart from the main settings ``main``: ``energy:0.8 · tail 0.01``."""
+    ref = dict(main)
+    parts = []
+    for name, value in variant:
+        if ref.get(name) != value:
+            prefix = SETTING_LABELS.get(name, name.replace("_", " "))
+            parts.append(f"{prefix} {value}".strip())
+    parts += [f"no {SETTING_LABELS.get(name) or name.replace('_', ' ')}" for name in ref if name not in dict(variant)]
+    return " · ".join(parts)
+
+
+def _split_variants(points: list[ResultPoint]) -> tuple[list[ResultPoint], dict[str, str], dict[str, Variant]]:
+    """Give every non-main setting of a system a system key of its own (``deftx[rank_rule=energy:0.8]``).
+
+    The main setting of a system is the one with the most results (ties: the first in sorted order).
+    Returns the re-keyed points, the headers of the new columns and each system's main setting."""
+    counts: dict[str, dict[Variant, int]] = {}
+    for point in points:
+        per = counts.setdefault(point.system, {})
+        per[point.variant] = per.get(point.variant, 0) + 1
+    main = {system: min(per, key=lambda v: (-per[v], v)) for system, per in counts.items()}
+    labels: dict[str, str] = {}
+    out = []
+    for point in points:
+        ref = main[point.system]
+        if point.variant == ref:
+            out.append(point)
+            continue
+        ref_map, own = dict(ref), dict(point.variant)
+        changed = [f"{n}={own.get(n, '')}" for n in sorted(set(ref_map) | set(own)) if ref_map.get(n) != own.get(n)]
+        system = f"{point.system}[{','.join(changed)}]"
+        labels[system] = f"{system_label(point.system)} {variant_label(point.variant, ref)}"
+        out.append(replace(point, system=system))
+    return out, labels, main
 
 
 def _dedupe(points: list[ResultPoint]) -> list[ResultPoint]:
@@ -141,8 +209,14 @@ def _dedupe(points: list[ResultPoint]) -> list[ResultPoint]:
 
 
 def _order_systems(present: set[str]) -> list[str]:
-    head = [s for s in SYSTEMS if s in present or s in PAIR]
-    return head + sorted(present - set(SYSTEMS))
+    """The known systems in their order (the pair always), each followed by its variant columns."""
+    base = {s: s.split("[", 1)[0] for s in present}
+    out = []
+    for system in SYSTEMS:
+        if system in present or system in PAIR:
+            out.append(system)
+        out += sorted((s for s in present if s != system and base[s] == system), key=lambda s: s.rstrip("]"))
+    return out + sorted(s for s in present if base[s] not in SYSTEMS)
 
 
 def _cell(values: list[float]) -> Cell:
@@ -156,7 +230,8 @@ def _better(delta: float | None, higher: bool) -> str | None:
 
 
 def build_pivot(key: TableKey, points: Iterable[ResultPoint]) -> Pivot:
-    points = _dedupe([p for p in points if p.key == key])
+    points, labels, main = _split_variants([p for p in points if p.key == key])
+    points = _dedupe(points)
     higher = higher_is_better(key.metric)
     systems = _order_systems({p.system for p in points})
     by_cell: dict[tuple[str, str], list[ResultPoint]] = {}
@@ -197,9 +272,14 @@ def build_pivot(key: TableKey, points: Iterable[ResultPoint]) -> Pivot:
         if deltas and both < len(rows):
             notes.append(f"average {DELTA_LABEL} over the {both} languages with both LT-SFT and DeFT-X")
 
+    for system in systems:
+        if any(other.startswith(system + "[") for other in systems) and main.get(system):
+            notes.append(f"{system_label(system)}: " + " · ".join(
+                f"{SETTING_LABELS.get(n, n.replace('_', ' ')) or n.replace('_', ' ')} {v}" for n, v in main[system]))
+
     values = [p.value for p in points]
     scale = 100.0 if values and all(0.0 <= v <= 1.0 for v in values) else 1.0
-    return Pivot(key, systems, rows, average, scale, higher, len(points), notes)
+    return Pivot(key, systems, rows, average, scale, higher, len(points), notes, labels)
 
 
 def build_pivots(records: Iterable[dict[str, Any]]) -> tuple[list[Pivot], list[str]]:
@@ -243,7 +323,7 @@ def column_labels(pivot: Pivot) -> list[tuple[str, str]]:
     """``(column key, header)`` for every column after the language column."""
     out = []
     for system in pivot.systems:
-        out.append((system, system_label(system)))
+        out.append((system, pivot.labels.get(system) or system_label(system)))
         if system == "deftx":
             out.append(("delta", DELTA_LABEL))
     return out
@@ -259,7 +339,8 @@ def to_markdown(pivot: Pivot) -> str:
     """A GitHub Markdown table; the better of LT-SFT and DeFT-X in bold."""
     columns = column_labels(pivot)
     lines = [
-        f"### {pivot.key.task} · {model_label(pivot.key.base_model)} · {pivot.key.split}",
+        f"### {pivot.key.task} · {model_label(pivot.key.base_model)} · {pivot.key.split}"
+        + (f" · preset {pivot.key.preset}" if pivot.key.preset else ""),
         "",
         f"{caption(pivot)} · **bold** = better of LT-SFT and DeFT-X.",
         "",
@@ -285,7 +366,7 @@ def to_csv(pivot: Pivot) -> str:
     """One row per language plus ``average``; raw values (not scaled), mean/std/n per system."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    header = ["task", "base_model", "split", "metric", "language"]
+    header = ["task", "base_model", "split", "metric", "preset", "language"]
     for system in pivot.systems:
         header += [f"{system}_mean", f"{system}_std", f"{system}_n"]
     header += ["delta_deftx_minus_lt-sft", "better"]
@@ -295,7 +376,7 @@ def to_csv(pivot: Pivot) -> str:
         return "" if value is None else f"{value:.6g}"
 
     for row in pivot.all_rows():
-        line = [pivot.key.task, pivot.key.base_model, pivot.key.split, pivot.key.metric]
+        line = [pivot.key.task, pivot.key.base_model, pivot.key.split, pivot.key.metric, pivot.key.preset]
         line.append("average" if row.is_average else row.label)
         for system in pivot.systems:
             cell = row.cells.get(system)
@@ -315,4 +396,6 @@ def export_stem(key: TableKey, keys: Iterable[TableKey]) -> str:
         parts.append(key.split)
     if any(k.metric != key.metric for k in others):
         parts.append(key.metric)
+    if key.preset and any(k.preset != key.preset for k in others):
+        parts.append(key.preset)
     return slug(*parts)

@@ -247,7 +247,7 @@ async def test_compare_export_writes_csv_and_markdown_into_the_runs_dir(runs_dir
         await pilot.press("e")
         csv_path, md_path = runs_dir / "compare-nusax-senti.csv", runs_dir / "compare-nusax-senti.md"
         await wait_until(pilot, lambda: md_path.exists() and any("Exported" in n.message for n in pilot.app._notifications))
-        assert csv_path.read_text().splitlines()[0].startswith("task,base_model,split,metric,language,lt-sft_mean")
+        assert csv_path.read_text().splitlines()[0].startswith("task,base_model,split,metric,preset,language,lt-sft_mean")
         assert "| ace | 65.3±1.1 (3) | **67.2±1.1 (3)** | +1.9 |" in md_path.read_text()
         (note,) = [n for n in pilot.app._notifications if "Exported" in n.message]
         assert str(csv_path) in note.message and str(md_path) in note.message

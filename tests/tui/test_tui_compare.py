@@ -42,7 +42,7 @@ def expected(system, lang):
 def test_cells_are_mean_std_and_n_over_seeds():
     (pivot,), skipped = build_pivots(nusax_records())
     assert skipped == []
-    assert pivot.key == TableKey("nusax-senti", F.MODEL, "test", "macro_f1")
+    assert pivot.key == TableKey("nusax-senti", F.MODEL, "test", "macro_f1", "cpu")
     assert pivot.systems == ["lt-sft", "deftx", "no-lang-sft", "full-ft"]
     assert [r.label for r in pivot.rows] == ["ace", "ban", "bjn"]
     for row in pivot.rows:
@@ -170,7 +170,7 @@ def test_markdown_table():
     (pivot,), _ = build_pivots(nusax_records())
     md = to_markdown(pivot)
     lines = md.splitlines()
-    assert lines[0] == "### nusax-senti · me5-small-mlm · test"
+    assert lines[0] == "### nusax-senti · me5-small-mlm · test · preset cpu"
     assert "| Language | LT-SFT | DeFT-X | Δ | no lang SFT | full FT |" in lines
     assert "| ace | 65.3±1.1 (3) | **67.2±1.1 (3)** | +1.9 | 58.6±0.8 (2) | 60.1 (1) |" in lines
     assert "| ban | **61.9±1.1 (3)** | 61.3±1.1 (3) | −0.6 | 56.7±0.8 (2) | 57.0 (1) |" in lines
@@ -184,3 +184,52 @@ def test_export_stem_adds_only_what_tells_tables_apart():
     assert export_stem(c, [a, b, c]) == "compare-americasnli"
     assert export_stem(a, [a, b, c]) == "compare-nusax-senti-me5-small-mlm"
     assert export_stem(TableKey("a/b", "m", "s", "x"), []) == "compare-a_b"
+    d = TableKey("americasnli", "xlm-roberta-base", "test", "accuracy", "quick")
+    assert export_stem(d, [a, b, c, d]) == "compare-americasnli-quick"
+
+
+def with_settings(record, **settings):
+    record["settings"] = {**record["settings"], **settings}
+    return record
+
+
+def test_other_settings_of_a_system_get_their_own_column():
+    # An ablation (DeFT-X with energy:0.8, one seed) must not be averaged into, or replace, the DeFT-X results.
+    records = nusax_records() + [
+        with_settings(rec("deftx", "ace", 0, 0.10, created="2026-11-25T12:00:00+00:00"), rank_rule="energy:0.8"),
+        with_settings(rec("deftx", "ban", 0, 0.20, created="2026-11-25T12:00:00+00:00"), rank_rule="energy:0.8"),
+        with_settings(rec("deftx", "ace", 0, 0.30), rank_rule="energy:0.8", tail_keep=0.01),
+        with_settings(rec("lt-sft", "ace", 0, 0.40), k_lang=3_000_000),
+    ]
+    (pivot,), _ = build_pivots(records)
+    assert pivot.systems == ["lt-sft", "lt-sft[k_lang=3,000,000]", "deftx", "deftx[rank_rule=energy:0.8]",
+                             "deftx[rank_rule=energy:0.8,tail_keep=0.01]", "no-lang-sft", "full-ft"]
+    ace = pivot.rows[0]
+    assert ace.cells["deftx"].mean == pytest.approx(fmean(expected("deftx", "ace")))  # untouched by the ablation
+    assert ace.cells["deftx"].n == 3
+    assert ace.cells["deftx[rank_rule=energy:0.8]"].mean == pytest.approx(0.10)
+    assert ace.cells["lt-sft"].n == 3 and ace.cells["lt-sft[k_lang=3,000,000]"].mean == pytest.approx(0.40)
+    assert ace.delta == pytest.approx(fmean(expected("deftx", "ace")) - fmean(expected("lt-sft", "ace")))
+    headers = dict(column_labels(pivot))
+    assert headers["deftx[rank_rule=energy:0.8]"] == "DeFT-X energy:0.8"
+    assert headers["deftx[rank_rule=energy:0.8,tail_keep=0.01]"] == "DeFT-X energy:0.8 · tail 0.01"
+    assert headers["lt-sft[k_lang=3,000,000]"] == "LT-SFT K lang 3,000,000"
+    assert [k for k, _ in column_labels(pivot)][:5] == [
+        "lt-sft", "lt-sft[k_lang=3,000,000]", "deftx", "delta", "deftx[rank_rule=energy:0.8]"]
+    assert any(n.startswith("DeFT-X: ") and "energy:0.9" in n for n in pivot.notes)
+    assert "| Language | LT-SFT | LT-SFT K lang 3,000,000 | DeFT-X | Δ | DeFT-X energy:0.8 |" in to_markdown(pivot)
+
+
+def test_main_setting_is_the_one_with_most_results():
+    records = [with_settings(rec("deftx", lang, 0, 0.5), rank_rule="rank:16") for lang in ("ace", "ban")]
+    records.append(rec("deftx", "ace", 1, 0.9))
+    (pivot,), _ = build_pivots(records)
+    assert pivot.systems == ["lt-sft", "deftx", "deftx[rank_rule=energy:0.9]"]
+    assert pivot.rows[0].cells["deftx"].mean == pytest.approx(0.5)
+
+
+def test_presets_make_separate_tables():
+    records = [rec("deftx", "ace", 0, 0.5), with_settings(rec("deftx", "ace", 0, 0.7), preset="quick")]
+    pivots, _ = build_pivots(records)
+    assert sorted(p.key.preset for p in pivots) == ["cpu", "quick"]
+    assert all(p.rows[0].cells["deftx"].n == 1 for p in pivots)
