@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deftx.config import resolve_config
+from deftx.config import TrainConfig, resolve_config
 from deftx.errors import UsageError
 from deftx.runs import RESULTS_JSON, read_run
 
@@ -69,6 +69,18 @@ class TransferPlan:
 
 def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+# Settings that only DeFT-X reads, and K, which dense fine-tuning does not read.
+_DEFTX_ONLY = ("rank_rule", "tail_keep", "denoise_include", "denoise_exclude", "svd")
+
+
+def _cache_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings that name a cached task SFT: those the method ignores are at their defaults, so
+    that an ablation of the DeFT-X rank rule reuses the LT-SFT and full fine-tuning runs."""
+    ignored = [*_DEFTX_ONLY, "k"] if cfg.method == "full-ft" else list(_DEFTX_ONLY) if cfg.method == "lt-sft" else []
+    defaults = {name: TrainConfig.model_fields[name].get_default(call_default_factory=True) for name in ignored}
+    return cfg.model_copy(update=defaults).model_dump()
 
 
 def _finished(run_dir: Path, needs: str) -> bool:
@@ -143,7 +155,7 @@ def run_transfer(
             task_variants.append(("full-ft", "full-ft", None))
         for name, method, src_sft in task_variants:
             cfg = task_cfg.model_copy(update={"method": method})
-            key = _key("task", str(model), plan.train_task, plan.source_lang, cfg.model_dump(),
+            key = _key("task", str(model), plan.train_task, plan.source_lang, _cache_settings(cfg),
                        str(src_sft) if src_sft else None)
             run_id = f"xfer-task-{plan.train_task}-{plan.source_lang}-{name}-s{seed}-{key}"
             run_dir = runs_dir / run_id

@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from deftx import __version__
-from deftx_cli.commands import compose, denoise, evaluate, info, train, transfer, tui
+from deftx_cli.commands import compose, denoise, evaluate, info, results, train, transfer, tui
 
 app = typer.Typer(
     name="deftx",
@@ -42,6 +42,7 @@ app.command("evaluate", no_args_is_help=True)(evaluate.evaluate)
 app.command("transfer", no_args_is_help=True)(transfer.transfer)
 app.command("info", no_args_is_help=True)(info.info)
 app.command("datasets")(info.datasets)
+app.command("results")(results.results)
 app.command("tui")(tui.tui)
 
 

@@ -240,9 +240,9 @@ def test_ctrl_c_marks_the_run_interrupted_and_leaves_no_sft(tiny_model_dir, tmp_
 
 def test_transfer_shares_language_sfts_across_seeds_and_resumes(tiny_model_dir, shared_data, tmp_path):
     runs = tmp_path / "runs"
-    args = ["transfer", "--targets", "ace", "--seed", "0", "--seed", "1", "--lang-seed", "0",
-            "--baselines", "no-lang-sft,full-ft", "--split", "valid", "--model", tiny_model_dir,
-            "--data-dir", shared_data, "--runs-dir", runs, "--preset", "smoke", "--json"]
+    common = ["transfer", "--targets", "ace", "--lang-seed", "0", "--baselines", "no-lang-sft,full-ft", "--split", "valid",
+              "--model", tiny_model_dir, "--data-dir", shared_data, "--runs-dir", runs, "--preset", "smoke", "--json"]
+    args = [*common, "--seed", "0", "--seed", "1"]
     first = json.loads(run(*args, "--quiet").stdout)
     systems = {(r["system"], r["seed"]) for r in first["records"]}
     assert systems == {(s, seed) for s in ("lt-sft", "deftx", "no-lang-sft", "full-ft") for seed in (0, 1)}
@@ -256,3 +256,14 @@ def test_transfer_shares_language_sfts_across_seeds_and_resumes(tiny_model_dir, 
     assert "training" not in again.stderr and again.stderr.count("cached") >= 4 + 6 + 8
     assert json.loads(again.stdout)["table"] == first["table"]
     assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == names
+    # an ablation of the DeFT-X rank rule retrains only DeFT-X; LT-SFT and full FT come from the cache
+    ablation = run(*common, "--seed", "0", "--rank-rule", "energy:0.5")
+    trained_now = [l for l in ablation.stderr.splitlines() if l.endswith(": training")]
+    assert trained_now and all("(deftx)" in l for l in trained_now), ablation.stderr
+    assert len(trained_now) == 3  # language SFTs ind and ace, the task SFT
+    assert "full-ft): cached" in ablation.stderr
+    assert "phase 1 shared with lt-sft" in ablation.stderr
+    records = json.loads(ablation.stdout)["records"]
+    by_system = {r["system"]: r for r in records}
+    assert by_system["deftx"]["settings"]["rank_rule"] == "energy:0.5"
+    assert by_system["lt-sft"]["metrics"] == next(r for r in first["records"] if r["system"] == "lt-sft" and r["seed"] == 0)["metrics"]

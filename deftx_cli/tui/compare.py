@@ -364,10 +364,18 @@ def to_markdown(pivot: Pivot) -> str:
 
 def to_csv(pivot: Pivot) -> str:
     """One row per language plus ``average``; raw values (not scaled), mean/std/n per system."""
+    return tables_to_csv([pivot])
+
+
+def tables_to_csv(pivots: list[Pivot]) -> str:
+    """Several tables in one CSV: the union of their systems as columns (empty where a table has none)."""
+    systems: list[str] = []
+    for pivot in pivots:
+        systems += [s for s in pivot.systems if s not in systems]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     header = ["task", "base_model", "split", "metric", "preset", "language"]
-    for system in pivot.systems:
+    for system in systems:
         header += [f"{system}_mean", f"{system}_std", f"{system}_n"]
     header += ["delta_deftx_minus_lt-sft", "better"]
     writer.writerow(header)
@@ -375,14 +383,15 @@ def to_csv(pivot: Pivot) -> str:
     def number(value: float | None) -> str:
         return "" if value is None else f"{value:.6g}"
 
-    for row in pivot.all_rows():
-        line = [pivot.key.task, pivot.key.base_model, pivot.key.split, pivot.key.metric, pivot.key.preset]
-        line.append("average" if row.is_average else row.label)
-        for system in pivot.systems:
-            cell = row.cells.get(system)
-            line += [number(cell.mean), number(cell.std), str(cell.n)] if cell else ["", "", ""]
-        line += [number(row.delta), row.better or ""]
-        writer.writerow(line)
+    for pivot in pivots:
+        for row in pivot.all_rows():
+            line = [pivot.key.task, pivot.key.base_model, pivot.key.split, pivot.key.metric, pivot.key.preset]
+            line.append("average" if row.is_average else row.label)
+            for system in systems:
+                cell = row.cells.get(system)
+                line += [number(cell.mean), number(cell.std), str(cell.n)] if cell else ["", "", ""]
+            line += [number(row.delta), row.better or ""]
+            writer.writerow(line)
     return out.getvalue()
 
 

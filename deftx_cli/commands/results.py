@@ -1,0 +1,95 @@
+"""``deftx results``: the dashboard's comparison tables, printed (Markdown, CSV or JSON)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from deftx_cli.output import handle_errors, note, print_json
+
+
+class TableFormat(str, Enum):
+    markdown = "markdown"
+    csv = "csv"
+    json = "json"
+
+
+@handle_errors
+def results(
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", envvar="DEFTX_RUNS_DIR", file_okay=False, help="The runs directory to read.")] = Path("runs"),
+    fmt: Annotated[TableFormat, typer.Option("--format", "-f", help="markdown (one table per task, split, metric and preset), csv or json.")] = TableFormat.markdown,
+    task: Annotated[Optional[str], typer.Option("--task", "-t", help="Only tables of this task (e.g. nusax-senti).")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Only tables of this evaluation split (valid, test).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", dir_okay=False, help="Write to this file (atomically) instead of stdout.")] = None,
+) -> None:
+    """Print the LT-SFT vs DeFT-X comparison: languages x systems, mean ± std over seeds.
+
+    The dashboard's compare view, from every results.json under the runs directory.
+    Results made with other settings (rank rule, tail, K) get columns of their own.
+
+    Example:
+
+        deftx results --runs-dir runs/nusax --split valid
+    """
+    from deftx.errors import InputNotFoundError
+    from deftx.runs import atomic_write_bytes, read_results
+
+    from deftx_cli.tui.compare import build_pivots, tables_to_csv, to_markdown
+
+    if not runs_dir.is_dir():
+        raise InputNotFoundError(f"no runs directory {runs_dir}", "pass --runs-dir (where 'deftx transfer' wrote its runs)")
+    pivots, skipped = build_pivots(read_results(runs_dir))
+    if task is not None:
+        pivots = [p for p in pivots if p.key.task == task]
+    if split is not None:
+        pivots = [p for p in pivots if p.key.split == split]
+    if not pivots:
+        wanted = ", ".join(f"{name} {value}" for name, value in (("task", task), ("split", split)) if value)
+        raise InputNotFoundError(
+            f"no evaluation results{' for ' + wanted if wanted else ''} under {runs_dir}",
+            "results come from 'deftx evaluate' and 'deftx transfer'",
+        )
+    for reason in skipped:
+        note(f"skipped {reason}")
+
+    if fmt is TableFormat.json:
+        document = [_pivot_json(p) for p in pivots]
+        if output is None:
+            print_json(document)
+            return
+        import json
+
+        text = json.dumps(document, indent=2) + "\n"
+    elif fmt is TableFormat.csv:
+        text = tables_to_csv(pivots)
+    else:
+        text = "\n".join(to_markdown(p) for p in pivots)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        atomic_write_bytes(output, text.encode())
+        note(f"wrote {len(pivots)} table(s) to {output}")
+
+
+def _pivot_json(pivot: Any) -> dict[str, Any]:
+    from deftx_cli.tui.compare import column_labels, system_label
+
+    def cell(c: Any) -> dict[str, Any] | None:
+        return None if c is None else {"mean": c.mean, "std": c.std, "n": c.n}
+
+    return {
+        "task": pivot.key.task, "base_model": pivot.key.base_model, "split": pivot.key.split,
+        "metric": pivot.key.metric, "preset": pivot.key.preset or None, "results": pivot.results,
+        "systems": {s: pivot.labels.get(s) or system_label(s) for s in pivot.systems},
+        "columns": [header for _, header in column_labels(pivot)],
+        "rows": [
+            {"language": "average" if row.is_average else row.label,
+             "cells": {s: cell(row.cells.get(s)) for s in pivot.systems},
+             "delta_deftx_minus_lt_sft": row.delta, "better": row.better}
+            for row in pivot.all_rows()
+        ],
+        "notes": pivot.notes,
+    }
