@@ -115,6 +115,8 @@ def resolve_config(kind: str, preset: str = "cpu", **overrides: Any) -> TrainCon
         if f"{phase}_epochs" in given:
             values.pop(f"{phase}_steps", None)
     values.update(given)
+    if values.get("max_examples") == 0:  # an explicit 0: every example, whatever the preset's cap
+        values["max_examples"] = None
     try:
         return TrainConfig(preset=preset, **values)
     except UsageError:

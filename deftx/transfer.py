@@ -43,6 +43,7 @@ class TransferPlan:
     train_task: str | None = None
     source_lang: str | None = None
     preset: str = "quick"
+    task_preset: str | None = None  # the task SFTs' preset (None: the same as the language SFTs')
     lang_overrides: dict[str, Any] = field(default_factory=dict)
     task_overrides: dict[str, Any] = field(default_factory=dict)
     baselines: list[str] = field(default_factory=lambda: ["no-lang-sft"])
@@ -114,7 +115,7 @@ def run_transfer(
     for seed in plan.seeds:
         lang_seed = seed if plan.lang_seed is None else plan.lang_seed
         lang_cfg = resolve_config("language", plan.preset, seed=lang_seed, **plan.lang_overrides)
-        task_cfg = resolve_config("task", plan.preset, seed=seed, **plan.task_overrides)
+        task_cfg = resolve_config("task", plan.task_preset or plan.preset, seed=seed, **plan.task_overrides)
         lang_sfts: dict[tuple[str, str], Path] = {}
         for lang in [plan.source_lang, *[t for t in plan.targets if t != plan.source_lang]]:
             first = plan.methods[0]

@@ -267,3 +267,20 @@ def test_transfer_shares_language_sfts_across_seeds_and_resumes(tiny_model_dir, 
     by_system = {r["system"]: r for r in records}
     assert by_system["deftx"]["settings"]["rank_rule"] == "energy:0.5"
     assert by_system["lt-sft"]["metrics"] == next(r for r in first["records"] if r["system"] == "lt-sft" and r["seed"] == 0)["metrics"]
+
+
+def test_transfer_task_budget_options(tiny_model_dir, shared_data, tmp_path):
+    runs = tmp_path / "runs"
+    result = run("transfer", "--targets", "ace", "--methods", "lt-sft", "--baselines", "", "--split", "valid",
+                 "--preset", "smoke", "--task-preset", "quick", "--task-epochs", "0.05", "--task-max-examples", "0",
+                 "--model", tiny_model_dir, "--data-dir", shared_data, "--runs-dir", runs, "--json", "--quiet")
+    [record] = json.loads(result.stdout)["records"]
+    assert record["settings"]["preset"] == "quick" and record["settings"]["lang_preset"] == "smoke"
+    [task_run] = [p for p in runs.iterdir() if p.name.startswith("xfer-task-")]
+    info = json.loads((task_run / "run.json").read_text())
+    config = info["config"]
+    # every SmSA training example (no preset cap), 0.05 epochs per phase, the quick preset's batch
+    assert config["max_examples"] is None and config["phase1_epochs"] == config["phase2_epochs"] == 0.05
+    assert config["phase1_steps"] is None and config["batch_size"] == 16
+    rows = len((Path(shared_data) / "smsa" / "train.nusax_filtered.tsv").read_text().splitlines())  # no header line
+    assert abs(info["total_steps"]["phase1"] - rows * 0.05 / 16) <= 1, (info["total_steps"], rows)

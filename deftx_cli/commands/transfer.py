@@ -32,6 +32,9 @@ def transfer(
     tail_keep: Annotated[Optional[float], typer.Option("--tail-keep", min=0.0, max=1.0, help="DeFT-X tail fraction.")] = None,
     model: ModelOpt = "xlm-roberta-base",
     preset: PresetOpt = Preset.quick,
+    task_preset: Annotated[Optional[Preset], typer.Option("--task-preset", help="Preset of the task SFTs (default: --preset).")] = None,
+    task_epochs: Annotated[Optional[float], typer.Option("--task-epochs", min=0.01, help="Epochs of each task-SFT phase (overrides the preset).")] = None,
+    task_max_examples: Annotated[Optional[int], typer.Option("--task-max-examples", min=0, help="Training examples of the task SFTs (0 = all; overrides the preset).")] = None,
     data_dir: DataDirOpt = None,
     runs_dir: RunsDirOpt = Path("runs"),
     as_json: JsonOpt = False,
@@ -50,9 +53,12 @@ def transfer(
     from deftx.transfer import TransferPlan, results_table, run_transfer
 
     overrides_lang = {k: v for k, v in {"k": k_lang, "rank_rule": rank_rule, "tail_keep": tail_keep}.items() if v is not None}
-    overrides_task = {k: v for k, v in {"k": k_task, "rank_rule": rank_rule, "tail_keep": tail_keep}.items() if v is not None}
+    overrides_task = {k: v for k, v in {"k": k_task, "rank_rule": rank_rule, "tail_keep": tail_keep,
+                                        "phase1_epochs": task_epochs, "phase2_epochs": task_epochs,
+                                        "max_examples": task_max_examples}.items() if v is not None}
     plan = TransferPlan(task=task, targets=_split(targets), methods=_split(methods), seeds=list(seeds),
                         train_task=train_task, source_lang=source_lang, preset=preset.value,
+                        task_preset=task_preset.value if task_preset is not None else None,
                         lang_overrides=overrides_lang, task_overrides=overrides_task,
                         baselines=_split(baselines), split=split, lang_seed=lang_seed)
     records = run_transfer(
