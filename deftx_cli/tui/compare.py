@@ -8,9 +8,9 @@ values). Input is the list of ``results.json`` records that :func:`deftx.runs.re
   (n - 1; none for a single seed) and n. A seed evaluated twice counts once, the newest record.
 * Results of one system under other settings (``settings`` of the record: K, the DeFT-X rank rule
   and tail, the language SFTs' preset) never share a cell: the settings with the most results are
-  the system's column, every other setting gets a column of its own, labelled by what differs
-  (``DeFT-X energy:0.8``), after the system's column. Delta and the average Delta use the main
-  columns.
+  the system's column (on a tie, the settings run first), every other setting gets a column of its
+  own, labelled by what differs (``DeFT-X energy:0.8``), after the system's column. Delta and the
+  average Delta use the main columns.
 * Delta = DeFT-X - LT-SFT (difference of the two means); the better of the two is marked.
 * The average row: each system's mean over its languages' means; its spread is the standard
   deviation over seeds of the per-seed language average, using the seeds that cover all of that
@@ -175,13 +175,17 @@ def variant_label(variant: Variant, main: Variant) -> str:
 def _split_variants(points: list[ResultPoint]) -> tuple[list[ResultPoint], dict[str, str], dict[str, Variant]]:
     """Give every non-main setting of a system a system key of its own (``deftx[rank_rule=energy:0.8]``).
 
-    The main setting of a system is the one with the most results (ties: the first in sorted order).
-    Returns the re-keyed points, the headers of the new columns and each system's main setting."""
+    The main setting of a system is the one with the most results; on a tie, the one whose first result
+    is the oldest (the reference runs usually come before their ablations), then the first in sorted
+    order. Returns the re-keyed points, the headers of the new columns and each system's main setting."""
     counts: dict[str, dict[Variant, int]] = {}
+    first: dict[tuple[str, Variant], float] = {}
     for point in points:
         per = counts.setdefault(point.system, {})
         per[point.variant] = per.get(point.variant, 0) + 1
-    main = {system: min(per, key=lambda v: (-per[v], v)) for system, per in counts.items()}
+        ident = (point.system, point.variant)
+        first[ident] = min(first.get(ident, point.created), point.created)
+    main = {system: min(per, key=lambda v: (-per[v], first[(system, v)], v)) for system, per in counts.items()}
     labels: dict[str, str] = {}
     out = []
     for point in points:

@@ -228,6 +228,17 @@ def test_main_setting_is_the_one_with_most_results():
     assert pivot.rows[0].cells["deftx"].mean == pytest.approx(0.5)
 
 
+def test_on_a_tie_the_setting_run_first_is_the_main_column():
+    # the reference (energy:0.9) ran first, the ablation (energy:0.8, which sorts first) later: same count
+    reference = [rec("deftx", lang, 0, 0.5, created="2026-11-25T10:00:00+00:00") for lang in ("ace", "ban")]
+    ablation = [with_settings(rec("deftx", lang, 0, 0.3, created="2026-11-25T11:00:00+00:00"), rank_rule="energy:0.8")
+                for lang in ("ace", "ban")]
+    for records in (reference + ablation, ablation + reference):
+        (pivot,), _ = build_pivots(records)
+        assert pivot.systems == ["lt-sft", "deftx", "deftx[rank_rule=energy:0.8]"]
+        assert pivot.rows[0].cells["deftx"].mean == pytest.approx(0.5)
+
+
 def test_presets_make_separate_tables():
     records = [rec("deftx", "ace", 0, 0.5), with_settings(rec("deftx", "ace", 0, 0.7), preset="quick")]
     pivots, _ = build_pivots(records)
