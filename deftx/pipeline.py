@@ -243,6 +243,20 @@ def train_task_sft(
     return TrainOutcome(final, run.path, result.summary)
 
 
+def budget_text(training: dict[str, Any]) -> str | None:
+    """The training budget of an SFT's phases, e.g. ``1+1 ep`` or ``60+60 steps`` (dense: one phase)."""
+    parts = []
+    for phase in (1, 2) if training.get("method") != "full-ft" else (1,):
+        steps, epochs = training.get(f"phase{phase}_steps"), training.get(f"phase{phase}_epochs")
+        parts.append(f"{steps} steps" if steps else f"{epochs:g} ep" if epochs else None)
+    if not parts or None in parts:
+        return None
+    units = {p.split(" ", 1)[1] for p in parts}
+    if len(units) == 1:
+        return "+".join(p.split(" ", 1)[0] for p in parts) + " " + units.pop()
+    return " + ".join(parts)
+
+
 def system_of(task_manifest: dict[str, Any], with_lang_sft: bool) -> str:
     """Which system an evaluation measures: the method, or a baseline."""
     if task_manifest.get("method") == "full-ft":
@@ -314,6 +328,8 @@ def evaluate_transfer(
             "tail_keep": training.get("tail_keep") if task_diff.manifest.get("method") == "deftx" else None,
             "preset": training.get("preset"),
             "lang_preset": lang_training.get("preset"),
+            "task_budget": budget_text(training),
+            "task_examples": (training.get("max_examples") or "all") if training else None,
         },
         "metric": spec.metric,
         "task_sft": str(task_sft),

@@ -81,6 +81,8 @@ def test_evaluate_prints_metrics_and_writes_results(trained, shared_data):
     assert record["system"] == "deftx" and record["metrics"]["n"] == 400
     assert set(record["metrics"]["per_class"]) == {"negative", "neutral", "positive"}
     assert 0 <= record["metrics"]["macro_f1"] <= 1
+    # the task SFT's budget is part of the settings, so that results of other budgets are not mixed
+    assert record["settings"]["task_budget"] == "4+4 steps" and record["settings"]["task_examples"] == 64
     results = list(trained["runs"].glob("*/results.json"))
     assert any(json.loads(p.read_text())["language"] == "ace" for p in results)
     human = run("evaluate", "--task", "nusax-senti", "--lang", "ace", "--task-sft", trained["task"]["sft"],
@@ -276,6 +278,7 @@ def test_transfer_task_budget_options(tiny_model_dir, shared_data, tmp_path):
                  "--model", tiny_model_dir, "--data-dir", shared_data, "--runs-dir", runs, "--json", "--quiet")
     [record] = json.loads(result.stdout)["records"]
     assert record["settings"]["preset"] == "quick" and record["settings"]["lang_preset"] == "smoke"
+    assert record["settings"]["task_budget"] == "0.05+0.05 ep" and record["settings"]["task_examples"] == "all"
     [task_run] = [p for p in runs.iterdir() if p.name.startswith("xfer-task-")]
     info = json.loads((task_run / "run.json").read_text())
     config = info["config"]

@@ -239,6 +239,17 @@ def test_on_a_tie_the_setting_run_first_is_the_main_column():
         assert pivot.rows[0].cells["deftx"].mean == pytest.approx(0.5)
 
 
+def test_task_budgets_are_not_mixed():
+    records = [with_settings(rec("lt-sft", "ace", 0, 0.5), task_budget="1+1 ep", task_examples=600),
+               with_settings(rec("lt-sft", "ban", 0, 0.5), task_budget="1+1 ep", task_examples=600),
+               with_settings(rec("lt-sft", "ace", 0, 0.7, created="2026-11-26T12:00:00+00:00"),
+                             task_budget="1+1 ep", task_examples="all")]
+    (pivot,), _ = build_pivots(records)
+    ace = pivot.rows[0]
+    assert ace.cells["lt-sft"].mean == pytest.approx(0.5)  # not replaced by the newer run of another budget
+    assert dict(column_labels(pivot))["lt-sft[task_examples=all]"] == "LT-SFT task examples all"
+
+
 def test_presets_make_separate_tables():
     records = [rec("deftx", "ace", 0, 0.5), with_settings(rec("deftx", "ace", 0, 0.7), preset="quick")]
     pivots, _ = build_pivots(records)
