@@ -128,6 +128,7 @@ def train_language_sft(
     mask, mask_meta, config = _prepare_outputs(out, mask_file, config)
     lines, sources = load_unlabelled_text(lang, data_dir, text_files, max_lines=config.max_examples, seed=config.seed)
     tokenizer = load_tokenizer(model)
+    _seed_new_weights(config.seed)
     mlm, missing = load_model(model, "mlm")
     decoder = untie_output_embeddings(mlm)
     head = {n: p for n, p in head_parameters(mlm).items() if p is not decoder}
@@ -207,6 +208,7 @@ def train_task_sft(
     elif train_file is None and "valid" in spec.splits:
         validation = load_task_split(spec, source_lang, "valid", data_dir)
     tokenizer = load_tokenizer(model)
+    _seed_new_weights(config.seed)
     clf, missing = load_model(model, "classification", labels=spec.labels)
     _check_mask_base(mask_meta, clf)
     named = dict(clf.named_parameters())
@@ -241,6 +243,14 @@ def train_task_sft(
         )
         final = _record_sft(run, result, out)
     return TrainOutcome(final, run.path, result.summary)
+
+
+def _seed_new_weights(seed: int) -> None:
+    """Seed the weights that loading initialises (a classifier, a missing MLM head or pooler), so that
+    they follow the run's seed and not whatever ran before in this process."""
+    import torch
+
+    torch.manual_seed(seed)
 
 
 def budget_text(training: dict[str, Any]) -> str | None:

@@ -287,3 +287,20 @@ def test_transfer_task_budget_options(tiny_model_dir, shared_data, tmp_path):
     assert config["phase1_steps"] is None and config["batch_size"] == 16
     rows = len((Path(shared_data) / "smsa" / "train.nusax_filtered.tsv").read_text().splitlines())  # no header line
     assert abs(info["total_steps"]["phase1"] - rows * 0.05 / 16) <= 1, (info["total_steps"], rows)
+
+
+def test_task_sft_is_reproducible_from_its_seed_within_one_process(trained, tiny_model_dir, shared_data, tmp_path):
+    # The classifier is initialised when the model loads: it must follow --seed, not what ran before.
+    import torch
+    from safetensors.torch import load_file
+
+    common = ["train-task", "--task", "smsa", "--source-lang", "ind", "--lang-sft", trained["ind"]["sft"],
+              "--model", tiny_model_dir, "--data-dir", shared_data, "--runs-dir", tmp_path, *SMOKE, "--seed", "3"]
+    heads = []
+    for name in ("first", "second"):
+        torch.rand(1000)  # move the global generator on, as training before it would
+        run(*common, "--run-id", name)
+        heads.append(load_file(tmp_path / name / "sft" / "head.safetensors"))
+    assert heads[0].keys() == heads[1].keys() and any("classifier" in k for k in heads[0])
+    for key in heads[0]:
+        assert torch.equal(heads[0][key], heads[1][key]), key
