@@ -255,16 +255,19 @@ def _seed_new_weights(seed: int) -> None:
 
 def budget_text(training: dict[str, Any]) -> str | None:
     """The training budget of an SFT's phases, e.g. ``1+1 ep`` or ``60+60 steps`` (dense: one phase)."""
-    parts = []
+    budget: list[tuple[str, str]] = []  # (amount, unit) per phase
     for phase in (1, 2) if training.get("method") != "full-ft" else (1,):
         steps, epochs = training.get(f"phase{phase}_steps"), training.get(f"phase{phase}_epochs")
-        parts.append(f"{steps} steps" if steps else f"{epochs:g} ep" if epochs else None)
-    if not parts or None in parts:
-        return None
-    units = {p.split(" ", 1)[1] for p in parts}
+        if steps:
+            budget.append((str(steps), "steps"))
+        elif epochs:
+            budget.append((f"{epochs:g}", "ep"))
+        else:
+            return None
+    units = {unit for _, unit in budget}
     if len(units) == 1:
-        return "+".join(p.split(" ", 1)[0] for p in parts) + " " + units.pop()
-    return " + ".join(parts)
+        return "+".join(amount for amount, _ in budget) + " " + units.pop()
+    return " + ".join(f"{amount} {unit}" for amount, unit in budget)
 
 
 def system_of(task_manifest: dict[str, Any], with_lang_sft: bool) -> str:

@@ -72,14 +72,15 @@ def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-# Settings that only DeFT-X reads, and K, which dense fine-tuning does not read.
+# Settings a method does not read: the DeFT-X-only ones, and for dense fine-tuning also K.
 _DEFTX_ONLY = ("rank_rule", "tail_keep", "denoise_include", "denoise_exclude", "svd")
+_IGNORED_BY = {"lt-sft": _DEFTX_ONLY, "full-ft": (*_DEFTX_ONLY, "k")}
 
 
 def _cache_settings(cfg: TrainConfig) -> dict[str, Any]:
     """The settings that name a cached task SFT: those the method ignores are at their defaults, so
     that an ablation of the DeFT-X rank rule reuses the LT-SFT and full fine-tuning runs."""
-    ignored = [*_DEFTX_ONLY, "k"] if cfg.method == "full-ft" else list(_DEFTX_ONLY) if cfg.method == "lt-sft" else []
+    ignored = _IGNORED_BY.get(cfg.method, ())
     defaults = {name: TrainConfig.model_fields[name].get_default(call_default_factory=True) for name in ignored}
     return cfg.model_copy(update=defaults).model_dump()
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
-from deftx_cli.output import handle_errors, note, print_json
+from deftx_cli.output import handle_errors, note
 
 
 class TableFormat(str, Enum):
@@ -37,7 +37,7 @@ def results(
     from deftx.errors import InputNotFoundError
     from deftx.runs import atomic_write_bytes, read_results
 
-    from deftx_cli.tui.compare import build_pivots, tables_to_csv, to_markdown
+    from deftx_cli.tui.compare import build_pivots, tables_to_csv, to_json, to_markdown
 
     if not runs_dir.is_dir():
         raise InputNotFoundError(f"no runs directory {runs_dir}", "pass --runs-dir (where 'deftx transfer' wrote its runs)")
@@ -56,13 +56,7 @@ def results(
         note(f"skipped {reason}")
 
     if fmt is TableFormat.json:
-        document = [_pivot_json(p) for p in pivots]
-        if output is None:
-            print_json(document)
-            return
-        import json
-
-        text = json.dumps(document, indent=2) + "\n"
+        text = to_json(pivots)
     elif fmt is TableFormat.csv:
         text = tables_to_csv(pivots)
     else:
@@ -72,24 +66,3 @@ def results(
     else:
         atomic_write_bytes(output, text.encode())
         note(f"wrote {len(pivots)} table(s) to {output}")
-
-
-def _pivot_json(pivot: Any) -> dict[str, Any]:
-    from deftx_cli.tui.compare import column_labels, system_label
-
-    def cell(c: Any) -> dict[str, Any] | None:
-        return None if c is None else {"mean": c.mean, "std": c.std, "n": c.n}
-
-    return {
-        "task": pivot.key.task, "base_model": pivot.key.base_model, "split": pivot.key.split,
-        "metric": pivot.key.metric, "preset": pivot.key.preset or None, "results": pivot.results,
-        "systems": {s: pivot.labels.get(s) or system_label(s) for s in pivot.systems},
-        "columns": [header for _, header in column_labels(pivot)],
-        "rows": [
-            {"language": "average" if row.is_average else row.label,
-             "cells": {s: cell(row.cells.get(s)) for s in pivot.systems},
-             "delta_deftx_minus_lt_sft": row.delta, "better": row.better}
-            for row in pivot.all_rows()
-        ],
-        "notes": pivot.notes,
-    }

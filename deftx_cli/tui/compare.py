@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from statistics import fmean, stdev
@@ -365,6 +366,31 @@ def to_markdown(pivot: Pivot) -> str:
     for note in pivot.notes:
         lines += ["", f"Note: {note}."]
     return "\n".join(lines) + "\n"
+
+
+def to_json(pivots: list[Pivot]) -> str:
+    """The tables as a JSON document: raw values (not scaled), mean/std/n per system and language."""
+
+    def cell(c: Cell | None) -> dict[str, Any] | None:
+        return None if c is None else {"mean": c.mean, "std": c.std, "n": c.n}
+
+    document = [
+        {
+            "task": pivot.key.task, "base_model": pivot.key.base_model, "split": pivot.key.split,
+            "metric": pivot.key.metric, "preset": pivot.key.preset or None, "results": pivot.results,
+            "systems": {s: pivot.labels.get(s) or system_label(s) for s in pivot.systems},
+            "columns": [header for _, header in column_labels(pivot)],
+            "rows": [
+                {"language": "average" if row.is_average else row.label,
+                 "cells": {s: cell(row.cells.get(s)) for s in pivot.systems},
+                 "delta_deftx_minus_lt_sft": row.delta, "better": row.better}
+                for row in pivot.all_rows()
+            ],
+            "notes": pivot.notes,
+        }
+        for pivot in pivots
+    ]
+    return json.dumps(document, indent=2) + "\n"
 
 
 def to_csv(pivot: Pivot) -> str:
