@@ -97,3 +97,17 @@ def test_no_results_is_one_error_line(tmp_path):
     fill(tmp_path)
     result = invoke("--runs-dir", tmp_path, "--task", "americasnli")
     assert result.exit_code != 0 and "no evaluation results for task americasnli" in result.stderr
+
+
+def test_languages_filter_sets_the_rows_and_the_average(tmp_path):
+    fill(tmp_path)
+    result = invoke("--runs-dir", tmp_path, "--split", "test", "--languages", "ban", "--format", "csv")
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [r["language"] for r in rows] == ["ban", "average"]
+    # the average is over ban alone now (with ace it would be 46.0 for LT-SFT)
+    assert float(rows[1]["lt-sft_mean"]) == 0.5 and float(rows[1]["deftx_mean"]) == 0.48
+    both = invoke("--runs-dir", tmp_path, "--split", "test", "-l", "ace", "-l", "ban,xyz", "--format", "csv")
+    assert [r["language"] for r in csv.DictReader(io.StringIO(both.stdout))] == ["ace", "ban", "average"]
+    none = invoke("--runs-dir", tmp_path, "--languages", "xyz")
+    assert none.exit_code != 0 and "no evaluation results for languages xyz" in none.stderr

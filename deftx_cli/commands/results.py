@@ -23,6 +23,7 @@ def results(
     fmt: Annotated[TableFormat, typer.Option("--format", "-f", help="markdown (one table per task, split, metric and preset), csv or json.")] = TableFormat.markdown,
     task: Annotated[Optional[str], typer.Option("--task", "-t", help="Only tables of this task (e.g. nusax-senti).")] = None,
     split: Annotated[Optional[str], typer.Option("--split", help="Only tables of this evaluation split (valid, test).")] = None,
+    languages: Annotated[Optional[list[str]], typer.Option("--languages", "-l", help="Only these languages, comma-separated or repeated; the average row is then over them (e.g. the paper's five).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", dir_okay=False, help="Write to this file (atomically) instead of stdout.")] = None,
 ) -> None:
     """Print the LT-SFT vs DeFT-X comparison: languages x systems, mean ± std over seeds.
@@ -33,6 +34,7 @@ def results(
     Example:
 
         deftx results --runs-dir runs/nusax --split valid
+        deftx results --runs-dir runs/nusax --split test --languages ace,ban,bjn,mad,min
     """
     from deftx.errors import InputNotFoundError
     from deftx.runs import atomic_write_bytes, read_results
@@ -41,13 +43,18 @@ def results(
 
     if not runs_dir.is_dir():
         raise InputNotFoundError(f"no runs directory {runs_dir}", "pass --runs-dir (where 'deftx transfer' wrote its runs)")
-    pivots, skipped = build_pivots(read_results(runs_dir))
+    records = read_results(runs_dir)
+    wanted_languages = [v.strip() for value in languages or [] for v in value.split(",") if v.strip()]
+    if wanted_languages:
+        records = [r for r in records if r.get("language") in wanted_languages]
+    pivots, skipped = build_pivots(records)
     if task is not None:
         pivots = [p for p in pivots if p.key.task == task]
     if split is not None:
         pivots = [p for p in pivots if p.key.split == split]
     if not pivots:
-        wanted = ", ".join(f"{name} {value}" for name, value in (("task", task), ("split", split)) if value)
+        wanted = ", ".join(f"{name} {value}" for name, value in (
+            ("task", task), ("split", split), ("languages", ",".join(wanted_languages))) if value)
         raise InputNotFoundError(
             f"no evaluation results{' for ' + wanted if wanted else ''} under {runs_dir}",
             "results come from 'deftx evaluate' and 'deftx transfer'",
