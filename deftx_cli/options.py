@@ -22,6 +22,11 @@ class Preset(str, Enum):
     paper = "paper"
 
 
+def split_list(values: list[str] | None) -> list[str]:
+    """Values of a list option given comma-separated, repeated, or both: ``["a,b", "c"]`` -> ``["a", "b", "c"]``."""
+    return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
+
+
 TRAINING = "Training"
 SELECTION = "Selection (LT-SFT / DeFT-X)"
 OUTPUT = "Output"

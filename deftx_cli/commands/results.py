@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from deftx_cli.options import split_list
 from deftx_cli.output import handle_errors, note
 
 
@@ -44,7 +45,7 @@ def results(
     if not runs_dir.is_dir():
         raise InputNotFoundError(f"no runs directory {runs_dir}", "pass --runs-dir (where 'deftx transfer' wrote its runs)")
     records = read_results(runs_dir)
-    wanted_languages = [v.strip() for value in languages or [] for v in value.split(",") if v.strip()]
+    wanted_languages = split_list(languages)
     if wanted_languages:
         records = [r for r in records if r.get("language") in wanted_languages]
     pivots, skipped = build_pivots(records)

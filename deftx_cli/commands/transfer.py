@@ -7,12 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from deftx_cli.options import DataDirOpt, JsonOpt, ModelOpt, Preset, PresetOpt, QuietOpt, RunsDirOpt
+from deftx_cli.options import DataDirOpt, JsonOpt, ModelOpt, Preset, PresetOpt, QuietOpt, RunsDirOpt, split_list
 from deftx_cli.output import TrainingProgress, handle_errors, note, print_json, stdout
-
-
-def _split(values: list[str]) -> list[str]:
-    return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
 @handle_errors
@@ -56,11 +52,11 @@ def transfer(
     overrides_task = {k: v for k, v in {"k": k_task, "rank_rule": rank_rule, "tail_keep": tail_keep,
                                         "phase1_epochs": task_epochs, "phase2_epochs": task_epochs,
                                         "max_examples": task_max_examples}.items() if v is not None}
-    plan = TransferPlan(task=task, targets=_split(targets), methods=_split(methods), seeds=list(seeds),
+    plan = TransferPlan(task=task, targets=split_list(targets), methods=split_list(methods), seeds=list(seeds),
                         train_task=train_task, source_lang=source_lang, preset=preset.value,
                         task_preset=task_preset.value if task_preset is not None else None,
                         lang_overrides=overrides_lang, task_overrides=overrides_task,
-                        baselines=_split(baselines), split=split, lang_seed=lang_seed)
+                        baselines=split_list(baselines), split=split, lang_seed=lang_seed)
     records = run_transfer(
         plan, model=model, data_dir=data_dir, runs_dir=runs_dir,
         notify=(lambda m: None) if quiet else note,
