@@ -44,7 +44,7 @@ def main() -> None:
 
     from deftx.sft import load_difference
     from deftx.training import choose_mask
-    from deftx.selection import resolve_k
+    from deftx.sparsity import resolve_k
 
     torch.manual_seed(0)
     print(machine_header("DeFT-X masks against LT-SFT masks, from real phase-1 differences"))

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from deftx.errors import UnknownNameError, UsageError
+from deftx.sparsity import RankRule, check_k
 
 Method = Literal["lt-sft", "deftx", "full-ft"]
 METHODS = ("lt-sft", "deftx", "full-ft")
@@ -52,9 +53,12 @@ class TrainConfig(BaseModel):
     @field_validator("rank_rule")
     @classmethod
     def _rank_rule(cls, value: str) -> str:
-        from deftx.denoise import RankRule
-
         return str(RankRule.parse(value))
+
+    @field_validator("k")
+    @classmethod
+    def _k(cls, value: int | float | str) -> int | float | str:
+        return check_k(value)
 
     @model_validator(mode="after")
     def _warn_unknown(self) -> TrainConfig:

@@ -375,7 +375,7 @@ def compose_model(
 ) -> dict[str, Any]:
     """theta0 + sum of SFTs, saved with ``save_pretrained`` (and the tokenizer) into ``out``, with
     the task head when a task SFT is among them. Written to a temporary directory, then renamed."""
-    from deftx.model import load_model, load_tokenizer
+    from deftx.model import load_model, load_tokenizer, untie_output_embeddings
     from deftx.sft import SparseDiff, compose
 
     out = Path(out)
@@ -389,6 +389,8 @@ def compose_model(
     kind = "classification" if labels else "mlm"
     tokenizer = load_tokenizer(model)
     target, _ = load_model(model, kind, labels=labels)
+    if kind == "mlm":  # as language SFTs are trained: the decoder untied and frozen at theta0
+        untie_output_embeddings(target)
     combined.apply(target, force=force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))

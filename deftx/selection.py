@@ -12,61 +12,14 @@ and, within a tensor, lower flat indices win.
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping
 
 import torch
 
 from deftx.errors import UsageError
+from deftx.sparsity import check_count
 
 CHUNK = 1 << 22  # elements per pass step (16 MiB of float32)
-
-
-def resolve_k(k: int | float | str, n_maskable: int) -> int:
-    """Turn a K given as a count (``7667712``), a fraction (``0.05``) or a percentage (``"2.8%"``)
-    into a count, checking ``0 < K <= n_maskable``."""
-    value: float
-    if isinstance(k, str):
-        text = k.strip().replace("_", "").replace(",", "")
-        try:
-            if text.endswith("%"):
-                value = float(text[:-1]) / 100.0
-                if not 0 < value <= 1:
-                    raise UsageError(f"K = {k} is not a percentage in (0%, 100%]")
-                return _fraction_to_count(value, n_maskable, k)
-            value = float(text)
-        except ValueError:
-            raise UsageError(
-                f"K = {k!r} is neither a count, a fraction nor a percentage",
-                hint="examples: --k 7667712, --k 0.05, --k 2.5%",
-            ) from None
-        if re.fullmatch(r"[0-9]+", text):
-            return _check_count(int(text), n_maskable, k)
-    else:
-        value = float(k)
-    if isinstance(k, bool) or math.isnan(value):
-        raise UsageError(f"K = {k!r} is not a number")
-    if 0 < value < 1:
-        return _fraction_to_count(value, n_maskable, k)
-    if value != int(value):
-        raise UsageError(f"K = {k} must be a whole count or a fraction below 1")
-    return _check_count(int(value), n_maskable, k)
-
-
-def _fraction_to_count(fraction: float, n_maskable: int, given: object) -> int:
-    return _check_count(max(1, round(fraction * n_maskable)), n_maskable, given)
-
-
-def _check_count(count: int, n_maskable: int, given: object) -> int:
-    if count <= 0:
-        raise UsageError(f"K must be positive (got {given})", hint="give a count like 100000 or a fraction like 0.05")
-    if count > n_maskable:
-        raise UsageError(
-            f"K = {count:,} is larger than the {n_maskable:,} maskable parameters",
-            hint="give a smaller count, or a fraction like 0.05",
-        )
-    return count
 
 
 def _bits(chunk: torch.Tensor) -> torch.Tensor:
@@ -114,7 +67,7 @@ def select_top_k(scores: Mapping[str, torch.Tensor], k: int) -> dict[str, torch.
     """Boolean masks (one per score tensor, same shape) marking the K largest scores over all
     tensors together. Scores are compared by absolute value (taken chunk by chunk), so signed differences can be passed directly. Exactly K entries are selected."""
     total = sum(t.numel() for t in scores.values())
-    k = _check_count(int(k), total, k)
+    k = check_count(int(k), total, k)
     threshold, n_greater = kth_largest_bits(scores, k)
     ties_needed = k - n_greater
     masks: dict[str, torch.Tensor] = {}

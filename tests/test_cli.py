@@ -103,6 +103,26 @@ def test_compose_writes_a_loadable_model(trained, tmp_path):
     one_error_line(again, 2, "already exists")
 
 
+def test_compose_of_a_language_sft_saves_the_untied_frozen_decoder_it_was_trained_with(trained, tmp_path):
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    from deftx.sft import SparseDiff
+
+    out = tmp_path / "composed-mlm"
+    run("compose", "--model", _model(trained), "--sft", trained["ace"]["sft"], "--out", out)
+    base = AutoModelForMaskedLM.from_pretrained(_model(trained))
+    composed = AutoModelForMaskedLM.from_pretrained(out)
+    theta0 = base.get_input_embeddings().weight.detach().clone()
+    SparseDiff.load(trained["ace"]["sft"]).apply(base)  # the tied base: the decoder moves with the embeddings
+    adapted = composed.get_input_embeddings().weight
+    decoder = composed.get_output_embeddings().weight
+    assert not composed.config.tie_word_embeddings and decoder.data_ptr() != adapted.data_ptr()
+    assert not torch.equal(adapted, theta0), "the language SFT adapts the word embeddings"
+    assert torch.equal(adapted, base.get_input_embeddings().weight)
+    assert torch.equal(decoder, theta0), "the decoder stays at theta0, as in training"
+
+
 def _model(trained):
     return json.loads((Path(trained["ace"]["run"]) / "run.json").read_text())["base_model"]
 
@@ -181,6 +201,25 @@ def test_bad_k(tiny_model_dir, tmp_path, k):
     one_error_line(r, 2, "K")
     leftovers = [p for p in (tmp_path / "runs").glob("*/sft")]
     assert not leftovers, "no SFT is written for a failed run"
+
+
+@pytest.mark.parametrize("k", ["0", "-5", "lots", "150%"])
+def test_bad_k_fails_when_the_command_starts(tmp_path, k):
+    # before the model is read: here there is none
+    r = run("train-lang", "--lang", "ind", "--k", k, "--model", tmp_path / "no-model", "--text", __file__,
+            "--preset", "smoke", "--quiet", ok=False)
+    one_error_line(r, 2, "K")
+
+
+def test_k_larger_than_the_model_fails_before_any_training(tiny_model_dir, tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("saya suka film ini\n" * 50)
+    r = run("train-lang", "--lang", "ind", "--k", "1e12", "--model", tiny_model_dir, "--text", text,
+            "--runs-dir", tmp_path / "runs", *SMOKE, ok=False)
+    one_error_line(r, 2, "larger than")
+    events = [json.loads(line)["event"] for f in (tmp_path / "runs").glob("*/metrics.jsonl")
+              for line in f.read_text().splitlines()]
+    assert "phase" not in events and "train" not in events, events
 
 
 @pytest.mark.parametrize("rule", ["energy:1.5", "rank:0", "svd:3", "energy"])

@@ -5,7 +5,8 @@ import torch
 
 from deftx import selection
 from deftx.errors import UsageError
-from deftx.selection import mask_overlap, resolve_k, select_top_k
+from deftx.selection import mask_overlap, select_top_k
+from deftx.sparsity import resolve_k
 
 
 def reference_top_k(scores: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:

@@ -27,7 +27,8 @@ from deftx.config import TrainConfig
 from deftx.denoise import DenoiseInfo, denoise_difference, denoise_targets, matrix_type
 from deftx.model import fingerprint, full_name, maskable_parameters
 from deftx.objectives.base import Objective
-from deftx.selection import mask_overlap, resolve_k, select_top_k
+from deftx.selection import mask_overlap, select_top_k
+from deftx.sparsity import resolve_k
 from deftx.sft import SparseDiff, save_difference
 
 EventCallback = Callable[[str, dict[str, Any]], None]
@@ -78,7 +79,6 @@ def choose_mask(
     include: Iterable[str] = ("*",),
     exclude: Iterable[str] = (),
     svd: str = "auto",
-    seed: int = 0,
     in_place: bool = False,
     on_matrix: Callable[[DenoiseInfo], None] | None = None,
 ) -> MaskSelection:
@@ -98,7 +98,7 @@ def choose_mask(
     targets = denoise_targets(((n, tuple(d.shape)) for n, d in differences.items()), include, exclude)
     for name in targets:
         denoised, info = denoise_difference(
-            differences[name], rank_rule, tail_keep, svd=svd, name=name, seed=seed
+            differences[name], rank_rule, tail_keep, svd=svd, name=name
         )
         if in_place:
             scores[name] = differences[name].copy_(denoised)
@@ -314,6 +314,8 @@ def train_sft(
     start = {name: p.detach().clone() for name, p in maskable.items()}
     dense_start = {name: p.detach().clone() for name, p in dense.items()}
     summary: dict[str, Any] = {"maskable": sum(p.numel() for p in maskable.values())}
+    if mask is None and config.method != "full-ft":
+        k_count = resolve_k(config.k, summary["maskable"])  # a K that cannot work fails before any training
     selection: MaskSelection | None = None
     started = time.perf_counter()
 
@@ -338,8 +340,8 @@ def train_sft(
             summary["k"] = sft.n_entries
             return _finish(sft, summary, None, config, manifest, base_fp, started, emit)
         selection = choose_mask(
-            differences, config.method, config.k, rank_rule=config.rank_rule, tail_keep=config.tail_keep,
-            include=config.denoise_include, exclude=config.denoise_exclude, svd=config.svd, seed=config.seed,
+            differences, config.method, k_count, rank_rule=config.rank_rule, tail_keep=config.tail_keep,
+            include=config.denoise_include, exclude=config.denoise_exclude, svd=config.svd,
             in_place=True,
         )
         del differences

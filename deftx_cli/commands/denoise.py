@@ -31,9 +31,8 @@ def denoise(
     method: Annotated[SelectMethod, typer.Option("--method", help="deftx (denoised scores) or lt-sft (plain magnitude).")] = SelectMethod.deftx,
     include: Annotated[Optional[list[str]], typer.Option("--include", help="Denoise only matrices whose name matches (glob; repeatable).")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Do not denoise matrices whose name matches (glob; repeatable).")] = None,
-    svd: Annotated[Svd, typer.Option("--svd", help="auto (a randomized SVD for small ranks, else the exact spectrum from the Gram matrix) or full (dense SVD everywhere).")] = Svd.auto,
+    svd: Annotated[Svd, typer.Option("--svd", help="auto (the exact spectrum from the Gram matrix for large matrices) or full (dense SVD everywhere); both truncate exactly.")] = Svd.auto,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", dir_okay=False, help="Write the mask here (a .safetensors file) for 'train-lang/train-task --mask'.")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the randomized SVD.")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Compute DeFT-X scores and the top-K mask from a saved phase-1 difference.
@@ -57,7 +56,7 @@ def denoise(
     note(f"loaded {len(differences)} parameters from {path}")
     selection = choose_mask(
         differences, method.value, k, rank_rule=rank_rule, tail_keep=tail_keep,
-        include=include or ["*"], exclude=exclude or [], svd=svd.value, seed=seed, in_place=True,
+        include=include or ["*"], exclude=exclude or [], svd=svd.value, in_place=True,
     )
     result = {
         "diff": str(path),
