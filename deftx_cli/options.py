@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+
+from deftx.errors import InputNotFoundError
+from deftx_cli.output import exit_for
 
 
 class Method(str, Enum):
@@ -27,15 +31,44 @@ def split_list(values: list[str] | None) -> list[str]:
     return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
 
 
+def path_check(kind: str | None = None, *, exists: bool = True) -> Callable[..., Any]:
+    """An option callback that checks a path (or each of a list) as the library checks its inputs:
+    a missing path, or a file where a directory is wanted (``kind="dir"``) or the reverse, is
+    ``deftx: error: ...`` and exit 3, through the same report as every other error."""
+
+    def check(param: typer.CallbackParam, value: Any) -> Any:
+        name = max(param.opts, key=len) if param.param_type_name == "option" else param.name.upper()
+        for path in value if isinstance(value, (list, tuple)) else [value]:
+            if path is None:
+                continue
+            path = Path(path)
+            if not path.exists():
+                if exists:
+                    raise exit_for(InputNotFoundError(f"{name}: {path} does not exist"))
+            elif kind == "dir" and not path.is_dir():
+                raise exit_for(InputNotFoundError(f"{name}: {path} is a file, not a directory"))
+            elif kind == "file" and path.is_dir():
+                raise exit_for(InputNotFoundError(f"{name}: {path} is a directory, not a file"))
+        return value
+
+    return check
+
+
+existing_file = path_check("file")
+existing_dir = path_check("dir")
+existing_path = path_check()
+a_file = path_check("file", exists=False)
+a_dir = path_check("dir", exists=False)
+
 TRAINING = "Training"
 SELECTION = "Selection (LT-SFT / DeFT-X)"
 OUTPUT = "Output"
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", envvar="DEFTX_MODEL",
                                        help="Base model: a hub id or a local directory.")]
-DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", envvar="DEFTX_DATA_DIR", file_okay=False,
+DataDirOpt = Annotated[Optional[Path], typer.Option("--data-dir", envvar="DEFTX_DATA_DIR", callback=a_dir,
                                                     help="Local data root (layout of the shared data folder); default: the hub.")]
-RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", envvar="DEFTX_RUNS_DIR", file_okay=False,
+RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", envvar="DEFTX_RUNS_DIR", callback=a_dir,
                                           help="Where run directories are written.", rich_help_panel=OUTPUT)]
 RunIdOpt = Annotated[Optional[str], typer.Option("--run-id", help="Name of the run directory (default: time, kind, method, language).", rich_help_panel=OUTPUT)]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write the SFT to this directory.", rich_help_panel=OUTPUT)]
@@ -47,7 +80,7 @@ PresetOpt = Annotated[Preset, typer.Option("--preset", help="Budget and hyper-pa
 KOpt = Annotated[Optional[str], typer.Option("--k", "-k", help="Entries kept: a count (7667712), a fraction (0.05) or a percentage (2.5%).", rich_help_panel=SELECTION)]
 RankRuleOpt = Annotated[Optional[str], typer.Option("--rank-rule", help="DeFT-X rank per matrix: energy:F (default energy:0.9) or rank:R.", rich_help_panel=SELECTION)]
 TailKeepOpt = Annotated[Optional[float], typer.Option("--tail-keep", min=0.0, max=1.0, help="DeFT-X: fraction of the SVD residual kept (0 = pure truncation).", rich_help_panel=SELECTION)]
-MaskOpt = Annotated[Optional[Path], typer.Option("--mask", exists=True, dir_okay=False, help="A mask from 'deftx denoise': skip phase 1 and run phase 2 only.", rich_help_panel=SELECTION)]
+MaskOpt = Annotated[Optional[Path], typer.Option("--mask", callback=existing_file, help="A mask from 'deftx denoise': skip phase 1 and run phase 2 only.", rich_help_panel=SELECTION)]
 KeepDiffOpt = Annotated[bool, typer.Option("--keep-phase1-diff", help="Save the dense phase-1 difference in the run directory (for 'deftx denoise').", rich_help_panel=SELECTION)]
 
 Phase1StepsOpt = Annotated[Optional[int], typer.Option("--phase1-steps", min=1, help="Phase 1 steps (overrides the preset).", rich_help_panel=TRAINING)]

@@ -35,6 +35,11 @@ def fail(message: str, hint: str | None, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
+def exit_for(exc: DeftxError) -> typer.Exit:
+    """Report a library error on stderr; the exit to raise, with the error's code."""
+    return fail(exc.message, exc.hint, exc.exit_code)
+
+
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """The CLI's one error handler, wrapped around every command."""
 
@@ -47,7 +52,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except DeftxError as exc:
             if debug_enabled():
                 raise
-            raise fail(exc.message, exc.hint, exc.exit_code) from None
+            raise exit_for(exc) from None
         except KeyboardInterrupt:
             if debug_enabled():
                 raise

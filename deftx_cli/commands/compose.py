@@ -7,13 +7,13 @@ from typing import Annotated
 
 import typer
 
-from deftx_cli.options import JsonOpt, ModelOpt
+from deftx_cli.options import JsonOpt, ModelOpt, existing_dir
 from deftx_cli.output import handle_errors, note, print_json
 
 
 @handle_errors
 def compose(
-    sft: Annotated[list[Path], typer.Option("--sft", exists=True, file_okay=False, help="An SFT directory (repeat: language SFT, task SFT, ...).")],
+    sft: Annotated[list[Path], typer.Option("--sft", callback=existing_dir, help="An SFT directory (repeat: language SFT, task SFT, ...).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the composed model (save_pretrained).")],
     model: ModelOpt = "xlm-roberta-base",
     force: Annotated[bool, typer.Option("--force", help="Apply SFTs even if their base-model fingerprint differs.")] = False,

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from deftx_cli.options import JsonOpt
+from deftx_cli.options import JsonOpt, a_file, existing_path
 from deftx_cli.output import handle_errors, note, print_json, stdout
 
 
@@ -24,7 +24,7 @@ class SelectMethod(str, Enum):
 
 @handle_errors
 def denoise(
-    diff: Annotated[Path, typer.Option("--diff", "-d", exists=True, help="A phase1_diff.safetensors (from --keep-phase1-diff), or the run directory holding it.")],
+    diff: Annotated[Path, typer.Option("--diff", "-d", callback=existing_path, help="A phase1_diff.safetensors (from --keep-phase1-diff), or the run directory holding it.")],
     k: Annotated[str, typer.Option("--k", "-k", help="Entries kept: a count, a fraction (0.05) or a percentage (2.5%).")],
     rank_rule: Annotated[str, typer.Option("--rank-rule", help="energy:F or rank:R.")] = "energy:0.9",
     tail_keep: Annotated[float, typer.Option("--tail-keep", min=0.0, max=1.0, help="Fraction of the SVD residual kept.")] = 0.0,
@@ -32,7 +32,7 @@ def denoise(
     include: Annotated[Optional[list[str]], typer.Option("--include", help="Denoise only matrices whose name matches (glob; repeatable).")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Do not denoise matrices whose name matches (glob; repeatable).")] = None,
     svd: Annotated[Svd, typer.Option("--svd", help="auto (the exact spectrum from the Gram matrix for large matrices) or full (dense SVD everywhere); both truncate exactly.")] = Svd.auto,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", dir_okay=False, help="Write the mask here (a .safetensors file) for 'train-lang/train-task --mask'.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", callback=a_file, help="Write the mask here (a .safetensors file) for 'train-lang/train-task --mask'.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Compute DeFT-X scores and the top-K mask from a saved phase-1 difference.

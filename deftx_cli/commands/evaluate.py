@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from deftx_cli.options import DataDirOpt, JsonOpt, RunIdOpt, RunsDirOpt
+from deftx_cli.options import DataDirOpt, JsonOpt, RunIdOpt, RunsDirOpt, existing_dir, existing_file
 from deftx_cli.output import handle_errors, note, print_json, stdout
 
 
@@ -15,11 +15,11 @@ from deftx_cli.output import handle_errors, note, print_json, stdout
 def evaluate(
     task: Annotated[str, typer.Option("--task", "-t", help="Evaluation task: nusax-senti, americasnli, ...")],
     lang: Annotated[str, typer.Option("--lang", "-l", help="Target language (ISO 639-3).")],
-    task_sft: Annotated[Path, typer.Option("--task-sft", exists=True, file_okay=False, help="The task SFT directory.")],
-    lang_sft: Annotated[Optional[Path], typer.Option("--lang-sft", exists=True, file_okay=False, help="The target language's SFT (omit for the no-language-SFT baseline).")] = None,
+    task_sft: Annotated[Path, typer.Option("--task-sft", callback=existing_dir, help="The task SFT directory.")],
+    lang_sft: Annotated[Optional[Path], typer.Option("--lang-sft", callback=existing_dir, help="The target language's SFT (omit for the no-language-SFT baseline).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Base model (default: the one the task SFT records).")] = None,
     split: Annotated[str, typer.Option("--split", help="test, valid (dev) ...")] = "test",
-    eval_file: Annotated[Optional[Path], typer.Option("--eval-file", exists=True, dir_okay=False, help="A labelled file instead of the task's split.")] = None,
+    eval_file: Annotated[Optional[Path], typer.Option("--eval-file", callback=existing_file, help="A labelled file instead of the task's split.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Batch size.")] = 64,
     force: Annotated[bool, typer.Option("--force", help="Apply SFTs even if their base-model fingerprint differs.")] = False,
     data_dir: DataDirOpt = None,

@@ -7,13 +7,13 @@ from typing import Annotated
 
 import typer
 
-from deftx_cli.options import DataDirOpt, JsonOpt
+from deftx_cli.options import DataDirOpt, JsonOpt, existing_dir
 from deftx_cli.output import handle_errors, print_json, stdout
 
 
 @handle_errors
 def info(
-    sft: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="An SFT directory.")],
+    sft: Annotated[Path, typer.Argument(callback=existing_dir, help="An SFT directory.")],
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the files' checksums.")] = True,
     as_json: JsonOpt = False,
 ) -> None:

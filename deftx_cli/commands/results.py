@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from deftx_cli.options import split_list
+from deftx_cli.options import a_dir, a_file, split_list
 from deftx_cli.output import handle_errors, note
 
 
@@ -20,12 +20,12 @@ class TableFormat(str, Enum):
 
 @handle_errors
 def results(
-    runs_dir: Annotated[Path, typer.Option("--runs-dir", envvar="DEFTX_RUNS_DIR", file_okay=False, help="The runs directory to read.")] = Path("runs"),
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", envvar="DEFTX_RUNS_DIR", callback=a_dir, help="The runs directory to read.")] = Path("runs"),
     fmt: Annotated[TableFormat, typer.Option("--format", "-f", help="markdown (one table per task, split, metric and preset), csv or json.")] = TableFormat.markdown,
     task: Annotated[Optional[str], typer.Option("--task", "-t", help="Only tables of this task (e.g. nusax-senti).")] = None,
     split: Annotated[Optional[str], typer.Option("--split", help="Only tables of this evaluation split (valid, test).")] = None,
     languages: Annotated[Optional[list[str]], typer.Option("--languages", "-l", help="Only these languages, comma-separated or repeated; the average row is then over them (e.g. the paper's five).")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", dir_okay=False, help="Write to this file (atomically) instead of stdout.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", callback=a_file, help="Write to this file (atomically) instead of stdout.")] = None,
 ) -> None:
     """Print the LT-SFT vs DeFT-X comparison: languages x systems, mean ± std over seeds.
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from deftx_cli.options import (
+    existing_dir, existing_file,
     BatchOpt, DataDirOpt, DeviceOpt, JsonOpt, KeepDiffOpt, KOpt, L1Opt, LrOpt, MaskOpt, MaxLenOpt, Method,
     MethodOpt, ModelOpt, OutOpt, Phase1EpochsOpt, Phase1StepsOpt, Phase2EpochsOpt, Phase2StepsOpt, Preset,
     PresetOpt, QuietOpt, RankRuleOpt, RunIdOpt, RunsDirOpt, SeedOpt, TailKeepOpt, TRAINING, WdOpt,
@@ -53,7 +54,7 @@ def train_lang(
     k: KOpt = None,
     rank_rule: RankRuleOpt = None,
     tail_keep: TailKeepOpt = None,
-    text: Annotated[Optional[list[Path]], typer.Option("--text", exists=True, dir_okay=False, help="Unlabelled text file(s) (.txt one segment per line, or .csv/.tsv/.jsonl with a text column) instead of the built-in sources.", rich_help_panel=TRAINING)] = None,
+    text: Annotated[Optional[list[Path]], typer.Option("--text", callback=existing_file, help="Unlabelled text file(s) (.txt one segment per line, or .csv/.tsv/.jsonl with a text column) instead of the built-in sources.", rich_help_panel=TRAINING)] = None,
     max_lines: Annotated[Optional[int], typer.Option("--max-lines", min=1, help="Use at most this many text lines (a seeded random subset).", rich_help_panel=TRAINING)] = None,
     phase1_steps: Phase1StepsOpt = None,
     phase2_steps: Phase2StepsOpt = None,
@@ -101,15 +102,15 @@ def train_lang(
 def train_task(
     task: Annotated[str, typer.Option("--task", "-t", help="Task: nusax-senti, smsa, americasnli, sick, multinli, xnli-en.")],
     source_lang: Annotated[str, typer.Option("--source-lang", "-s", help="Language of the labelled training data (ISO 639-3).")],
-    lang_sft: Annotated[Optional[Path], typer.Option("--lang-sft", exists=True, file_okay=False, help="The source language's SFT, applied while training (recommended).")] = None,
+    lang_sft: Annotated[Optional[Path], typer.Option("--lang-sft", callback=existing_dir, help="The source language's SFT, applied while training (recommended).")] = None,
     model: ModelOpt = DEFAULT_MODEL,
     method: MethodOpt = Method.deftx,
     preset: PresetOpt = Preset.cpu,
     k: KOpt = None,
     rank_rule: RankRuleOpt = None,
     tail_keep: TailKeepOpt = None,
-    train_file: Annotated[Optional[Path], typer.Option("--train-file", exists=True, dir_okay=False, help="Labelled CSV/TSV/JSONL instead of the task's train split.", rich_help_panel=TRAINING)] = None,
-    validation_file: Annotated[Optional[Path], typer.Option("--validation-file", exists=True, dir_okay=False, help="Labelled validation file.", rich_help_panel=TRAINING)] = None,
+    train_file: Annotated[Optional[Path], typer.Option("--train-file", callback=existing_file, help="Labelled CSV/TSV/JSONL instead of the task's train split.", rich_help_panel=TRAINING)] = None,
+    validation_file: Annotated[Optional[Path], typer.Option("--validation-file", callback=existing_file, help="Labelled validation file.", rich_help_panel=TRAINING)] = None,
     max_examples: Annotated[Optional[int], typer.Option("--max-examples", min=1, help="Train on at most this many examples (a seeded random subset).", rich_help_panel=TRAINING)] = None,
     phase1_epochs: Phase1EpochsOpt = None,
     phase2_epochs: Phase2EpochsOpt = None,

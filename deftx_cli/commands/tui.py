@@ -7,12 +7,14 @@ from typing import Annotated
 
 import typer
 
+from deftx_cli.options import a_dir
+
 from deftx_cli.output import handle_errors
 
 
 @handle_errors
 def tui(
-    runs_dir: Annotated[Path, typer.Option("--runs-dir", envvar="DEFTX_RUNS_DIR", file_okay=False, help="The runs directory to watch.")] = Path("runs"),
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", envvar="DEFTX_RUNS_DIR", callback=a_dir, help="The runs directory to watch.")] = Path("runs"),
 ) -> None:
     """Open the dashboard: live training monitor and LT-SFT vs DeFT-X comparison.
 
