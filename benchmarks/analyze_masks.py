@@ -42,8 +42,8 @@ def main() -> None:
 
     import torch
 
+    from deftx.methods import DeftX, LtSft
     from deftx.sft import load_difference
-    from deftx.training import choose_mask
     from deftx.sparsity import resolve_k
 
     torch.manual_seed(0)
@@ -57,14 +57,14 @@ def main() -> None:
         maskable = sum(d.numel() for d in differences.values())
         for k in ks:
             k_count = resolve_k(k, maskable)
-            magnitude = choose_mask(differences, "lt-sft", k_count).masks
+            magnitude = LtSft().select(differences, k_count).masks
             mag_share = {w: 0 for w in ("embeddings", "attention", "ffn", "other")}
             for name, m in magnitude.items():
                 mag_share[where(name)] += int(m.sum())
             for rule in rules:
                 for tail in tails:
-                    sel = choose_mask({n: d.clone() for n, d in differences.items()}, "deftx", k_count,
-                                      rank_rule=rule, tail_keep=tail, in_place=True)
+                    sel = DeftX(rank_rule=rule, tail_keep=tail).select(
+                        {n: d.clone() for n, d in differences.items()}, k_count, in_place=True)
                     share = {w: 0 for w in mag_share}
                     for name, m in sel.masks.items():
                         share[where(name)] += int(m.sum())

@@ -16,6 +16,7 @@ from typing import Any
 from deftx import __version__
 from deftx.config import TrainConfig
 from deftx.errors import ArtifactError, UsageError
+from deftx.methods import is_sparse, method_of, method_settings
 from deftx.runs import Run, atomic_write_json, now_iso, write_results
 
 EventCallback = Callable[[str, dict[str, Any]], None]
@@ -94,7 +95,7 @@ def _total_steps(config: TrainConfig, n_examples: int, mask_given: bool) -> dict
     for phase in (1, 2):
         if phase == 1 and mask_given:
             continue
-        if phase == 2 and config.method == "full-ft":
+        if phase == 2 and not method_of(config).sparse:
             continue
         steps, epochs = config.phase_budget(phase)
         totals[f"phase{phase}"] = steps if steps is not None else max(
@@ -256,7 +257,7 @@ def _seed_new_weights(seed: int) -> None:
 def budget_text(training: dict[str, Any]) -> str | None:
     """The training budget of an SFT's phases, e.g. ``1+1 ep`` or ``60+60 steps`` (dense: one phase)."""
     budget: list[tuple[str, str]] = []  # (amount, unit) per phase
-    for phase in (1, 2) if training.get("method") != "full-ft" else (1,):
+    for phase in (1, 2) if is_sparse(training.get("method")) else (1,):
         steps, epochs = training.get(f"phase{phase}_steps"), training.get(f"phase{phase}_epochs")
         if steps:
             budget.append((str(steps), "steps"))
@@ -272,8 +273,8 @@ def budget_text(training: dict[str, Any]) -> str | None:
 
 def system_of(task_manifest: dict[str, Any], with_lang_sft: bool) -> str:
     """Which system an evaluation measures: the method, or a baseline."""
-    if task_manifest.get("method") == "full-ft":
-        return "full-ft"
+    if not is_sparse(task_manifest.get("method")):  # a dense task fine-tuning is its own baseline
+        return str(task_manifest.get("method"))
     if not with_lang_sft:
         return "no-lang-sft"
     return str(task_manifest.get("method"))
@@ -325,6 +326,7 @@ def evaluate_transfer(
     system = system or system_of(task_diff.manifest, lang_diff is not None)
     training = task_diff.manifest.get("training") or {}
     lang_training = (lang_diff.manifest.get("training") or {}) if lang_diff is not None else {}
+    own = method_settings(training)
     record = {
         "task": spec.name,
         "language": lang,
@@ -337,8 +339,8 @@ def evaluate_transfer(
         "settings": {
             "k_task": task_diff.manifest.get("k"),
             "k_lang": lang_diff.manifest.get("k") if lang_diff is not None else None,
-            "rank_rule": training.get("rank_rule") if task_diff.manifest.get("method") == "deftx" else None,
-            "tail_keep": training.get("tail_keep") if task_diff.manifest.get("method") == "deftx" else None,
+            "rank_rule": own.get("rank_rule"),
+            "tail_keep": own.get("tail_keep"),
             "preset": training.get("preset"),
             "lang_preset": lang_training.get("preset"),
             "task_budget": budget_text(training),

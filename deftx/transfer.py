@@ -9,8 +9,11 @@ SFT without a target language SFT) and ``full-ft`` (dense task fine-tuning, no l
 With ``lang_seed`` set, the language SFTs are trained once with that seed and shared by every seed's
 task SFTs (a cheaper protocol: the spread over seeds then covers task training only).
 
-Every step is a run directory with a deterministic name (settings hashed in), so a second call reuses
-finished steps: an interrupted experiment resumes where it stopped.
+The experiment is planned, then executed. :func:`plan_steps` is pure: from the plan and what the
+runs directory already holds it lists every step (language SFT, task SFT, evaluation) with a
+deterministic run id (the settings that matter to the step hashed in, by :func:`step_key`) and says
+which are cached. :func:`execute` runs the others in order, so a second call reuses finished steps and
+an interrupted experiment resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -18,18 +21,23 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import statistics
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from deftx.config import TrainConfig, resolve_config
-from deftx.errors import UsageError
+from deftx.errors import UnknownNameError, UsageError
+from deftx.methods import SPARSE_METHODS, cache_settings, get_method
+from deftx.pipeline import PHASE1_DIFF
 from deftx.runs import RESULTS_JSON, read_run
 
 # Evaluation task -> (training task, source language) of the standard recipes.
 RECIPES = {"nusax-senti": ("smsa", "ind"), "americasnli": ("sick", "eng")}
+
+BASELINES = ("no-lang-sft", "full-ft")
+SFT_MANIFEST = "sft/sft.json"
 
 Notify = Callable[[str], None]
 
@@ -59,41 +67,249 @@ class TransferPlan:
         self.train_task = get_task(self.train_task or train_task).name
         self.source_lang = canonical_language(self.source_lang or source or "")
         self.targets = [canonical_language(t) for t in self.targets]
-        bad = [m for m in self.methods if m not in ("lt-sft", "deftx")]
+        bad = [m for m in self.methods if m not in SPARSE_METHODS]
         if bad or not self.methods:
-            raise UsageError(f"methods must be lt-sft and/or deftx (got {', '.join(self.methods) or 'none'})")
-        bad = [b for b in self.baselines if b not in ("no-lang-sft", "full-ft")]
+            raise UsageError(f"methods must be {' and/or '.join(SPARSE_METHODS)} (got {', '.join(self.methods) or 'none'})")
+        bad = [b for b in self.baselines if b not in BASELINES]
         if bad:
-            raise UsageError(f"unknown baseline {bad[0]!r}", hint="baselines: no-lang-sft, full-ft")
+            raise UnknownNameError("baseline", bad[0], BASELINES)
+        if self.split not in spec.splits:
+            raise UnknownNameError(f"split of {spec.name}", self.split, spec.splits)
         return self
 
 
-def _key(*parts: Any) -> str:
+def step_key(*parts: Any) -> str:
+    """The hash that names a step's run directory: of every setting that changes its result."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-# Settings a method does not read: the DeFT-X-only ones, and for dense fine-tuning also K.
-_DEFTX_ONLY = ("rank_rule", "tail_keep", "denoise_include", "denoise_exclude", "svd")
-_IGNORED_BY = {"lt-sft": _DEFTX_ONLY, "full-ft": (*_DEFTX_ONLY, "k")}
+@dataclass
+class Step:
+    """One step of the experiment: a run directory to produce (or reuse)."""
+
+    kind: str  # "language", "task" or "evaluation"
+    run_id: str
+    label: str  # for people: "language SFT ace (DeFT-X)"
+    seed: int
+    cached: bool
+    config: TrainConfig | None = None  # a training's settings
+    language: str | None = None  # the SFT's language, or the evaluation's target
+    system: str | None = None  # an evaluation's system; a task SFT's name in the plan
+    lang_sft: str | None = None  # run id of the language SFT applied (task SFT, evaluation)
+    task_sft: str | None = None  # run id of the evaluated task SFT
+    keep_phase1_diff: bool = False
+    mask_from: str | None = None  # run id whose phase-1 difference gives this step's mask
+
+    @property
+    def needs(self) -> str:
+        """The file that marks the step finished."""
+        return RESULTS_JSON if self.kind == "evaluation" else SFT_MANIFEST
 
 
-def _cache_settings(cfg: TrainConfig) -> dict[str, Any]:
-    """The settings that name a cached task SFT: those the method ignores are at their defaults, so
-    that an ablation of the DeFT-X rank rule reuses the LT-SFT and full fine-tuning runs."""
-    ignored = _IGNORED_BY.get(cfg.method, ())
-    defaults = {name: TrainConfig.model_fields[name].get_default(call_default_factory=True) for name in ignored}
-    return cfg.model_copy(update=defaults).model_dump()
+class RunsState(Protocol):
+    """What the planner asks of the runs directory."""
+
+    def finished(self, run_id: str, needs: str) -> bool: ...
+
+    def has_phase1_diff(self, run_id: str) -> bool: ...
 
 
-def _finished(run_dir: Path, needs: str) -> bool:
-    info = read_run(run_dir)
-    return info.readable and info.get("status") == "finished" and (run_dir / needs).exists()
+@dataclass
+class DiskState:
+    """The runs directory as it is on disk."""
+
+    runs_dir: Path
+
+    def finished(self, run_id: str, needs: str) -> bool:
+        run_dir = self.runs_dir / run_id
+        info = read_run(run_dir)
+        return info.readable and info.get("status") == "finished" and (run_dir / needs).exists()
+
+    def has_phase1_diff(self, run_id: str) -> bool:
+        return (self.runs_dir / run_id / PHASE1_DIFF).is_file()
 
 
-def _fresh(run_dir: Path) -> None:
-    """Remove an unfinished run directory so the step runs again from scratch."""
+def _label(seed: int, text: str) -> str:
+    return f"[seed {seed}] {text}"
+
+
+def plan_steps(plan: TransferPlan, *, model: str | Path, runs_dir: Path, state: RunsState | None = None) -> list[Step]:
+    """Every step of the experiment in the order it runs, each marked cached or not. Pure: the
+    runs directory is read only through ``state`` (by default, from disk)."""
+    plan = plan.resolved()
+    runs_dir = Path(runs_dir)
+    state = state or DiskState(runs_dir)
+
+    def sft_path(run_id: str | None) -> str | None:  # as run ids of earlier versions hashed it
+        return str(runs_dir / run_id / "sft") if run_id is not None else None
+
+    steps: list[Step] = []
+    lang_runs: dict[tuple[int, str, str], str] = {}  # (lang seed, language, method) -> run id
+    for seed in plan.seeds:
+        lang_seed = seed if plan.lang_seed is None else plan.lang_seed
+        lang_cfg = resolve_config("language", plan.preset, seed=lang_seed, **plan.lang_overrides)
+        task_cfg = resolve_config("task", plan.task_preset or plan.preset, seed=seed, **plan.task_overrides)
+        first = plan.methods[0]
+        for lang in [plan.source_lang, *[t for t in plan.targets if t != plan.source_lang]]:
+            for method in plan.methods:
+                if (lang_seed, lang, method) in lang_runs:
+                    continue  # shared with an earlier seed (lang_seed)
+                cfg = lang_cfg.model_copy(update={"method": method})
+                own = get_method(method).from_config(cfg).settings()
+                key = step_key("lang", str(model), lang, cfg.model_dump(exclude={"method", "rank_rule", "tail_keep"}),
+                               method, own.get("rank_rule"), own.get("tail_keep"))
+                run_id = f"xfer-lang-{lang}-{method}-s{lang_seed}-{key}"
+                step = Step("language", run_id, _label(lang_seed, f"language SFT {lang} ({get_method(method).label})"),
+                            lang_seed, state.finished(run_id, SFT_MANIFEST), cfg, language=lang)
+                if method == first:
+                    step.keep_phase1_diff = len(plan.methods) > 1
+                else:  # phase 1 is shared with the first method when its difference is (or will be) kept
+                    shared = lang_runs[(lang_seed, lang, first)]
+                    shared_step = next(s for s in steps if s.run_id == shared)
+                    if not shared_step.cached or state.has_phase1_diff(shared):
+                        step.mask_from = shared
+                lang_runs[(lang_seed, lang, method)] = run_id
+                steps.append(step)
+        task_runs: dict[str, str] = {}
+        variants = [(m, m, lang_runs[(lang_seed, plan.source_lang, m)]) for m in plan.methods]
+        if "full-ft" in plan.baselines:
+            variants.append(("full-ft", "full-ft", None))
+        for name, method, src in variants:
+            cfg = task_cfg.model_copy(update={"method": method})
+            key = step_key("task", str(model), plan.train_task, plan.source_lang, cache_settings(cfg), sft_path(src))
+            run_id = f"xfer-task-{plan.train_task}-{plan.source_lang}-{name}-s{seed}-{key}"
+            label = _label(seed, f"task SFT {plan.train_task}/{plan.source_lang} ({get_method(method).label})")
+            steps.append(Step("task", run_id, label, seed, state.finished(run_id, SFT_MANIFEST), cfg,
+                              language=plan.source_lang, system=name, lang_sft=src))
+            task_runs[name] = run_id
+        for target in plan.targets:
+            evaluations = [(m, task_runs[m], lang_runs[(lang_seed, target, m)]) for m in plan.methods]
+            if "no-lang-sft" in plan.baselines:
+                evaluations.append(("no-lang-sft", task_runs[plan.methods[0]], None))
+            if "full-ft" in plan.baselines:
+                evaluations.append(("full-ft", task_runs["full-ft"], None))
+            for system, task_run, lang_run in evaluations:
+                key = step_key(sft_path(task_run), sft_path(lang_run), plan.split)
+                run_id = f"xfer-eval-{plan.task}-{target}-{system}-s{seed}-{key}"
+                steps.append(Step("evaluation", run_id, _label(seed, f"{plan.task}/{target} {system}"), seed,
+                                  state.finished(run_id, RESULTS_JSON), language=target, system=system,
+                                  lang_sft=lang_run, task_sft=task_run))
+    return steps
+
+
+class StepProgress(Protocol):
+    """Told when each step starts: its index (from 1), the number of steps, the step, and the
+    seconds the steps still to run will take by the pace so far (None before one has run)."""
+
+    def __call__(self, index: int, total: int, step: Step, eta: float | None) -> None: ...
+
+
+def _mask_file(runs_dir: Path, run_id: str) -> Path:
+    return runs_dir / f".mask-{run_id}.safetensors"
+
+
+def _clear(runs_dir: Path, step: Step) -> None:
+    """Remove what a failed or interrupted try of the step left: it runs again from scratch."""
+    run_dir = runs_dir / step.run_id
     if run_dir.exists():
         shutil.rmtree(run_dir)
+    _mask_file(runs_dir, step.run_id).unlink(missing_ok=True)
+
+
+def _eta(steps: list[Step], index: int, seconds: dict[str, list[float]]) -> float | None:
+    """Seconds left for the uncached steps from ``index`` on, by the mean time of each kind so far
+    (of any kind where a kind has not run yet)."""
+    done = [s for times in seconds.values() for s in times]
+    if not done:
+        return None
+    overall = sum(done) / len(done)
+    pace = {kind: sum(times) / len(times) for kind, times in seconds.items() if times}
+    return sum(pace.get(s.kind, overall) for s in steps[index:] if not s.cached)
+
+
+def execute(
+    plan: TransferPlan,
+    steps: list[Step],
+    *,
+    model: str | Path,
+    data_dir: str | Path | None,
+    runs_dir: Path,
+    notify: Notify = lambda message: None,
+    callbacks_for: Callable[[str], Iterable[Any]] = lambda label: (),
+    on_step: StepProgress | None = None,
+    run_step: Callable[..., dict[str, Any] | None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run the uncached steps in order; returns every evaluation's result record. ``run_step``
+    (for tests) replaces the training and evaluation of one step."""
+    plan = plan.resolved()
+    runs_dir = Path(runs_dir)
+    run_step = run_step or _run_step
+    results: list[dict[str, Any]] = []
+    seconds: dict[str, list[float]] = {}
+    for index, step in enumerate(steps):
+        if on_step is not None:
+            on_step(index + 1, len(steps), step, _eta(steps, index, seconds))
+        run_dir = runs_dir / step.run_id
+        if step.cached:
+            notify(f"{step.label}: cached ({run_dir})")
+            if step.kind == "evaluation":
+                results.append(json.loads((run_dir / RESULTS_JSON).read_text()))
+            continue
+        _clear(runs_dir, step)
+        started = time.monotonic()
+        record = run_step(plan, step, model=model, data_dir=data_dir, runs_dir=runs_dir, notify=notify,
+                          callbacks=callbacks_for(step.label))
+        seconds.setdefault(step.kind, []).append(time.monotonic() - started)
+        if step.kind == "evaluation" and record is not None:
+            notify(f"{step.label}: {record['metric']} {record['metrics'][record['metric']]:.4f}")
+            results.append(record)
+    return results
+
+
+def _run_step(plan: TransferPlan, step: Step, *, model, data_dir, runs_dir: Path, notify: Notify,
+              callbacks: Iterable[Any]) -> dict[str, Any] | None:
+    """Train or evaluate one step into ``runs_dir / step.run_id``."""
+    from deftx.pipeline import evaluate_transfer, train_language_sft, train_task_sft
+
+    def sft(run_id: str | None) -> Path | None:
+        return runs_dir / run_id / "sft" if run_id is not None else None
+
+    if step.kind == "evaluation":
+        record, _ = evaluate_transfer(plan.task, step.language, sft(step.task_sft), lang_sft=sft(step.lang_sft),
+                                      model=model, split=plan.split, data_dir=data_dir, runs_dir=runs_dir,
+                                      run_id=step.run_id, system=step.system)
+        return record
+    if step.kind == "task":
+        notify(f"{step.label}: training")
+        train_task_sft(plan.train_task, plan.source_lang, step.config, model=model, lang_sft=sft(step.lang_sft),
+                       data_dir=data_dir, runs_dir=runs_dir, run_id=step.run_id, callbacks=callbacks)
+        return None
+    mask_file = None
+    if step.mask_from is not None:
+        mask_file = _select_shared_mask(step, runs_dir)
+        notify(f"{step.label}: phase 1 shared with {get_method(plan.methods[0]).label}; mask selected from its difference")
+    notify(f"{step.label}: training")
+    try:
+        train_language_sft(step.language, step.config, model=model, data_dir=data_dir, runs_dir=runs_dir,
+                           run_id=step.run_id, keep_phase1_diff=step.keep_phase1_diff, mask_file=mask_file,
+                           callbacks=callbacks)
+    finally:
+        if mask_file is not None:
+            mask_file.unlink(missing_ok=True)
+    return None
+
+
+def _select_shared_mask(step: Step, runs_dir: Path) -> Path:
+    """The step's mask, selected by its method from the phase-1 difference of ``step.mask_from``."""
+    from deftx.methods import method_of
+    from deftx.sft import load_difference, save_mask
+
+    differences, meta = load_difference(runs_dir / step.mask_from / PHASE1_DIFF)
+    selection = method_of(step.config).select(differences, step.config.k, in_place=True)
+    del differences
+    mask_file = _mask_file(runs_dir, step.run_id)
+    save_mask(mask_file, selection.masks, {"base_fingerprint": meta.get("base_fingerprint"), **selection.event()})
+    return mask_file
 
 
 def run_transfer(
@@ -104,119 +320,9 @@ def run_transfer(
     runs_dir: Path,
     notify: Notify = lambda message: None,
     callbacks_for: Callable[[str], Iterable[Any]] = lambda label: (),
+    on_step: StepProgress | None = None,
 ) -> list[dict[str, Any]]:
-    """Run (or resume) the experiment; returns every result record."""
-    from deftx.pipeline import PHASE1_DIFF, evaluate_transfer, train_language_sft, train_task_sft
-    from deftx.sft import load_difference, save_mask
-    from deftx.training import choose_mask
-
-    plan = plan.resolved()
-    runs_dir = Path(runs_dir)
-    results: list[dict[str, Any]] = []
-    for seed in plan.seeds:
-        lang_seed = seed if plan.lang_seed is None else plan.lang_seed
-        lang_cfg = resolve_config("language", plan.preset, seed=lang_seed, **plan.lang_overrides)
-        task_cfg = resolve_config("task", plan.task_preset or plan.preset, seed=seed, **plan.task_overrides)
-        lang_sfts: dict[tuple[str, str], Path] = {}
-        for lang in [plan.source_lang, *[t for t in plan.targets if t != plan.source_lang]]:
-            first = plan.methods[0]
-            for method in plan.methods:
-                cfg = lang_cfg.model_copy(update={"method": method})
-                key = _key("lang", str(model), lang, cfg.model_dump(exclude={"method", "rank_rule", "tail_keep"}),
-                           method, cfg.rank_rule if method == "deftx" else None, cfg.tail_keep if method == "deftx" else None)
-                run_id = f"xfer-lang-{lang}-{method}-s{lang_seed}-{key}"
-                run_dir = runs_dir / run_id
-                label = f"[seed {lang_seed}] language SFT {lang} ({method})"
-                if not _finished(run_dir, "sft/sft.json"):
-                    _fresh(run_dir)
-                    mask_file = None
-                    if method != first:
-                        first_dir = runs_dir / lang_sfts[(lang, first)].parent.name
-                        differences, meta = load_difference(first_dir / PHASE1_DIFF)
-                        selection = choose_mask(differences, method, cfg.k, rank_rule=cfg.rank_rule,
-                                                tail_keep=cfg.tail_keep, include=cfg.denoise_include,
-                                                exclude=cfg.denoise_exclude, svd=cfg.svd, seed=lang_seed, in_place=True)
-                        del differences
-                        mask_file = runs_dir / f".mask-{run_id}.safetensors"
-                        save_mask(mask_file, selection.masks, {
-                            "method": method, "k": selection.k, "base_fingerprint": meta.get("base_fingerprint"),
-                            **selection.event(cfg.rank_rule, cfg.tail_keep)})
-                        notify(f"{label}: phase 1 shared with {first}; mask selected from its difference")
-                    notify(f"{label}: training")
-                    train_language_sft(lang, cfg, model=model, data_dir=data_dir, runs_dir=runs_dir, run_id=run_id,
-                                       keep_phase1_diff=method == first and len(plan.methods) > 1,
-                                       mask_file=mask_file, callbacks=callbacks_for(label))
-                    if mask_file is not None:
-                        mask_file.unlink(missing_ok=True)
-                else:
-                    notify(f"{label}: cached ({run_dir})")
-                lang_sfts[(lang, method)] = run_dir / "sft"
-        task_sfts: dict[str, Path] = {}
-        task_variants = [(m, m, lang_sfts[(plan.source_lang, m)]) for m in plan.methods]
-        if "full-ft" in plan.baselines:
-            task_variants.append(("full-ft", "full-ft", None))
-        for name, method, src_sft in task_variants:
-            cfg = task_cfg.model_copy(update={"method": method})
-            key = _key("task", str(model), plan.train_task, plan.source_lang, _cache_settings(cfg),
-                       str(src_sft) if src_sft else None)
-            run_id = f"xfer-task-{plan.train_task}-{plan.source_lang}-{name}-s{seed}-{key}"
-            run_dir = runs_dir / run_id
-            label = f"[seed {seed}] task SFT {plan.train_task}/{plan.source_lang} ({name})"
-            if not _finished(run_dir, "sft/sft.json"):
-                _fresh(run_dir)
-                notify(f"{label}: training")
-                train_task_sft(plan.train_task, plan.source_lang, cfg, model=model, lang_sft=src_sft,
-                               data_dir=data_dir, runs_dir=runs_dir, run_id=run_id, callbacks=callbacks_for(label))
-            else:
-                notify(f"{label}: cached ({run_dir})")
-            task_sfts[name] = run_dir / "sft"
-        for target in plan.targets:
-            evaluations = [(m, task_sfts[m], lang_sfts[(target, m)]) for m in plan.methods]
-            if "no-lang-sft" in plan.baselines:
-                evaluations.append(("no-lang-sft", task_sfts[plan.methods[0]], None))
-            if "full-ft" in plan.baselines:
-                evaluations.append(("full-ft", task_sfts["full-ft"], None))
-            for system, task_sft, lang_sft in evaluations:
-                run_id = f"xfer-eval-{plan.task}-{target}-{system}-s{seed}-{_key(str(task_sft), str(lang_sft), plan.split)}"
-                run_dir = runs_dir / run_id
-                if _finished(run_dir, RESULTS_JSON):
-                    record = json.loads((run_dir / RESULTS_JSON).read_text())
-                    notify(f"[seed {seed}] {plan.task}/{target} {system}: cached")
-                else:
-                    _fresh(run_dir)
-                    record, _ = evaluate_transfer(plan.task, target, task_sft, lang_sft=lang_sft, model=model,
-                                                  split=plan.split, data_dir=data_dir, runs_dir=runs_dir,
-                                                  run_id=run_id, system=system)
-                    notify(f"[seed {seed}] {plan.task}/{target} {system}: "
-                           f"{record['metric']} {record['metrics'][record['metric']]:.4f}")
-                results.append(record)
-    return results
-
-
-def results_table(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Languages x systems: mean and standard deviation of each record's headline metric over seeds,
-    with an average row (mean over languages of the per-language means)."""
-    systems: list[str] = []
-    cells: dict[tuple[str, str], list[float]] = {}
-    languages: list[str] = []
-    for r in records:
-        value = r["metrics"][r["metric"]]
-        if r["system"] not in systems:
-            systems.append(r["system"])
-        if r["language"] not in languages:
-            languages.append(r["language"])
-        cells.setdefault((r["language"], r["system"]), []).append(value)
-    rows = []
-    for lang in languages:
-        row = {"language": lang}
-        for system in systems:
-            values = cells.get((lang, system), [])
-            row[system] = {"mean": statistics.fmean(values) if values else None,
-                           "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
-        rows.append(row)
-    average = {"language": "average"}
-    for system in systems:
-        means = [row[system]["mean"] for row in rows if row[system]["mean"] is not None]
-        average[system] = {"mean": statistics.fmean(means) if means else None, "std": None, "n": len(means)}
-    metric = records[0]["metric"] if records else None
-    return {"metric": metric, "systems": systems, "rows": rows, "average": average}
+    """Plan and run (or resume) the experiment; returns every result record."""
+    steps = plan_steps(plan, model=model, runs_dir=Path(runs_dir))
+    return execute(plan, steps, model=model, data_dir=data_dir, runs_dir=Path(runs_dir), notify=notify,
+                   callbacks_for=callbacks_for, on_step=on_step)

@@ -82,7 +82,7 @@ def print_json(obj: Any) -> None:
 
 def note(message: str) -> None:
     """A line for people, on stderr."""
-    stderr.print(message)
+    stderr.print(message, markup=False)
 
 
 class TrainingProgress:

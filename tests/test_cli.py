@@ -342,22 +342,36 @@ def test_transfer_shares_language_sfts_across_seeds_and_resumes(tiny_model_dir, 
     # language SFTs once (seed 0) for ind and ace, per method; task SFTs per seed
     assert len(lang_runs) == 4 and all("-s0-" in n for n in lang_runs)
     assert len([n for n in names if n.startswith("xfer-task-")]) == 6
-    assert first["table"]["systems"] == ["lt-sft", "deftx", "no-lang-sft", "full-ft"]
+    [table] = first["tables"]
+    assert list(table["systems"]) == ["lt-sft", "deftx", "no-lang-sft", "full-ft"]
+    assert all(row["cells"]["deftx"]["n"] == 2 for row in table["rows"])
     again = run(*args)
     assert "training" not in again.stderr and again.stderr.count("cached") >= 4 + 6 + 8
-    assert json.loads(again.stdout)["table"] == first["table"]
+    assert json.loads(again.stdout)["tables"] == first["tables"]
     assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == names
     # an ablation of the DeFT-X rank rule retrains only DeFT-X; LT-SFT and full FT come from the cache
     ablation = run(*common, "--seed", "0", "--rank-rule", "energy:0.5")
     trained_now = [l for l in ablation.stderr.splitlines() if l.endswith(": training")]
-    assert trained_now and all("(deftx)" in l for l in trained_now), ablation.stderr
+    assert trained_now and all("(DeFT-X)" in l for l in trained_now), ablation.stderr
     assert len(trained_now) == 3  # language SFTs ind and ace, the task SFT
-    assert "full-ft): cached" in ablation.stderr
-    assert "phase 1 shared with lt-sft" in ablation.stderr
+    assert "full FT): cached" in ablation.stderr
+    assert "phase 1 shared with LT-SFT" in ablation.stderr
     records = json.loads(ablation.stdout)["records"]
     by_system = {r["system"]: r for r in records}
     assert by_system["deftx"]["settings"]["rank_rule"] == "energy:0.5"
     assert by_system["lt-sft"]["metrics"] == next(r for r in first["records"] if r["system"] == "lt-sft" and r["seed"] == 0)["metrics"]
+
+
+def test_transfer_adds_a_method_to_cached_language_sfts_that_kept_no_phase1_difference(tiny_model_dir, shared_data, tmp_path):
+    runs = tmp_path / "runs"
+    common = ["transfer", "--targets", "ace", "--baselines", "", "--split", "valid", "--model", tiny_model_dir,
+              "--data-dir", shared_data, "--runs-dir", runs, "--preset", "smoke", "--json"]
+    run(*common, "--methods", "lt-sft", "--quiet")  # alone: no phase-1 difference is kept
+    both = run(*common, "--methods", "lt-sft,deftx")
+    assert {r["system"] for r in json.loads(both.stdout)["records"]} == {"lt-sft", "deftx"}
+    assert "language SFT ind (LT-SFT): cached" in both.stderr
+    assert "language SFT ind (DeFT-X): training" in both.stderr and "phase 1 shared" not in both.stderr
+    assert "step 4 of 8: [seed 0] language SFT ace (DeFT-X) ..." in both.stderr
 
 
 def test_transfer_task_budget_options(tiny_model_dir, shared_data, tmp_path):

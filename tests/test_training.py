@@ -9,7 +9,8 @@ from deftx.config import resolve_config
 from deftx.model import base_parameters, head_parameters, is_layer_norm, load_model, load_tokenizer, maskable_parameters, untie_output_embeddings
 from deftx.objectives import ClassificationObjective, MaskedLMObjective
 from deftx.sft import SparseDiff, compose, load_difference
-from deftx.training import choose_mask, train_sft
+from deftx.methods import DeftX
+from deftx.training import train_sft
 
 WORDS = "film ini sangat bagus jelek tidak saya suka makanan enak".split()
 
@@ -93,7 +94,7 @@ def test_phase1_difference_reproduces_the_selection(tiny_model_dir, tmp_path):
     result = train_sft(model, objective, cfg, manifest={"kind": "language"}, keep_phase1_diff=tmp_path / "d.safetensors")
     diffs, meta = load_difference(tmp_path / "d.safetensors")
     assert meta["base_fingerprint"] == result.sft.base_fingerprint
-    again = choose_mask(diffs, "deftx", cfg.k, rank_rule="energy:0.8")
+    again = DeftX(rank_rule="energy:0.8").select(diffs, cfg.k)
     for name, mask in result.selection.masks.items():
         assert torch.equal(again.masks[name], mask)
 

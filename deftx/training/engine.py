@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,9 @@ from torch import nn
 
 from deftx import __version__
 from deftx.config import TrainConfig
-from deftx.denoise import DenoiseInfo, denoise_difference, denoise_targets, matrix_type
+from deftx.methods import MaskSelection, method_of
 from deftx.model import fingerprint, full_name, maskable_parameters
 from deftx.objectives.base import Objective
-from deftx.selection import mask_overlap, select_top_k
 from deftx.sparsity import resolve_k
 from deftx.sft import SparseDiff, save_difference
 
@@ -38,79 +37,6 @@ def select_device(spec: str = "auto") -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(spec)
-
-
-# ---------------------------------------------------------------------------------- selection
-
-
-@dataclass
-class MaskSelection:
-    masks: dict[str, torch.Tensor]
-    k: int
-    maskable: int
-    method: str
-    denoise: list[DenoiseInfo] = field(default_factory=list)
-    overlap_with_magnitude: float | None = None
-
-    def event(self, rank_rule: str | None = None, tail_keep: float | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "method": self.method,
-            "k": self.k,
-            "maskable": self.maskable,
-            "density": self.k / self.maskable if self.maskable else 0.0,
-        }
-        if self.method == "deftx":
-            out.update(
-                rank_rule=rank_rule,
-                tail_keep=tail_keep,
-                denoise=[{**info.to_json(), "type": matrix_type(info.name)} for info in self.denoise],
-                overlap_with_magnitude=self.overlap_with_magnitude,
-            )
-        return out
-
-
-def choose_mask(
-    differences: dict[str, torch.Tensor],
-    method: str,
-    k: int | float | str,
-    *,
-    rank_rule: str = "energy:0.9",
-    tail_keep: float = 0.0,
-    include: Iterable[str] = ("*",),
-    exclude: Iterable[str] = (),
-    svd: str = "auto",
-    in_place: bool = False,
-    on_matrix: Callable[[DenoiseInfo], None] | None = None,
-) -> MaskSelection:
-    """The top-K mask over phase-1 differences, scored by ``method`` (``lt-sft``: |Delta|;
-    ``deftx``: |denoised Delta| for the 2-D matrices chosen by ``include``/``exclude``, |Delta| for
-    the rest). Scores are compared by magnitude chunk by chunk, so |Delta| is never materialised;
-    with ``in_place`` each denoised matrix overwrites its difference (no second copy)."""
-    maskable = sum(d.numel() for d in differences.values())
-    k_count = resolve_k(k, maskable)
-    magnitude = select_top_k(differences, k_count)
-    if method == "lt-sft":
-        return MaskSelection(magnitude, k_count, maskable, method)
-    if method != "deftx":
-        raise ValueError(f"no top-K selection for method {method!r}")
-    infos: list[DenoiseInfo] = []
-    scores = dict(differences)
-    targets = denoise_targets(((n, tuple(d.shape)) for n, d in differences.items()), include, exclude)
-    for name in targets:
-        denoised, info = denoise_difference(
-            differences[name], rank_rule, tail_keep, svd=svd, name=name
-        )
-        if in_place:
-            scores[name] = differences[name].copy_(denoised)
-            del denoised
-        else:
-            scores[name] = denoised
-        infos.append(info)
-        if on_matrix is not None:
-            on_matrix(info)
-    masks = select_top_k(scores, k_count)
-    overlap = mask_overlap(masks, magnitude)["fraction"]
-    return MaskSelection(masks, k_count, maskable, method, infos, overlap)
 
 
 # ---------------------------------------------------------------------------------- training
@@ -314,7 +240,8 @@ def train_sft(
     start = {name: p.detach().clone() for name, p in maskable.items()}
     dense_start = {name: p.detach().clone() for name, p in dense.items()}
     summary: dict[str, Any] = {"maskable": sum(p.numel() for p in maskable.values())}
-    if mask is None and config.method != "full-ft":
+    method = method_of(config)
+    if mask is None and method.sparse:
         k_count = resolve_k(config.k, summary["maskable"])  # a K that cannot work fails before any training
     selection: MaskSelection | None = None
     started = time.perf_counter()
@@ -332,20 +259,16 @@ def train_sft(
                  "kind": manifest.get("kind"), "language": manifest.get("language"), "seed": config.seed},
             )
             summary["phase1_diff"] = str(keep_phase1_diff)
-        if config.method == "full-ft":
+        if not method.sparse:
             sft = SparseDiff.from_difference(
                 {n: p.detach() for n, p in maskable.items()}, start, None,
                 head={n: p.detach() for n, p in dense.items()},
             )
             summary["k"] = sft.n_entries
             return _finish(sft, summary, None, config, manifest, base_fp, started, emit)
-        selection = choose_mask(
-            differences, config.method, k_count, rank_rule=config.rank_rule, tail_keep=config.tail_keep,
-            include=config.denoise_include, exclude=config.denoise_exclude, svd=config.svd,
-            in_place=True,
-        )
+        selection = method.select(differences, k_count, in_place=True)
         del differences
-        emit("selection", **selection.event(config.rank_rule, config.tail_keep))
+        emit("selection", **selection.event())
         masks = selection.masks
         with torch.no_grad():  # reset to the start point, the head too
             for name, p in maskable.items():
@@ -399,9 +322,7 @@ def _finish(
     summary["entries"] = sft.n_entries
     final_eval = (summary.get("phase2") or summary.get("phase1") or {}).get("eval")
     selection_info: dict[str, Any] = {"method": config.method, "k": summary["k"], "maskable": summary["maskable"]}
-    if config.method == "deftx":
-        selection_info.update(rank_rule=config.rank_rule, tail_keep=config.tail_keep,
-                              include=config.denoise_include, exclude=config.denoise_exclude)
+    selection_info.update(method_of(config).settings())
     if selection is not None and selection.denoise:
         selection_info["denoise"] = [info.to_json() for info in selection.denoise]
         selection_info["overlap_with_magnitude"] = selection.overlap_with_magnitude

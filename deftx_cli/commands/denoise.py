@@ -17,7 +17,7 @@ class Svd(str, Enum):
     full = "full"
 
 
-class SelectMethod(str, Enum):
+class SelectMethod(str, Enum):  # the methods that select entries
     deftx = "deftx"
     lt_sft = "lt-sft"
 
@@ -45,34 +45,32 @@ def denoise(
 
         deftx denoise --diff runs/<run>/phase1_diff.safetensors --k 0.03 --rank-rule energy:0.8 --out mask.safetensors
     """
-    from deftx.denoise import RankRule, check_tail_keep
+    from deftx.methods import get_method
     from deftx.sft import load_difference, save_mask
-    from deftx.training import choose_mask
 
-    RankRule.parse(rank_rule)
-    check_tail_keep(tail_keep)
+    config = get_method(method.value).from_config({
+        "rank_rule": rank_rule, "tail_keep": tail_keep, "denoise_include": include or ["*"],
+        "denoise_exclude": exclude or [], "svd": svd.value})
     path = diff / "phase1_diff.safetensors" if diff.is_dir() else diff
     differences, meta = load_difference(path)
     note(f"loaded {len(differences)} parameters from {path}")
-    selection = choose_mask(
-        differences, method.value, k, rank_rule=rank_rule, tail_keep=tail_keep,
-        include=include or ["*"], exclude=exclude or [], svd=svd.value, in_place=True,
-    )
+    selection = config.select(differences, k, in_place=True)
+    settings = selection.settings
     result = {
         "diff": str(path),
-        "method": method.value,
+        "method": config.name,
         "k": selection.k,
         "maskable": selection.maskable,
         "density": selection.k / selection.maskable,
-        "rank_rule": rank_rule if method == SelectMethod.deftx else None,
-        "tail_keep": tail_keep if method == SelectMethod.deftx else None,
+        "rank_rule": settings.get("rank_rule"),
+        "tail_keep": settings.get("tail_keep"),
         "overlap_with_magnitude": selection.overlap_with_magnitude,
-        "matrices": [info.to_json() for info in selection.denoise],
+        "matrices": [info.to_json() for info in selection.denoise or []],
         "mask": str(out) if out else None,
     }
     if out is not None:
         save_mask(out, selection.masks, {
-            **selection.event(result["rank_rule"], result["tail_keep"]),
+            **selection.event(),
             "base_fingerprint": meta.get("base_fingerprint"), "base_model": meta.get("base_model"),
             "source_diff": str(path),
         })

@@ -38,17 +38,15 @@ def results(
         deftx results --runs-dir runs/nusax --split test --languages ace,ban,bjn,mad,min
     """
     from deftx.errors import InputNotFoundError
-    from deftx.runs import atomic_write_bytes, read_results
+    from deftx.results import build_pivots, read_records
+    from deftx.runs import atomic_write_bytes
 
-    from deftx_cli.tui.compare import build_pivots, tables_to_csv, to_json, to_markdown
+    from deftx_cli.tables import tables_to_csv, to_json, to_markdown
 
     if not runs_dir.is_dir():
         raise InputNotFoundError(f"no runs directory {runs_dir}", "pass --runs-dir (where 'deftx transfer' wrote its runs)")
-    records = read_results(runs_dir)
     wanted_languages = split_list(languages)
-    if wanted_languages:
-        records = [r for r in records if r.get("language") in wanted_languages]
-    pivots, skipped = build_pivots(records)
+    pivots, skipped = build_pivots(read_records(runs_dir, wanted_languages))
     if task is not None:
         pivots = [p for p in pivots if p.key.task == task]
     if split is not None:

@@ -9,6 +9,15 @@ import typer
 
 from deftx_cli.options import DataDirOpt, JsonOpt, ModelOpt, Preset, PresetOpt, QuietOpt, RunsDirOpt, split_list
 from deftx_cli.output import TrainingProgress, handle_errors, note, print_json, stdout
+from deftx_cli.tui.format import format_duration
+
+
+def _show_step(index: int, total: int, step, eta: float | None) -> None:
+    """``step 3 of 9: [seed 0] language SFT ace (DeFT-X) ...`` and the time left, on stderr."""
+    if step.cached:
+        return
+    left = f" (about {format_duration(eta)} left in all)" if eta is not None else ""
+    note(f"step {index} of {total}: {step.label} ...{left}")
 
 
 @handle_errors
@@ -46,7 +55,10 @@ def transfer(
 
         deftx transfer --targets ace --preset quick --data-dir ../shared/data --model ../shared/models/me5-small-mlm
     """
-    from deftx.transfer import TransferPlan, results_table, run_transfer
+    from deftx.results import build_pivots
+    from deftx.transfer import TransferPlan, run_transfer
+
+    from deftx_cli.tables import to_document, to_rich
 
     overrides_lang = {k: v for k, v in {"k": k_lang, "rank_rule": rank_rule, "tail_keep": tail_keep}.items() if v is not None}
     overrides_task = {k: v for k, v in {"k": k_task, "rank_rule": rank_rule, "tail_keep": tail_keep,
@@ -61,31 +73,12 @@ def transfer(
         plan, model=model, data_dir=data_dir, runs_dir=runs_dir,
         notify=(lambda m: None) if quiet else note,
         callbacks_for=lambda label: [TrainingProgress(label, quiet=quiet)],
+        on_step=None if quiet else _show_step,
     )
-    table = results_table(records)
+    pivots, _ = build_pivots(records)
     if as_json:
-        print_json({"table": table, "records": records})
+        print_json({"tables": to_document(pivots), "records": records})
         return
-    from rich.table import Table
-
-    names = {"lt-sft": "LT-SFT", "deftx": "DeFT-X", "no-lang-sft": "no lang SFT", "full-ft": "full FT"}
-    out = Table(title=f"{plan.task} zero-shot from {plan.source_lang} ({table['metric']}, {plan.split}, seeds {', '.join(map(str, plan.seeds))})")
-    out.add_column("language")
-    for system in table["systems"]:
-        out.add_column(names.get(system, system), justify="right")
-    if {"lt-sft", "deftx"} <= set(table["systems"]):
-        out.add_column("DeFT-X - LT-SFT", justify="right")
-
-    def cell(c):
-        if c["mean"] is None:
-            return "-"
-        text = f"{100 * c['mean']:.1f}"
-        return text + (f" ± {100 * c['std']:.1f}" if c["std"] else "")
-
-    for row in [*table["rows"], table["average"]]:
-        cells = [cell(row[s]) for s in table["systems"]]
-        if {"lt-sft", "deftx"} <= set(table["systems"]) and row["deftx"]["mean"] is not None:
-            cells.append(f"{100 * (row['deftx']['mean'] - row['lt-sft']['mean']):+.1f}")
-        out.add_row(row["language"], *cells, end_section=row is table["rows"][-1])
-    stdout.print(out)
+    for pivot in pivots:
+        stdout.print(to_rich(pivot))
     note(f"runs and results in {runs_dir} (open the dashboard: deftx tui --runs-dir {runs_dir})")

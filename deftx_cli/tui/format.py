@@ -11,47 +11,11 @@ from datetime import datetime, timezone
 from pathlib import PurePath
 from typing import Any
 
+from deftx.results import SYSTEM_LABELS, as_dict, as_float, as_int, as_str  # noqa: F401 (re-exported to the dashboard)
+
 DASH = "—"
 
-METHOD_LABELS = {
-    "lt-sft": "LT-SFT",
-    "deftx": "DeFT-X",
-    "full-ft": "full FT",
-    "no-lang-sft": "no lang SFT",
-}
-
-
-def as_float(value: Any) -> float | None:
-    """A finite float, or ``None`` (booleans, strings, NaN and infinities are not numbers here)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    out = float(value)
-    return out if math.isfinite(out) else None
-
-
-def as_int(value: Any) -> int | None:
-    """An int (a float with an integral value counts), or ``None``."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
-    return None
-
-
-def as_str(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    return None
-
-
-def as_dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
+METHOD_LABELS = SYSTEM_LABELS  # methods and baselines, as columns and rows show them
 
 
 def method_label(method: Any) -> str:

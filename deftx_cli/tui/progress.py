@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from deftx.results import PRIMARY_METRICS, higher_is_better, pick_metric
 from deftx.runs import RunInfo, parse_iso
 
 from deftx_cli.tui.format import (
@@ -33,24 +34,6 @@ from deftx_cli.tui.format import (
 
 Clock = Callable[[], float]
 """Seconds since the epoch; ``time.time`` in the app, a constant in tests."""
-
-# Metrics where higher is better, in the order one is picked as "the" metric of a run.
-PRIMARY_METRICS = ("macro_f1", "f1", "accuracy", "acc")
-LOWER_IS_BETTER = re.compile(r"loss|perplexity|ppl|error", re.IGNORECASE)
-
-
-def higher_is_better(metric: str) -> bool:
-    return not LOWER_IS_BETTER.search(metric)
-
-
-def pick_metric(names: Iterable[str]) -> str | None:
-    """The metric to show for a run: macro-F1, then F1, then accuracy, then the first one."""
-    names = list(names)
-    for name in PRIMARY_METRICS:
-        if name in names:
-            return name
-    return names[0] if names else None
-
 
 @dataclass
 class _PhaseRate:

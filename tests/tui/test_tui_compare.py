@@ -9,17 +9,8 @@ from statistics import fmean, stdev
 import pytest
 import tui_fixtures as F
 
-from deftx_cli.tui.compare import (
-    TableKey,
-    build_pivots,
-    collect,
-    column_labels,
-    export_stem,
-    format_cell,
-    format_delta,
-    to_csv,
-    to_markdown,
-)
+from deftx.results import TableKey, build_pivots, collect
+from deftx_cli.tables import column_labels, export_stem, format_cell, format_delta, to_csv, to_markdown
 
 
 def rec(system, lang, seed, value, **kw):

@@ -10,10 +10,12 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Select, Static
 
+from deftx.results import Pivot, TableKey, build_pivots
 from deftx.runs import atomic_write_bytes
 
-from deftx_cli.tui.compare import Pivot, TableKey, build_pivots, caption, export_stem, to_csv, to_markdown
+from deftx_cli.tables import caption, export_stem, table_title, to_csv, to_markdown
 from deftx_cli.tui.messages import ComparisonExported, ReadFailed, ResultsLoaded
+from deftx_cli.tui.polling import FilePoller
 from deftx_cli.tui.watch import read_results_safely
 from deftx_cli.tui.widgets.compare_table import BETTER_MARK, CompareTable
 
@@ -37,7 +39,7 @@ class CompareScreen(Screen):
         self.current: TableKey | None = None
         self.loads = 0  # completed loads (tests wait on it)
         self._signature: object = None
-        self._reading = False
+        self._poller: FilePoller | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -51,25 +53,15 @@ class CompareScreen(Screen):
         self.sub_title = f"compare · {self.app.runs_dir}"
         self.query_one("#table-select", Select).display = False
         self.query_one("#compare-caption", Static).update(Text("Reading results…", style="dim"))
-        self.set_interval(max(RELOAD_SECONDS, self.app.poll_interval), self.reload)
-        self.reload()
+        self._poller = FilePoller(self, self._read, what="results", group="compare-read")
+        self._poller.start(max(RELOAD_SECONDS, self.app.poll_interval))
 
     def reload(self) -> None:
-        if self._reading or not self.is_current:
-            return
-        self._reading = True
-        self.run_worker(self._read, thread=True, group="compare-read", exit_on_error=False)
+        if self._poller is not None:
+            self._poller.poll()
 
-    def _read(self) -> None:
-        """Worker thread: reads every results.json and posts them."""
-        try:
-            records, unreadable = read_results_safely(self.app.runs_dir)
-        except Exception as exc:
-            self.post_message(ReadFailed("results", f"{type(exc).__name__}: {exc}"))
-        else:
-            self.post_message(ResultsLoaded(records, unreadable))
-        finally:
-            self._reading = False
+    def _read(self) -> list[ResultsLoaded]:
+        return [ResultsLoaded(*read_results_safely(self.app.runs_dir))]
 
     def on_results_loaded(self, message: ResultsLoaded) -> None:
         self.loads += 1
@@ -84,7 +76,7 @@ class CompareScreen(Screen):
             self.current = keys[0] if keys else None
         select = self.query_one("#table-select", Select)
         with self.prevent(Select.Changed):
-            select.set_options([(p.key.label, p.key) for p in self.pivots])
+            select.set_options([(table_title(p.key), p.key) for p in self.pivots])
             if self.current is not None:
                 select.value = self.current
         select.display = len(self.pivots) > 1
@@ -121,7 +113,7 @@ class CompareScreen(Screen):
         if len(self.pivots) > 1:  # the selector above names the table
             head.append(f"{self.pivots.index(pivot) + 1}/{len(self.pivots)} · ", style="dim")
         else:
-            head.append(pivot.key.label + "\n", style="bold")
+            head.append(table_title(pivot.key) + "\n", style="bold")
         head.append(caption(pivot), style="dim")
         caption_widget.update(head)
         lines = Text(f"{BETTER_MARK} better of LT-SFT and DeFT-X · {pivot.results} results", style="dim")

@@ -7,12 +7,14 @@ from pathlib import Path
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
 from deftx_cli.tui.denoise_summary import GROUPINGS
 from deftx_cli.tui.format import DASH, format_number
 from deftx_cli.tui.messages import MetricsAppended, ReadFailed, ResultLoaded, RunRecordChanged, RunUpdated
+from deftx_cli.tui.polling import FilePoller
 from deftx_cli.tui.progress import RunRow
 from deftx_cli.tui.series import RunSeries
 from deftx_cli.tui.watch import RunFollower
@@ -41,7 +43,7 @@ class LiveScreen(Screen):
         self.grouping = "type"
         self.polls = 0  # completed polls (tests wait on it)
         self._follower: RunFollower | None = None
-        self._reading = False
+        self._poller: FilePoller | None = None
         self._last_failure: str | None = None
 
     def compose(self) -> ComposeResult:
@@ -62,31 +64,24 @@ class LiveScreen(Screen):
         self.query_one(RunDetail).show(None, f"Reading {self.run_path.name}…")
         self._follower = RunFollower(self.run_path, self.app.clock)
         self.query_one(LossChart).replot(self.series)
-        self.set_interval(self.app.poll_interval, self.poll)
-        self.poll()
+        self._poller = FilePoller(self, self._follow, what=f"run {self.run_path.name}", group="live-follow")
+        self._poller.start(self.app.poll_interval)
 
     def poll(self) -> None:
-        if self._reading or self._follower is None or not self.is_current:
-            return
-        self._reading = True
-        self.run_worker(self._follow, thread=True, group="live-follow", exit_on_error=False)
+        if self._poller is not None:
+            self._poller.poll()
 
-    def _follow(self) -> None:
-        """Worker thread: reads the new bytes of the run's files and posts what they held."""
-        try:
-            update = self._follower.poll()
-        except Exception as exc:  # keep following even if one read goes wrong
-            self._reading = False
-            self.post_message(ReadFailed(f"run {self.run_path.name}", f"{type(exc).__name__}: {exc}"))
-            return
-        self._reading = False  # before posting, so a handler may start the next read
+    def _follow(self) -> list[Message]:
+        """The new bytes of the run's files, as the messages they make."""
+        update = self._follower.poll()
+        messages: list[Message] = []
         if update.info is not None:
-            self.post_message(RunRecordChanged(update.info))
+            messages.append(RunRecordChanged(update.info))
         if update.batch is not None:
-            self.post_message(MetricsAppended(update.batch, update.bad_lines))
+            messages.append(MetricsAppended(update.batch, update.bad_lines))
         if update.result is not None:
-            self.post_message(ResultLoaded(update.result))
-        self.post_message(RunUpdated(update.row, update.behind))
+            messages.append(ResultLoaded(update.result))
+        return [*messages, RunUpdated(update.row, update.behind)]
 
     # -- handlers: the only place widgets change ------------------------------------------------
 

@@ -8,6 +8,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header
 
 from deftx_cli.tui.messages import ReadFailed, RunsRefreshed
+from deftx_cli.tui.polling import FilePoller
 from deftx_cli.tui.progress import RunRow
 from deftx_cli.tui.screens.compare import CompareScreen
 from deftx_cli.tui.screens.live import LiveScreen
@@ -28,7 +29,7 @@ class RunsScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self._scanner: RunsScanner | None = None
-        self._reading = False
+        self._poller: FilePoller | None = None
         self._last_failure: str | None = None
         self.rows: list[RunRow] = []
         self.scans = 0  # completed scans (tests wait on it)
@@ -43,29 +44,18 @@ class RunsScreen(Screen):
         self.sub_title = f"runs · {self.app.runs_dir}"
         self._scanner = RunsScanner(self.app.runs_dir, self.app.clock)
         self.query_one(RunDetail).show(None, "Reading runs…")
-        self.set_interval(self.app.poll_interval, self.poll)
-        self.poll()
+        self._poller = FilePoller(self, self._scan, what="runs directory", group="runs-scan")
+        self._poller.start(self.app.poll_interval)
 
     def on_screen_resume(self) -> None:
         self.poll()
 
     def poll(self) -> None:
-        """Start a read of the runs directory unless one is under way or another view is on top."""
-        if self._reading or self._scanner is None or not self.is_current:
-            return
-        self._reading = True
-        self.run_worker(self._scan, thread=True, group="runs-scan", exit_on_error=False)
+        if self._poller is not None:
+            self._poller.poll()
 
-    def _scan(self) -> None:
-        """Worker thread: reads files only, then posts what it found."""
-        try:
-            rows = self._scanner.scan()
-        except Exception as exc:  # never let a strange file system take the dashboard down
-            self._reading = False
-            self.post_message(ReadFailed("runs directory", f"{type(exc).__name__}: {exc}"))
-        else:
-            self._reading = False  # before posting, so the handler may start the next read
-            self.post_message(RunsRefreshed(rows, self._scanner.behind))
+    def _scan(self) -> list[RunsRefreshed]:
+        return [RunsRefreshed(self._scanner.scan(), self._scanner.behind)]
 
     def on_runs_refreshed(self, message: RunsRefreshed) -> None:
         self.rows = message.rows

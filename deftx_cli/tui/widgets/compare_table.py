@@ -5,7 +5,9 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import DataTable
 
-from deftx_cli.tui.compare import Pivot, column_labels, format_cell, format_delta
+from deftx.results import Pivot
+
+from deftx_cli.tables import column_labels, format_cell, format_delta
 
 BETTER_STYLE = "bold green"
 BETTER_MARK = "*"

@@ -1,7 +1,8 @@
-"""The comparison table: evaluation results pivoted as languages x systems, over seeds.
+"""Evaluation results pivoted as languages x systems, over seeds: the comparison table.
 
-Pure and torch-free (the compare view draws it; tests check the arithmetic against hand-computed
-values). Input is the list of ``results.json`` records that :func:`deftx.runs.read_results` returns.
+Pure and torch-free: ``deftx transfer``, ``deftx results`` and the dashboard's compare view all
+build their tables here, and only format them differently (``deftx_cli.tables``). Input is the list
+of ``results.json`` records that :func:`read_records` returns.
 
 * One table per (task, base model, split, metric, training preset).
 * A cell is one (target language, system): the mean over seeds, the sample standard deviation
@@ -20,26 +21,88 @@ values). Input is the list of ``results.json`` records that :func:`deftx.runs.re
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from statistics import fmean, stdev
 from typing import Any
 
-from deftx.runs import SYSTEMS, parse_iso, slug
+import math
+import re
+from pathlib import Path
 
-from deftx_cli.tui.format import DASH, METHOD_LABELS, as_dict, as_float, as_int, as_str, model_label
-from deftx_cli.tui.progress import higher_is_better, pick_metric
+from deftx.methods import METHODS, SPARSE_METHODS
+from deftx.runs import parse_iso, read_results
 
-PAIR = ("lt-sft", "deftx")  # the two methods compared head to head
-BASELINES = ("no-lang-sft", "full-ft")
+PAIR = ("lt-sft", "deftx")  # the two methods compared head to head: Delta = DeFT-X - LT-SFT
+BASELINE_LABELS = {"no-lang-sft": "no lang SFT", "full-ft": METHODS["full-ft"].label}
+SYSTEM_LABELS = {**{name: METHODS[name].label for name in SPARSE_METHODS}, **BASELINE_LABELS}
+SYSTEMS = tuple(SYSTEM_LABELS)  # the known systems, in column order
 DELTA_LABEL = "Δ"
+
+# Metrics where higher is better, in the order one is picked as "the" metric of a run.
+PRIMARY_METRICS = ("macro_f1", "f1", "accuracy", "acc")
+LOWER_IS_BETTER = re.compile(r"loss|perplexity|ppl|error", re.IGNORECASE)
 
 
 def system_label(system: str) -> str:
-    return METHOD_LABELS.get(system, system)
+    return SYSTEM_LABELS.get(system, system)
+
+
+def higher_is_better(metric: str) -> bool:
+    return not LOWER_IS_BETTER.search(metric)
+
+
+def pick_metric(names: Iterable[str]) -> str | None:
+    """The metric to show for a run: macro-F1, then F1, then accuracy, then the first one."""
+    names = list(names)
+    for name in PRIMARY_METRICS:
+        if name in names:
+            return name
+    return names[0] if names else None
+
+
+# Tolerant reading: whatever a JSON file held (strings where numbers belong, null, NaN) becomes a
+# value of the wanted type or None, never an exception.
+
+
+def as_float(value: Any) -> float | None:
+    """A finite float, or ``None`` (booleans, strings, NaN and infinities are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    out = float(value)
+    return out if math.isfinite(out) else None
+
+
+def as_int(value: Any) -> int | None:
+    """An int (a float with an integral value counts), or ``None``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return None
+
+
+def as_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def read_records(runs_dir: Path, languages: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """The result records under a runs directory; with ``languages``, those of these targets only."""
+    records = read_results(Path(runs_dir))
+    wanted = set(languages)
+    return [r for r in records if r.get("language") in wanted] if wanted else records
 
 
 @dataclass(frozen=True, order=True)
@@ -51,11 +114,6 @@ class TableKey:
     split: str
     metric: str
     preset: str = ""  # the task SFTs' training preset ("" when the records do not say)
-
-    @property
-    def label(self) -> str:
-        preset = f" · preset {self.preset}" if self.preset else ""
-        return f"{self.task} · {model_label(self.base_model)} · {self.split} · {self.metric}{preset}"
 
 
 Variant = tuple[tuple[str, str], ...]  # sorted (setting, value) pairs of one result's settings
@@ -294,148 +352,3 @@ def build_pivots(records: Iterable[dict[str, Any]]) -> tuple[list[Pivot], list[s
     pivots = [build_pivot(key, points) for key in sorted({p.key for p in points})]
     pivots.sort(key=lambda pivot: -pivot.results)  # stable: ties stay in key order
     return pivots, skipped
-
-
-# ----------------------------------------------------------------------------------------------
-# formatting
-
-
-def format_value(value: float | None, scale: float) -> str:
-    if value is None:
-        return DASH
-    return f"{value * scale:.1f}" if scale != 1.0 else f"{value:.4g}"
-
-
-def format_cell(cell: Cell | None, scale: float) -> str:
-    """``69.1±1.2 (3)``; a single seed has no spread: ``69.1 (1)``."""
-    if cell is None:
-        return DASH
-    text = format_value(cell.mean, scale)
-    if cell.std is not None:
-        text += f"±{format_value(cell.std, scale)}"
-    return f"{text} ({cell.n})"
-
-
-def format_delta(delta: float | None, scale: float) -> str:
-    if delta is None:
-        return DASH
-    text = format_value(abs(delta), scale)
-    if float(text) == 0:
-        return text
-    return ("+" if delta > 0 else "−") + text
-
-
-def column_labels(pivot: Pivot) -> list[tuple[str, str]]:
-    """``(column key, header)`` for every column after the language column."""
-    out = []
-    for system in pivot.systems:
-        out.append((system, pivot.labels.get(system) or system_label(system)))
-        if system == "deftx":
-            out.append(("delta", DELTA_LABEL))
-    return out
-
-
-def caption(pivot: Pivot) -> str:
-    scale = " ×100" if pivot.scale == 100.0 else ""
-    direction = "" if pivot.higher_is_better else " (lower is better)"
-    return f"{pivot.key.metric}{scale}{direction} · mean±std over seeds (n) · {DELTA_LABEL} = DeFT-X − LT-SFT"
-
-
-def to_markdown(pivot: Pivot) -> str:
-    """A GitHub Markdown table; the better of LT-SFT and DeFT-X in bold."""
-    columns = column_labels(pivot)
-    lines = [
-        f"### {pivot.key.task} · {model_label(pivot.key.base_model)} · {pivot.key.split}"
-        + (f" · preset {pivot.key.preset}" if pivot.key.preset else ""),
-        "",
-        f"{caption(pivot)} · **bold** = better of LT-SFT and DeFT-X.",
-        "",
-        "| Language | " + " | ".join(header for _, header in columns) + " |",
-        "|---|" + "---:|" * len(columns),
-    ]
-    for row in pivot.all_rows():
-        label = f"**{row.label}**" if row.is_average else row.label
-        cells = []
-        for column, _ in columns:
-            if column == "delta":
-                cells.append(format_delta(row.delta, pivot.scale))
-                continue
-            text = format_cell(row.cells.get(column), pivot.scale)
-            cells.append(f"**{text}**" if row.better == column else text)
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    for note in pivot.notes:
-        lines += ["", f"Note: {note}."]
-    return "\n".join(lines) + "\n"
-
-
-def to_json(pivots: list[Pivot]) -> str:
-    """The tables as a JSON document: raw values (not scaled), mean/std/n per system and language."""
-
-    def cell(c: Cell | None) -> dict[str, Any] | None:
-        return None if c is None else {"mean": c.mean, "std": c.std, "n": c.n}
-
-    document = [
-        {
-            "task": pivot.key.task, "base_model": pivot.key.base_model, "split": pivot.key.split,
-            "metric": pivot.key.metric, "preset": pivot.key.preset or None, "results": pivot.results,
-            "systems": {s: pivot.labels.get(s) or system_label(s) for s in pivot.systems},
-            "columns": [header for _, header in column_labels(pivot)],
-            "rows": [
-                {"language": "average" if row.is_average else row.label,
-                 "cells": {s: cell(row.cells.get(s)) for s in pivot.systems},
-                 "delta_deftx_minus_lt_sft": row.delta, "better": row.better}
-                for row in pivot.all_rows()
-            ],
-            "notes": pivot.notes,
-        }
-        for pivot in pivots
-    ]
-    return json.dumps(document, indent=2) + "\n"
-
-
-def to_csv(pivot: Pivot) -> str:
-    """One row per language plus ``average``; raw values (not scaled), mean/std/n per system."""
-    return tables_to_csv([pivot])
-
-
-def tables_to_csv(pivots: list[Pivot]) -> str:
-    """Several tables in one CSV: the union of their systems as columns (empty where a table has none)."""
-    systems: list[str] = []
-    for pivot in pivots:
-        systems += [s for s in pivot.systems if s not in systems]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    header = ["task", "base_model", "split", "metric", "preset", "language"]
-    for system in systems:
-        header += [f"{system}_mean", f"{system}_std", f"{system}_n"]
-    header += ["delta_deftx_minus_lt-sft", "better"]
-    writer.writerow(header)
-
-    def number(value: float | None) -> str:
-        return "" if value is None else f"{value:.6g}"
-
-    for pivot in pivots:
-        for row in pivot.all_rows():
-            line = [pivot.key.task, pivot.key.base_model, pivot.key.split, pivot.key.metric, pivot.key.preset]
-            line.append("average" if row.is_average else row.label)
-            for system in systems:
-                cell = row.cells.get(system)
-                line += [number(cell.mean), number(cell.std), str(cell.n)] if cell else ["", "", ""]
-            line += [number(row.delta), row.better or ""]
-            writer.writerow(line)
-    return out.getvalue()
-
-
-def export_stem(key: TableKey, keys: Iterable[TableKey]) -> str:
-    """``compare-<task>``, with the model, split and metric added only when needed to tell tables apart."""
-    others = [k for k in keys if k != key and k.task == key.task]
-    parts = ["compare", key.task]
-    if any(k.base_model != key.base_model for k in others):
-        parts.append(model_label(key.base_model))
-    if any(k.split != key.split for k in others):
-        parts.append(key.split)
-    if any(k.metric != key.metric for k in others):
-        parts.append(key.metric)
-    if key.preset and any(k.preset != key.preset for k in others):
-        parts.append(key.preset)
-    return slug(*parts)

@@ -1,0 +1,31 @@
+"""The one comparison table of deftx.results, as transfer, results and the compare view read it."""
+
+import json
+
+from deftx.results import build_pivots, read_records
+
+
+def record(system, language, seed, value, run_id=None):
+    return {"task": "nusax-senti", "base_model": "m", "split": "test", "metric": "macro_f1", "system": system,
+            "language": language, "seed": seed, "metrics": {"macro_f1": value}, "run_id": run_id or f"{system}-{language}-{seed}"}
+
+
+def test_one_seed_has_no_spread_and_the_average_row_is_over_language_means():
+    records = [record("lt-sft", "ace", 0, 0.5), record("deftx", "ace", 0, 0.6),
+               record("lt-sft", "ban", 0, 0.3), record("lt-sft", "ban", 1, 0.4), record("deftx", "ban", 0, 0.2)]
+    [pivot], skipped = build_pivots(records)
+    assert not skipped
+    rows = {row.label: row for row in pivot.rows}
+    assert rows["ace"].cells["lt-sft"].std is None and rows["ace"].cells["lt-sft"].n == 1
+    assert abs(rows["ban"].cells["lt-sft"].mean - 0.35) < 1e-12 and rows["ban"].cells["lt-sft"].std > 0
+    assert abs(pivot.average.cells["lt-sft"].mean - (0.5 + 0.35) / 2) < 1e-12
+    assert abs(rows["ace"].delta - 0.1) < 1e-12 and rows["ace"].better == "deftx"
+    assert abs(pivot.average.delta - (0.1 + (0.2 - 0.35)) / 2) < 1e-12
+
+
+def test_read_records_keeps_the_languages_asked_for(tmp_path):
+    for r in (record("lt-sft", "ace", 0, 0.5), record("lt-sft", "ban", 0, 0.3)):
+        (tmp_path / r["run_id"]).mkdir()
+        (tmp_path / r["run_id"] / "results.json").write_text(json.dumps(r))
+    assert {r["language"] for r in read_records(tmp_path)} == {"ace", "ban"}
+    assert [r["language"] for r in read_records(tmp_path, ["ban"])] == ["ban"]

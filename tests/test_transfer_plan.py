@@ -1,0 +1,168 @@
+"""The transfer planner and executor without training: which steps run, which come from the cache."""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from deftx.errors import DeftxError
+from deftx.transfer import TransferPlan, execute, plan_steps
+
+RUNS = Path("runs")
+
+
+@dataclass
+class FakeRuns:
+    """The runs directory as the planner sees it: finished runs, and kept phase-1 differences."""
+
+    done: set[str] = field(default_factory=set)
+    diffs: set[str] = field(default_factory=set)
+
+    def finished(self, run_id, needs):
+        return run_id in self.done
+
+    def has_phase1_diff(self, run_id):
+        return run_id in self.diffs
+
+
+def plan(**kw):
+    kw.setdefault("targets", ["ace"])
+    kw.setdefault("preset", "smoke")
+    kw.setdefault("baselines", [])
+    return TransferPlan(task="nusax-senti", **kw)
+
+
+def steps_of(p, runs=None):
+    return plan_steps(p, model="m", runs_dir=RUNS, state=runs or FakeRuns())
+
+
+def by_label(steps):
+    return {s.label: s for s in steps}
+
+
+def all_done(steps, diffs=True):
+    return FakeRuns(done={s.run_id for s in steps},
+                    diffs={s.run_id for s in steps if s.keep_phase1_diff} if diffs else set())
+
+
+def test_a_fresh_experiment_shares_phase_one_and_runs_every_step():
+    steps = steps_of(plan(methods=["lt-sft", "deftx"], baselines=["no-lang-sft", "full-ft"]))
+    assert [s.kind for s in steps] == ["language"] * 4 + ["task"] * 3 + ["evaluation"] * 4
+    assert not any(s.cached for s in steps)
+    s = by_label(steps)
+    lt, dx = s["[seed 0] language SFT ace (LT-SFT)"], s["[seed 0] language SFT ace (DeFT-X)"]
+    assert lt.keep_phase1_diff and lt.mask_from is None
+    assert dx.mask_from == lt.run_id and not dx.keep_phase1_diff
+    assert s["[seed 0] task SFT smsa/ind (DeFT-X)"].lang_sft == s["[seed 0] language SFT ind (DeFT-X)"].run_id
+    assert s["[seed 0] task SFT smsa/ind (full FT)"].lang_sft is None
+    no_lang = s["[seed 0] nusax-senti/ace no-lang-sft"]
+    assert no_lang.lang_sft is None and no_lang.task_sft == s["[seed 0] task SFT smsa/ind (LT-SFT)"].run_id
+    assert len({s.run_id for s in steps}) == len(steps)
+
+
+def test_one_method_keeps_no_phase_one_difference():
+    steps = steps_of(plan(methods=["lt-sft"]))
+    assert not any(s.keep_phase1_diff or s.mask_from for s in steps)
+
+
+def test_a_method_added_later_trains_phase_one_itself_when_no_difference_was_kept():
+    before = steps_of(plan(methods=["lt-sft"]))
+    after = steps_of(plan(methods=["lt-sft", "deftx"]), all_done(before, diffs=False))
+    s = by_label(after)
+    assert s["[seed 0] language SFT ace (LT-SFT)"].cached and s["[seed 0] language SFT ind (LT-SFT)"].cached
+    assert s["[seed 0] language SFT ace (LT-SFT)"].run_id == by_label(before)["[seed 0] language SFT ace (LT-SFT)"].run_id
+    dx = s["[seed 0] language SFT ace (DeFT-X)"]
+    assert not dx.cached and dx.mask_from is None
+
+
+def test_a_kept_phase_one_difference_is_shared_by_the_next_method():
+    first = steps_of(plan(methods=["lt-sft", "deftx"]))
+    runs = all_done(first)
+    for step in first:  # only the LT-SFT language SFTs (and their differences) survived
+        if "LT-SFT" not in step.label or step.kind != "language":
+            runs.done.discard(step.run_id)
+    again = by_label(steps_of(plan(methods=["lt-sft", "deftx"]), runs))
+    lt = again["[seed 0] language SFT ace (LT-SFT)"]
+    assert lt.cached and again["[seed 0] language SFT ace (DeFT-X)"].mask_from == lt.run_id
+
+
+def test_seeds_added_later_reuse_the_first_seeds_steps():
+    one = steps_of(plan(methods=["lt-sft", "deftx"], seeds=[0]))
+    two = steps_of(plan(methods=["lt-sft", "deftx"], seeds=[0, 1]), all_done(one))
+    assert [s.run_id for s in two if s.seed == 0] == [s.run_id for s in one]
+    assert all(s.cached for s in two if s.seed == 0) and not any(s.cached for s in two if s.seed == 1)
+
+
+def test_a_shared_language_seed_trains_each_language_sft_once():
+    steps = steps_of(plan(methods=["lt-sft", "deftx"], seeds=[0, 1, 2], lang_seed=0))
+    assert len([s for s in steps if s.kind == "language"]) == 4
+    assert len([s for s in steps if s.kind == "task"]) == 6
+    assert {s.seed for s in steps if s.kind == "language"} == {0}
+
+
+def test_a_deftx_only_setting_changes_only_deftx_steps():
+    base = plan(methods=["lt-sft", "deftx"], baselines=["no-lang-sft", "full-ft"])
+    ablation = plan(methods=["lt-sft", "deftx"], baselines=["no-lang-sft", "full-ft"],
+                    lang_overrides={"rank_rule": "energy:0.5"}, task_overrides={"rank_rule": "energy:0.5"})
+    a, b = by_label(steps_of(base)), by_label(steps_of(ablation))
+    for label in a:
+        same = a[label].run_id == b[label].run_id
+        assert same == ("DeFT-X" not in label and "deftx" not in label), label
+
+
+def test_a_setting_every_method_reads_changes_every_step():
+    a = steps_of(plan(methods=["lt-sft", "deftx"]))
+    b = steps_of(plan(methods=["lt-sft", "deftx"], lang_overrides={"k": 0.01}))
+    assert not {s.run_id for s in a} & {s.run_id for s in b}
+
+
+@pytest.mark.parametrize("change,needle", [
+    (dict(methods=["lt-sft", "full-ft"]), "methods"),
+    (dict(methods=["lt-sfts"]), "methods"),
+    (dict(baselines=["no-lang"]), "baseline"),
+    (dict(split="dev"), "split"),
+])
+def test_unknown_names_are_refused_before_anything_runs(change, needle):
+    with pytest.raises(DeftxError, match=needle):
+        steps_of(plan(**change))
+
+
+def test_the_executor_clears_what_a_failed_step_left_and_reports_progress(tmp_path):
+    p = plan(methods=["lt-sft", "deftx"])
+    steps = plan_steps(p, model="m", runs_dir=tmp_path)
+    dx = next(s for s in steps if s.label == "[seed 0] language SFT ace (DeFT-X)")
+    leftover_mask = tmp_path / f".mask-{dx.run_id}.safetensors"
+    leftover_mask.write_bytes(b"half a mask")
+    (tmp_path / dx.run_id).mkdir()
+    (tmp_path / dx.run_id / "metrics.jsonl").write_text('{"event": "phase"}\n')
+    seen, progress = [], []
+
+    def fake_step(plan, step, *, runs_dir, **_):
+        assert not (runs_dir / step.run_id).exists() and not (runs_dir / f".mask-{step.run_id}.safetensors").exists()
+        seen.append(step.run_id)
+        if step.kind == "evaluation":
+            return {"metric": "macro_f1", "metrics": {"macro_f1": 0.5}, "system": step.system, "language": step.language}
+        return None
+
+    records = execute(p, steps, model="m", data_dir=None, runs_dir=tmp_path, run_step=fake_step,
+                      on_step=lambda i, n, step, eta: progress.append((i, n, step.label, eta)))
+    assert seen == [s.run_id for s in steps] and not leftover_mask.exists()
+    assert [(i, n) for i, n, _, _ in progress] == [(i + 1, len(steps)) for i in range(len(steps))]
+    assert progress[0][3] is None and all(eta is not None and eta >= 0 for *_, eta in progress[1:])
+    assert [r["system"] for r in records] == ["lt-sft", "deftx"]
+
+
+def test_the_executor_reads_cached_results_and_skips_cached_steps(tmp_path):
+    p = plan(methods=["lt-sft"])
+    steps = plan_steps(p, model="m", runs_dir=tmp_path, state=FakeRuns())
+    for step in steps:
+        step.cached = True
+        if step.kind == "evaluation":
+            (tmp_path / step.run_id).mkdir()
+            (tmp_path / step.run_id / "results.json").write_text(json.dumps({"system": step.system}))
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a cached step ran")
+
+    assert execute(p, steps, model="m", data_dir=None, runs_dir=tmp_path, run_step=must_not_run) == [{"system": "lt-sft"}]
