@@ -14,8 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from deftx.errors import UnknownNameError, UsageError
 from deftx.sparsity import RankRule, check_k
 
-Method = Literal["lt-sft", "deftx", "full-ft"]
-METHODS = ("lt-sft", "deftx", "full-ft")
+Method = Literal["lt-sft", "deftx", "full-ft"]  # the names of deftx.methods.METHODS
 
 
 class TrainConfig(BaseModel):
@@ -83,7 +82,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "cpu": {
         # Sized so the NusaX five-language table (3 seeds, shared language SFTs) fits a few hours
-        # on 2 CPU cores with a small encoder; see docs/RESULTS.md.
+        # on 2 CPU cores with a small encoder; see docs/quality.md.
         "language": dict(k=0.0276, batch_size=16, max_length=64, lr=1e-4, phase1_steps=60, phase2_steps=60,
                          l1=0.1, log_every=10),
         "task": dict(k=0.051, batch_size=16, max_length=96, lr=1e-4, phase1_epochs=1, phase2_epochs=1,

@@ -6,37 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from deftx.errors import LabelMismatchError
+from deftx.metrics import classification_metrics
+from deftx.objectives.classification import encode_labelled, predict
 
-
-def classification_metrics(preds: Sequence[int], golds: Sequence[int], label_names: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, macro-F1 (mean of per-class F1 over every class in ``label_names``), per-class
-    precision / recall / F1 / support, and the confusion matrix (rows gold, columns predicted)."""
-    if len(preds) != len(golds):
-        raise ValueError("predictions and gold labels differ in length")
-    n_labels = len(label_names)
-    confusion = [[0] * n_labels for _ in range(n_labels)]
-    for p, g in zip(preds, golds):
-        confusion[g][p] += 1
-    per_class = {}
-    f1s = []
-    for i, name in enumerate(label_names):
-        tp = confusion[i][i]
-        predicted = sum(confusion[r][i] for r in range(n_labels))
-        support = sum(confusion[i])
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
-        f1s.append(f1)
-    n = len(golds)
-    return {
-        "accuracy": sum(confusion[i][i] for i in range(n_labels)) / n if n else 0.0,
-        "macro_f1": sum(f1s) / n_labels if n_labels else 0.0,
-        "n": n,
-        "per_class": per_class,
-        "confusion": confusion,
-        "labels": list(label_names),
-    }
+__all__ = ["check_labels", "classification_metrics", "evaluate_classifier"]
 
 
 def check_labels(sft_labels: Sequence[str] | None, eval_labels: Sequence[str]) -> list[str]:
@@ -55,8 +28,6 @@ def check_labels(sft_labels: Sequence[str] | None, eval_labels: Sequence[str]) -
 def evaluate_classifier(model, tokenizer, data, *, batch_size: int = 64, max_length: int = 128) -> dict[str, Any]:
     """Predict ``data`` (a :class:`deftx.data.LabelledData`) with a sequence-classification model
     whose labels are ``model.config.id2label``; scores are over the data's label names."""
-    from deftx.objectives.classification import encode_labelled, predict
-
     model_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     check_labels(model_labels, data.label_names)
     # Map the data's label ids onto the model's label order.

@@ -40,20 +40,15 @@ from typing import Any
 
 from deftx import __version__
 from deftx.errors import DeftxError, TrainingInterrupted
+from deftx.provenance import environment
 
 RUN_FORMAT_VERSION = 1
-RUNS_DIR_ENV = "DEFTX_RUNS_DIR"
 RUN_JSON = "run.json"
 METRICS_JSONL = "metrics.jsonl"
 RESULTS_JSON = "results.json"
 
 STATUSES = ("running", "finished", "failed", "interrupted")
 KINDS = ("language", "task", "evaluation", "compose", "transfer")
-
-
-def default_runs_dir() -> Path:
-    """The runs directory the training commands write to: ``$DEFTX_RUNS_DIR`` or ``./runs``."""
-    return Path(os.environ.get(RUNS_DIR_ENV, "runs"))
 
 
 def now_iso() -> str:
@@ -191,6 +186,7 @@ class Run:
             "summary": {},
             "error": None,
             "library_version": __version__,
+            "provenance": environment((config or {}).get("device")),
             "pid": os.getpid(),
             "host": socket.gethostname(),
         }
@@ -347,8 +343,6 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 # ----------------------------------------------------------------------------------------------
 # result records
-
-SYSTEMS = ("lt-sft", "deftx", "no-lang-sft", "full-ft")
 
 
 def write_results(run_path: Path, record: dict[str, Any]) -> Path:

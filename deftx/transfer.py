@@ -312,17 +312,8 @@ def _select_shared_mask(step: Step, runs_dir: Path) -> Path:
     return mask_file
 
 
-def run_transfer(
-    plan: TransferPlan,
-    *,
-    model: str | Path,
-    data_dir: str | Path | None,
-    runs_dir: Path,
-    notify: Notify = lambda message: None,
-    callbacks_for: Callable[[str], Iterable[Any]] = lambda label: (),
-    on_step: StepProgress | None = None,
-) -> list[dict[str, Any]]:
-    """Plan and run (or resume) the experiment; returns every result record."""
+def run_transfer(plan: TransferPlan, *, model: str | Path, runs_dir: Path, **options: Any) -> list[dict[str, Any]]:
+    """Plan and run (or resume) the experiment; returns every result record. ``options``: those of
+    :func:`execute` (``data_dir``, ``notify``, ``callbacks_for``, ``on_step``)."""
     steps = plan_steps(plan, model=model, runs_dir=Path(runs_dir))
-    return execute(plan, steps, model=model, data_dir=data_dir, runs_dir=Path(runs_dir), notify=notify,
-                   callbacks_for=callbacks_for, on_step=on_step)
+    return execute(plan, steps, model=model, runs_dir=Path(runs_dir), **options)

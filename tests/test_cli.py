@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import deftx
 from deftx_cli.app import app
 
 runner = CliRunner()
@@ -55,6 +56,10 @@ def test_train_lang_writes_run_and_sft(trained):
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "finished" and record["kind"] == "language" and record["languages"] == {"target": "ace"}
     assert record["total_steps"] == {"phase1": 4, "phase2": 4}
+    provenance = record["provenance"]
+    assert provenance["deftx"] == deftx.__version__ and provenance["device"] == "cpu" and provenance["gpu"] is None
+    assert provenance["torch"].startswith("2.") and provenance["transformers"] and provenance["threads"] >= 1
+    assert provenance["cpu"] and (provenance["git_commit"] is None or len(provenance["git_commit"]) >= 40)
     events = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events if e["event"] in ("phase", "selection", "done")] == ["phase", "selection", "phase", "done"]
     selection = next(e for e in events if e["event"] == "selection")
@@ -303,6 +308,7 @@ def test_task_sft_labels_must_match_the_evaluation_set(trained, shared_data):
     one_error_line(r, 5, "labels")
 
 
+@pytest.mark.slow
 def test_ctrl_c_marks_the_run_interrupted_and_leaves_no_sft(tiny_model_dir, tmp_path):
     text = tmp_path / "t.txt"
     text.write_text("saya suka film ini sangat bagus\n" * 400)
@@ -329,6 +335,7 @@ def test_ctrl_c_marks_the_run_interrupted_and_leaves_no_sft(tiny_model_dir, tmp_
     assert not [p for p in run_dir.iterdir() if p.name.startswith(".")], "no temporary files left"
 
 
+@pytest.mark.slow
 def test_transfer_shares_language_sfts_across_seeds_and_resumes(tiny_model_dir, shared_data, tmp_path):
     runs = tmp_path / "runs"
     common = ["transfer", "--targets", "ace", "--lang-seed", "0", "--baselines", "no-lang-sft,full-ft", "--split", "valid",
@@ -362,6 +369,7 @@ def test_transfer_shares_language_sfts_across_seeds_and_resumes(tiny_model_dir, 
     assert by_system["lt-sft"]["metrics"] == next(r for r in first["records"] if r["system"] == "lt-sft" and r["seed"] == 0)["metrics"]
 
 
+@pytest.mark.slow
 def test_transfer_adds_a_method_to_cached_language_sfts_that_kept_no_phase1_difference(tiny_model_dir, shared_data, tmp_path):
     runs = tmp_path / "runs"
     common = ["transfer", "--targets", "ace", "--baselines", "", "--split", "valid", "--model", tiny_model_dir,
@@ -374,6 +382,7 @@ def test_transfer_adds_a_method_to_cached_language_sfts_that_kept_no_phase1_diff
     assert "step 4 of 8: [seed 0] language SFT ace (DeFT-X) ..." in both.stderr
 
 
+@pytest.mark.slow
 def test_transfer_task_budget_options(tiny_model_dir, shared_data, tmp_path):
     runs = tmp_path / "runs"
     result = run("transfer", "--targets", "ace", "--methods", "lt-sft", "--baselines", "", "--split", "valid",

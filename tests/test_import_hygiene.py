@@ -19,6 +19,8 @@ def modules_after(code: str) -> set[str]:
     [
         "import deftx_cli.app",
         "import deftx, deftx.runs, deftx.errors, deftx.data",
+        "import deftx.config, deftx.methods, deftx.sparsity, deftx.results, deftx.transfer, deftx_cli.tables",
+        "from deftx import DeftX, LtSft, TrainConfig, resolve_config, TransferPlan, build_pivots, RankRule",
         "from typer.testing import CliRunner\nfrom deftx_cli.app import app\nCliRunner().invoke(app, ['--help'])\n"
         "CliRunner().invoke(app, ['train-lang', '--help'])",
     ],
@@ -31,3 +33,12 @@ def test_light_paths_do_not_import_heavy_libraries(code):
 def test_deftx_help_runs_as_a_program():
     out = subprocess.run([sys.executable, "-m", "deftx_cli.app", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "train-lang" in out.stdout
+
+
+def test_every_public_name_loads_on_first_use():
+    import deftx
+
+    for name in deftx.__all__:
+        assert getattr(deftx, name) is not None, name
+    with pytest.raises(AttributeError):
+        deftx.no_such_name  # noqa: B018

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from deftx.metrics import classification_metrics
 from deftx.objectives.base import move
 
 
@@ -91,8 +92,6 @@ class ClassificationObjective:
     def evaluate(self, model: nn.Module, batch_size: int) -> dict[str, Any] | None:
         if self.validation is None:
             return None
-        from deftx.evaluation import classification_metrics
-
         preds = predict(model, self.tokenizer, self.validation, batch_size)
         metrics = classification_metrics(preds, self.validation["labels"], self.label_names)
         return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}

@@ -1,6 +1,7 @@
 """Reading run files off the event loop, for every view: one read at a time on a thread worker, at an
 interval and on demand, only while the view is on top. The read returns the messages to post; a read
-that fails posts :class:`ReadFailed` instead, and the dashboard carries on."""
+that fails posts :class:`ReadFailed` instead (once while the same failure repeats), and the dashboard
+carries on."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ class FilePoller:
         self.what = what
         self.group = group
         self.reading = False
+        self.last_failure: str | None = None  # since the last read that worked
 
     def start(self, interval: float) -> None:
         """Poll every ``interval`` seconds, and now."""
@@ -40,8 +42,12 @@ class FilePoller:
             messages = list(self.read())
         except Exception as exc:  # never let a strange file system take the dashboard down
             self.reading = False
-            self.screen.post_message(ReadFailed(self.what, f"{type(exc).__name__}: {exc}"))
+            failure = f"{type(exc).__name__}: {exc}"
+            if failure != self.last_failure:
+                self.last_failure = failure
+                self.screen.post_message(ReadFailed(self.what, failure))
             return
         self.reading = False  # before posting, so a handler may start the next read
+        self.last_failure = None
         for message in messages:
             self.screen.post_message(message)

@@ -44,7 +44,6 @@ class LiveScreen(Screen):
         self.polls = 0  # completed polls (tests wait on it)
         self._follower: RunFollower | None = None
         self._poller: FilePoller | None = None
-        self._last_failure: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -115,16 +114,12 @@ class LiveScreen(Screen):
     def on_run_updated(self, message: RunUpdated) -> None:
         self.row = message.row
         self.polls += 1
-        self._last_failure = None
         self.query_one(RunDetail).show(message.row)
         if message.behind:  # a big file is still being read: the next chunk now, not at the next tick
             self.poll()
 
     def on_read_failed(self, message: ReadFailed) -> None:
-        text = f"Could not read the {message.what}: {message.error}"
-        if text != self._last_failure:
-            self._last_failure = text
-            self.notify(text, severity="error", timeout=6)
+        self.notify(f"Could not read the {message.what}: {message.error}", severity="error", timeout=6)
 
     def _show_trends(self) -> None:
         for quantity, widget_id in (("lr", "#lr-trend"), ("throughput", "#throughput-trend")):

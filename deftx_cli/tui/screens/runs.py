@@ -30,7 +30,6 @@ class RunsScreen(Screen):
         super().__init__()
         self._scanner: RunsScanner | None = None
         self._poller: FilePoller | None = None
-        self._last_failure: str | None = None
         self.rows: list[RunRow] = []
         self.scans = 0  # completed scans (tests wait on it)
 
@@ -60,7 +59,6 @@ class RunsScreen(Screen):
     def on_runs_refreshed(self, message: RunsRefreshed) -> None:
         self.rows = message.rows
         self.scans += 1
-        self._last_failure = None
         table = self.query_one(RunsTable)
         table.show_rows(message.rows)
         running = sum(row.status == "running" for row in message.rows)
@@ -70,10 +68,7 @@ class RunsScreen(Screen):
             self.poll()
 
     def on_read_failed(self, message: ReadFailed) -> None:
-        text = f"Could not read the {message.what}: {message.error}"
-        if text != self._last_failure:
-            self._last_failure = text
-            self.notify(text, severity="error", timeout=6)
+        self.notify(f"Could not read the {message.what}: {message.error}", severity="error", timeout=6)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._show_detail()
