@@ -17,6 +17,7 @@ from deftx import __version__
 from deftx.config import TrainConfig
 from deftx.errors import ArtifactError, UsageError
 from deftx.methods import is_sparse, method_of, method_settings
+from deftx.results import NO_LANG_SFT
 from deftx.runs import Run, atomic_write_json, now_iso, write_results
 
 EventCallback = Callable[[str, dict[str, Any]], None]
@@ -276,7 +277,7 @@ def system_of(task_manifest: dict[str, Any], with_lang_sft: bool) -> str:
     if not is_sparse(task_manifest.get("method")):  # a dense task fine-tuning is its own baseline
         return str(task_manifest.get("method"))
     if not with_lang_sft:
-        return "no-lang-sft"
+        return NO_LANG_SFT
     return str(task_manifest.get("method"))
 
 

@@ -30,11 +30,12 @@ import math
 import re
 from pathlib import Path
 
-from deftx.methods import METHODS, SPARSE_METHODS
+from deftx.methods import METHODS, SPARSE_METHODS, DeftX, FullFt, LtSft
 from deftx.runs import parse_iso, read_results
 
-PAIR = ("lt-sft", "deftx")  # the two methods compared head to head: Delta = DeFT-X - LT-SFT
-BASELINE_LABELS = {"no-lang-sft": "no lang SFT", "full-ft": METHODS["full-ft"].label}
+PAIR = (LtSft.name, DeftX.name)  # the two methods compared head to head: Delta = DeFT-X - LT-SFT
+NO_LANG_SFT = "no-lang-sft"  # the baseline of a task SFT evaluated without a target language SFT
+BASELINE_LABELS = {NO_LANG_SFT: "no lang SFT", FullFt.name: FullFt.label}
 SYSTEM_LABELS = {**{name: METHODS[name].label for name in SPARSE_METHODS}, **BASELINE_LABELS}
 SYSTEMS = tuple(SYSTEM_LABELS)  # the known systems, in column order
 DELTA_LABEL = "Δ"
@@ -290,7 +291,8 @@ def _cell(values: list[float]) -> Cell:
 def _better(delta: float | None, higher: bool) -> str | None:
     if delta is None or delta == 0:
         return None
-    return ("deftx" if delta > 0 else "lt-sft") if higher else ("lt-sft" if delta > 0 else "deftx")
+    lt_sft, deftx = PAIR
+    return (deftx if delta > 0 else lt_sft) if higher else (lt_sft if delta > 0 else deftx)
 
 
 def build_pivot(key: TableKey, points: Iterable[ResultPoint]) -> Pivot:
@@ -310,7 +312,7 @@ def build_pivot(key: TableKey, points: Iterable[ResultPoint]) -> Pivot:
             members = by_cell.get((language, system))
             if members:
                 cells[system] = _cell([p.value for p in sorted(members, key=lambda p: (p.seed is None, p.seed or 0))])
-        delta = cells["deftx"].mean - cells["lt-sft"].mean if "deftx" in cells and "lt-sft" in cells else None
+        delta = cells[PAIR[1]].mean - cells[PAIR[0]].mean if set(PAIR) <= set(cells) else None
         rows.append(PivotRow(language, cells, delta, _better(delta, higher)))
 
     average = None

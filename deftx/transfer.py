@@ -29,14 +29,15 @@ from typing import Any, Protocol
 
 from deftx.config import TrainConfig, resolve_config
 from deftx.errors import UnknownNameError, UsageError
-from deftx.methods import SPARSE_METHODS, cache_settings, get_method
+from deftx.methods import SPARSE_METHODS, FullFt, cache_settings, get_method
 from deftx.pipeline import PHASE1_DIFF
+from deftx.results import NO_LANG_SFT
 from deftx.runs import RESULTS_JSON, read_run
 
 # Evaluation task -> (training task, source language) of the standard recipes.
 RECIPES = {"nusax-senti": ("smsa", "ind"), "americasnli": ("sick", "eng")}
 
-BASELINES = ("no-lang-sft", "full-ft")
+BASELINES = (NO_LANG_SFT, FullFt.name)
 SFT_MANIFEST = "sft/sft.json"
 
 Notify = Callable[[str], None]
@@ -172,8 +173,8 @@ def plan_steps(plan: TransferPlan, *, model: str | Path, runs_dir: Path, state: 
                 steps.append(step)
         task_runs: dict[str, str] = {}
         variants = [(m, m, lang_runs[(lang_seed, plan.source_lang, m)]) for m in plan.methods]
-        if "full-ft" in plan.baselines:
-            variants.append(("full-ft", "full-ft", None))
+        if FullFt.name in plan.baselines:
+            variants.append((FullFt.name, FullFt.name, None))
         for name, method, src in variants:
             cfg = task_cfg.model_copy(update={"method": method})
             key = step_key("task", str(model), plan.train_task, plan.source_lang, cache_settings(cfg), sft_path(src))
@@ -184,10 +185,10 @@ def plan_steps(plan: TransferPlan, *, model: str | Path, runs_dir: Path, state: 
             task_runs[name] = run_id
         for target in plan.targets:
             evaluations = [(m, task_runs[m], lang_runs[(lang_seed, target, m)]) for m in plan.methods]
-            if "no-lang-sft" in plan.baselines:
-                evaluations.append(("no-lang-sft", task_runs[plan.methods[0]], None))
-            if "full-ft" in plan.baselines:
-                evaluations.append(("full-ft", task_runs["full-ft"], None))
+            if NO_LANG_SFT in plan.baselines:
+                evaluations.append((NO_LANG_SFT, task_runs[plan.methods[0]], None))
+            if FullFt.name in plan.baselines:
+                evaluations.append((FullFt.name, task_runs[FullFt.name], None))
             for system, task_run, lang_run in evaluations:
                 key = step_key(sft_path(task_run), sft_path(lang_run), plan.split)
                 run_id = f"xfer-eval-{plan.task}-{target}-{system}-s{seed}-{key}"

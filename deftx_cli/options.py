@@ -10,13 +10,11 @@ from typing import Annotated, Any, Optional
 import typer
 
 from deftx.errors import InputNotFoundError
+from deftx.methods import METHODS
 from deftx_cli.output import exit_for
 
 
-class Method(str, Enum):
-    deftx = "deftx"
-    lt_sft = "lt-sft"
-    full_ft = "full-ft"
+Method = Enum("Method", {name.replace("-", "_"): name for name in METHODS}, type=str)  # the --method choices
 
 
 class Preset(str, Enum):

@@ -335,6 +335,17 @@ def test_ctrl_c_marks_the_run_interrupted_and_leaves_no_sft(tiny_model_dir, tmp_
     assert not [p for p in run_dir.iterdir() if p.name.startswith(".")], "no temporary files left"
 
 
+@pytest.mark.parametrize("option,code,needle", [
+    (["--methods", "lt-sft,deft-x"], 2, "methods"), (["--baselines", "no-lang"], 3, "baseline"),
+    (["--split", "dev"], 3, "split"), (["--k-lang", "-5"], 2, "K"), (["--rank-rule", "rank:0"], 2, "rank rule"),
+])
+def test_transfer_checks_its_settings_before_anything_runs(tmp_path, option, code, needle):
+    r = run("transfer", "--targets", "ace", *option, "--model", tmp_path / "no-model", "--runs-dir", tmp_path / "runs",
+            ok=False)
+    one_error_line(r, code, needle)
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.slow
 def test_transfer_shares_language_sfts_across_seeds_and_resumes(tiny_model_dir, shared_data, tmp_path):
     runs = tmp_path / "runs"

@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from deftx.methods import SPARSE_METHODS
+
 from deftx_cli.options import JsonOpt, a_file, existing_path
 from deftx_cli.output import handle_errors, note, print_json, stdout
 
@@ -17,9 +19,7 @@ class Svd(str, Enum):
     full = "full"
 
 
-class SelectMethod(str, Enum):  # the methods that select entries
-    deftx = "deftx"
-    lt_sft = "lt-sft"
+SelectMethod = Enum("SelectMethod", {name.replace("-", "_"): name for name in SPARSE_METHODS}, type=str)
 
 
 @handle_errors
