@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from deftx.provenance import cpu_model, git_commit
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("DEFTX_SHARED_DIR", REPO.parent / "shared"))
 
@@ -35,22 +37,11 @@ GIB = 1 << 30
 # ------------------------------------------------------------------------------------ the machine
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-        return out.stdout.strip() or "unknown"
-    except OSError:
+def short_commit() -> str:
+    commit = git_commit()
+    if commit is None:
         return "unknown"
+    return commit[:7] + ("+dirty" if commit.endswith("+dirty") else "")
 
 
 def machine_header(title: str, command: Sequence[str] | None = None) -> str:
@@ -67,7 +58,7 @@ def machine_header(title: str, command: Sequence[str] | None = None) -> str:
     lines = [
         f"# {title}",
         f"date      {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"commit    {commit()}",
+        f"commit    {short_commit()}",
         f"command   {' '.join(command or ['python', *sys.argv])}",
         f"cpu       {cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, RAM {mem:.1f} GiB",
         f"gpu       {cuda}",
