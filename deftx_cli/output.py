@@ -124,10 +124,11 @@ class TrainingProgress:
         phase, total = fields["phase"], fields["total_steps"]
         what = "full fine-tuning" if phase == 1 else "sparse fine-tuning"
         if self.interactive:
+            from rich.markup import escape
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._progress = Progress(
-                TextColumn(f"{self.label} phase {phase} ({what})"), BarColumn(), MofNCompleteColumn(),
+                TextColumn(escape(f"{self.label} phase {phase} ({what})")), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[status]}"), TimeRemainingColumn(), console=stderr, transient=False,
             )
             self._progress.start()
@@ -150,7 +151,7 @@ class TrainingProgress:
 
     def _line(self, text: str) -> None:
         if self._progress is not None:
-            self._progress.console.print(text)
+            self._progress.console.print(text, markup=False)
         else:
             print(text, file=sys.stderr, flush=True)
 
