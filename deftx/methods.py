@@ -21,13 +21,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from deftx.config import TrainConfig
 from deftx.errors import UnknownNameError, UsageError
 from deftx.sparsity import RankRule, check_tail_keep, resolve_k
 
 if TYPE_CHECKING:
     import torch
 
-    from deftx.config import TrainConfig
     from deftx.denoise import DenoiseInfo
 
 
@@ -215,8 +215,6 @@ def ignored_settings(name: str) -> tuple[str, ...]:
 def cache_settings(config: TrainConfig) -> dict[str, Any]:
     """The settings that name a cached training: those the method ignores are at their defaults, so
     that an ablation of one method's settings reuses the other methods' runs."""
-    from deftx.config import TrainConfig
-
     ignored = ignored_settings(config.method)
     defaults = {n: TrainConfig.model_fields[n].get_default(call_default_factory=True) for n in ignored}
     return config.model_copy(update=defaults).model_dump()

@@ -5,6 +5,7 @@ notebook can call them directly.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -15,7 +16,8 @@ from typing import Any
 
 from deftx import __version__
 from deftx.config import TrainConfig
-from deftx.errors import ArtifactError, UsageError
+from deftx.data import canonical_language, get_task, load_labelled_file, load_task_split, load_unlabelled_text
+from deftx.errors import ArtifactError, FingerprintMismatchError, UsageError
 from deftx.methods import is_sparse, method_of, method_settings
 from deftx.results import NO_LANG_SFT
 from deftx.runs import Run, atomic_write_json, now_iso, write_results
@@ -79,7 +81,6 @@ def _prepare_outputs(out: Path | None, mask_file: Path | None, config: TrainConf
 
 
 def _check_mask_base(mask_meta: dict[str, Any] | None, model) -> None:
-    from deftx.errors import FingerprintMismatchError
     from deftx.model import fingerprint
 
     expected = (mask_meta or {}).get("base_fingerprint")
@@ -90,8 +91,6 @@ def _check_mask_base(mask_meta: dict[str, Any] | None, model) -> None:
 
 
 def _total_steps(config: TrainConfig, n_examples: int, mask_given: bool) -> dict[str, int]:
-    import math
-
     totals = {}
     for phase in (1, 2):
         if phase == 1 and mask_given:
@@ -121,7 +120,6 @@ def train_language_sft(
     command: list[str] | None = None,
 ) -> TrainOutcome:
     """A language SFT by masked-LM on unlabelled ``lang`` text."""
-    from deftx.data import canonical_language, load_unlabelled_text
     from deftx.model import head_parameters, load_model, load_tokenizer, untie_output_embeddings
     from deftx.objectives import MaskedLMObjective
     from deftx.training import train_sft
@@ -184,7 +182,6 @@ def train_task_sft(
     force: bool = False,
 ) -> TrainOutcome:
     """A task SFT on labelled source-language data, trained with the source language's SFT applied."""
-    from deftx.data import canonical_language, get_task, load_labelled_file, load_task_split
     from deftx.model import head_parameters, load_model, load_tokenizer
     from deftx.objectives import ClassificationObjective
     from deftx.sft import SparseDiff
@@ -302,7 +299,6 @@ def evaluate_transfer(
     system: str | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """Evaluate theta0 + phi_lang + phi_task on ``task`` in ``lang``; writes a results record."""
-    from deftx.data import canonical_language, get_task, load_labelled_file, load_task_split
     from deftx.evaluation import check_labels, evaluate_classifier
     from deftx.model import load_model, load_tokenizer
     from deftx.sft import SparseDiff, compose

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from deftx.config import TrainConfig, resolve_config
+from deftx.data import canonical_language, get_task
 from deftx.errors import UnknownNameError, UsageError
-from deftx.methods import SPARSE_METHODS, FullFt, cache_settings, get_method
+from deftx.methods import SPARSE_METHODS, FullFt, cache_settings, get_method, method_of
 from deftx.pipeline import PHASE1_DIFF
 from deftx.results import NO_LANG_SFT
 from deftx.runs import RESULTS_JSON, read_run
@@ -60,8 +61,6 @@ class TransferPlan:
     lang_seed: int | None = None  # one seed for every language SFT (None: each seed trains its own)
 
     def resolved(self) -> TransferPlan:
-        from deftx.data import canonical_language, get_task
-
         spec = get_task(self.task)
         train_task, source = RECIPES.get(spec.name, (spec.name, None))
         self.task = spec.name
@@ -302,7 +301,6 @@ def _run_step(plan: TransferPlan, step: Step, *, model, data_dir, runs_dir: Path
 
 def _select_shared_mask(step: Step, runs_dir: Path) -> Path:
     """The step's mask, selected by its method from the phase-1 difference of ``step.mask_from``."""
-    from deftx.methods import method_of
     from deftx.sft import load_difference, save_mask
 
     differences, meta = load_difference(runs_dir / step.mask_from / PHASE1_DIFF)

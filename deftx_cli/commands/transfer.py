@@ -7,7 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from deftx_cli.options import DataDirOpt, JsonOpt, ModelOpt, Preset, PresetOpt, QuietOpt, RunsDirOpt, split_list
+from deftx_cli.options import (
+    DataDirOpt, JsonOpt, ModelOpt, Preset, PresetOpt, QuietOpt, RankRuleOpt, RunsDirOpt, TailKeepOpt, split_list,
+)
 from deftx_cli.output import TrainingProgress, handle_errors, note, print_json, stdout
 from deftx_cli.tui.format import format_duration
 
@@ -33,8 +35,8 @@ def transfer(
     split: Annotated[str, typer.Option("--split", help="Evaluation split (choose settings on valid, report test).")] = "test",
     k_lang: Annotated[Optional[str], typer.Option("--k-lang", help="K of the language SFTs (count, fraction, percentage).")] = None,
     k_task: Annotated[Optional[str], typer.Option("--k-task", help="K of the task SFTs.")] = None,
-    rank_rule: Annotated[Optional[str], typer.Option("--rank-rule", help="DeFT-X rank rule for all SFTs.")] = None,
-    tail_keep: Annotated[Optional[float], typer.Option("--tail-keep", min=0.0, max=1.0, help="DeFT-X tail fraction.")] = None,
+    rank_rule: RankRuleOpt = None,
+    tail_keep: TailKeepOpt = None,
     model: ModelOpt = "xlm-roberta-base",
     preset: PresetOpt = Preset.quick,
     task_preset: Annotated[Optional[Preset], typer.Option("--task-preset", help="Preset of the task SFTs (default: --preset).")] = None,
