@@ -42,3 +42,8 @@ def test_every_public_name_loads_on_first_use():
         assert getattr(deftx, name) is not None, name
     with pytest.raises(AttributeError):
         deftx.no_such_name  # noqa: B018
+
+
+def test_printing_tables_does_not_load_the_dashboard():
+    loaded = modules_after("import deftx_cli.commands.results, deftx_cli.commands.transfer, deftx_cli.tables")
+    assert not [m for m in loaded if m.startswith("deftx_cli.tui") or m.startswith("textual")]

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
-from pathlib import PurePath
 from typing import Any
 
 from deftx.results import SYSTEM_LABELS, as_dict, as_float, as_int, as_str  # noqa: F401 (re-exported to the dashboard)
 
-DASH = "—"
+from deftx_cli.tables import DASH, model_label  # noqa: F401 (re-exported to the dashboard)
+
 
 METHOD_LABELS = SYSTEM_LABELS  # methods and baselines, as columns and rows show them
 
@@ -36,16 +36,6 @@ def languages_label(languages: Any) -> str:
         return source or target or DASH
     others = [s for s in (as_str(v) for v in langs.values()) if s]
     return ",".join(others) if others else DASH
-
-
-def model_label(base_model: Any) -> str:
-    """The last component of a local model path; a hub id (``org/name``) is kept whole."""
-    text = as_str(base_model)
-    if not text:
-        return DASH
-    if text.startswith((".", "/", "~")) or "\\" in text:
-        return PurePath(text.replace("\\", "/")).name or text
-    return text
 
 
 def format_duration(seconds: float | None) -> str:
