@@ -10,23 +10,12 @@ import csv
 import io
 import json
 from collections.abc import Iterable
-from pathlib import PurePath
 from typing import Any
 
-from deftx.results import DELTA_LABEL, Cell, Pivot, TableKey, as_str, system_label
+from deftx.results import DELTA_LABEL, Cell, Pivot, TableKey, system_label
 from deftx.runs import slug
 
-DASH = "—"  # no value
-
-
-def model_label(base_model: Any) -> str:
-    """The last component of a local model path; a hub id (``org/name``) is kept whole."""
-    text = as_str(base_model)
-    if not text:
-        return DASH
-    if text.startswith((".", "/", "~")) or "\\" in text:
-        return PurePath(text.replace("\\", "/")).name or text
-    return text
+from deftx_cli.text import DASH, model_label
 
 
 def table_title(key: TableKey) -> str:

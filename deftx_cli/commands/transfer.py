@@ -11,7 +11,7 @@ from deftx_cli.options import (
     DataDirOpt, JsonOpt, ModelOpt, Preset, PresetOpt, QuietOpt, RankRuleOpt, RunsDirOpt, TailKeepOpt, split_list,
 )
 from deftx_cli.output import TrainingProgress, handle_errors, note, print_json, stdout
-from deftx_cli.tui.format import format_duration
+from deftx_cli.text import format_duration
 
 
 def _show_step(index: int, total: int, step, eta: float | None) -> None:

@@ -6,13 +6,12 @@ never raises: a value that cannot be shown becomes ``None`` or the dash ``—``.
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timezone
 from typing import Any
 
 from deftx.results import SYSTEM_LABELS, as_dict, as_float, as_int, as_str  # noqa: F401 (re-exported to the dashboard)
 
-from deftx_cli.tables import DASH, model_label  # noqa: F401 (re-exported to the dashboard)
+from deftx_cli.text import DASH, format_duration, model_label  # noqa: F401 (re-exported to the dashboard)
 
 
 METHOD_LABELS = SYSTEM_LABELS  # methods and baselines, as columns and rows show them
@@ -36,23 +35,6 @@ def languages_label(languages: Any) -> str:
         return source or target or DASH
     others = [s for s in (as_str(v) for v in langs.values()) if s]
     return ",".join(others) if others else DASH
-
-
-def format_duration(seconds: float | None) -> str:
-    """``42s``, ``3m05s``, ``1h02m``, ``2d03h``."""
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return DASH
-    total = int(round(seconds))
-    if total < 60:
-        return f"{total}s"
-    minutes, secs = divmod(total, 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h{minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours:02d}h"
 
 
 def format_number(value: float | None, digits: int = 4) -> str:
