@@ -95,4 +95,4 @@ class ClassificationObjective:
 
         preds = predict(model, self.tokenizer, self.validation, batch_size)
         metrics = classification_metrics(preds, self.validation["labels"], self.label_names)
-        return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+        return {k: metrics[k] for k in ("accuracy", "macro_f1", "prediction_shares", "collapsed_classes")}

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from deftx_cli.options import DataDirOpt, JsonOpt, ModelOpt, Preset, PresetOpt, QuietOpt, RunsDirOpt, split_list
-from deftx_cli.output import TrainingProgress, handle_errors, note, print_json, stdout
+from deftx_cli.output import TrainingProgress, handle_errors, note, print_json, stdout, warn
 
 
 @handle_errors
@@ -62,7 +62,15 @@ def transfer(
         notify=(lambda m: None) if quiet else note,
         callbacks_for=lambda label: [TrainingProgress(label, quiet=quiet)],
     )
+    from deftx.evaluation import collapse_warning
+
     table = results_table(records)
+    collapsed = set()
+    for r in records:
+        line = collapse_warning(r.get("metrics"), f"{r['language']} {r['split']} ({r['system']}, seed {r.get('seed')})")
+        if line:
+            collapsed.add((r["language"], r["system"]))
+            warn(line)
     if as_json:
         print_json({"table": table, "records": records})
         return
@@ -76,16 +84,19 @@ def transfer(
     if {"lt-sft", "deftx"} <= set(table["systems"]):
         out.add_column("DeFT-X - LT-SFT", justify="right")
 
-    def cell(c):
+    def cell(c, marked):
         if c["mean"] is None:
             return "-"
         text = f"{100 * c['mean']:.1f}"
-        return text + (f" ± {100 * c['std']:.1f}" if c["std"] else "")
+        return text + (f" ± {100 * c['std']:.1f}" if c["std"] else "") + (" †" if marked else "")
 
     for row in [*table["rows"], table["average"]]:
-        cells = [cell(row[s]) for s in table["systems"]]
+        cells = [cell(row[s], (row["language"], s) in collapsed) for s in table["systems"]]
         if {"lt-sft", "deftx"} <= set(table["systems"]) and row["deftx"]["mean"] is not None:
             cells.append(f"{100 * (row['deftx']['mean'] - row['lt-sft']['mean']):+.1f}")
         out.add_row(row["language"], *cells, end_section=row is table["rows"][-1])
     stdout.print(out)
+    if collapsed:
+        stdout.print("† a classifier that (almost) never predicts one of its classes (under 2% of its "
+                     "predictions): it has not learned the task (see the warnings above)")
     note(f"runs and results in {runs_dir} (open the dashboard: deftx tui --runs-dir {runs_dir})")
