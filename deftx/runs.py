@@ -280,15 +280,20 @@ def read_run(path: Path) -> RunInfo:
 
 
 def list_runs(runs_dir: Path) -> list[RunInfo]:
-    """Every run directory under ``runs_dir``, newest first (by directory name)."""
+    """Every run directory under ``runs_dir``, newest first by start time (``started_at``); runs that
+    do not say when they started (unreadable ones) last, by name."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         return []
-    out = []
-    for child in sorted(runs_dir.iterdir(), key=lambda p: p.name, reverse=True):
-        if child.is_dir() and not child.name.startswith("."):
-            out.append(read_run(child))
-    return out
+    out = [read_run(child) for child in runs_dir.iterdir() if child.is_dir() and not child.name.startswith(".")]
+    return sorted(out, key=started_key, reverse=True)
+
+
+def started_key(info: RunInfo) -> tuple[bool, float, str]:
+    """A sort key, newest last: runs by start time, then those that do not say when they started
+    (unreadable ones) by name, before them all."""
+    started = parse_iso(info.get("started_at")) if isinstance(info.get("started_at"), str) else None
+    return started is not None, started or 0.0, info.path.name
 
 
 class MetricsTail:

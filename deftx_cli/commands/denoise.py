@@ -83,12 +83,18 @@ def denoise(
     if selection.denoise:
         from rich.table import Table
 
+        from deftx_cli.tui.denoise_summary import layer_order, parse_denoise
+
+        svd_of = {info.name: info.svd for info in selection.denoise}
         table = Table(title=f"DeFT-X denoising ({rank_rule}, tail_keep {tail_keep:g})")
         for column in ("matrix", "shape", "rank", "energy kept", "svd"):
-            table.add_column(column, justify="left" if column == "matrix" else "right")
-        for info in selection.denoise:
-            table.add_row(info.name, "x".join(map(str, info.shape)), str(info.rank), f"{info.energy_kept:.3f}", info.svd)
+            table.add_column(column, justify="left" if column == "matrix" else "right", no_wrap=True)
+        for m in sorted(parse_denoise([info.to_json() for info in selection.denoise]), key=layer_order):
+            table.add_row(m.short_name, f"{m.rows}x{m.cols}", str(m.rank),
+                          f"{m.energy_kept:.3f}" if m.energy_kept is not None else "-", svd_of.get(m.name, ""))
         stdout.print(table)
+        stdout.print("matrix: L<layer> and the type (attn.query = attention.self.query, ffn.in = "
+                     "intermediate.dense ...); --json has the full names")
     stdout.print(f"K = {selection.k:,} of {selection.maskable:,} maskable ({result['density']:.3%})")
     if selection.overlap_with_magnitude is not None:
         stdout.print(f"overlap with the magnitude (LT-SFT) mask: {selection.overlap_with_magnitude:.1%} of K")

@@ -85,10 +85,13 @@ async def test_broken_runs_show_as_unreadable_with_the_reason(runs_dir):
         # a run with non-JSON lines in its metrics: readable, flagged, the reason below
         assert cell(table, F.BAD_LINES_ID, "status") == "finished ⚠"
         assert cell(table, F.BAD_LINES_ID, "step") == "400/400"
-        await pilot.press("down")
+        table.move_cursor(row=table.get_row_index(F.BAD_LINES_ID))
+        await pilot.pause()
         assert "2 lines not JSON, skipped" in static_text(pilot.app, "#run-detail")
         # and the unreadable run opens without crashing
-        await pilot.press("up", "enter")
+        table.move_cursor(row=table.get_row_index(F.CORRUPT_ID))
+        await pilot.pause()
+        await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(pilot.app.screen, LiveScreen) and pilot.app.screen.polls >= 1)
         assert "unreadable" in static_text(pilot.app, "#live-header")
         await pilot.press("escape")
