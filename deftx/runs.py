@@ -73,12 +73,28 @@ def parse_iso(value: str | None) -> float | None:
 # atomic writes
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()  # read once, at import: os.umask is process-wide and not thread-safe
+
+
+def use_umask(path: str | Path, directory: bool = False) -> None:
+    """Give a file or directory made by ``tempfile`` (private: 0600 / 0700) the mode a plain ``open``
+    or ``mkdir`` would give it under the user's umask (typically 0644 / 0755)."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_UMASK)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory, then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        use_umask(tmp)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -21,7 +21,7 @@ def evaluate(
     split: Annotated[str, typer.Option("--split", help="test, valid (dev) ...")] = "test",
     eval_file: Annotated[Optional[Path], typer.Option("--eval-file", exists=True, dir_okay=False, help="A labelled file instead of the task's split.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Batch size.")] = 64,
-    force: Annotated[bool, typer.Option("--force", help="Apply SFTs even if their base-model fingerprint differs.")] = False,
+    force: Annotated[bool, typer.Option("--force", metavar="", help="Apply SFTs even if their base-model fingerprint differs.")] = False,
     data_dir: DataDirOpt = None,
     runs_dir: RunsDirOpt = Path("runs"),
     run_id: RunIdOpt = None,
@@ -34,7 +34,9 @@ def evaluate(
 
     Example:
 
-        deftx evaluate --task nusax-senti --lang ace --task-sft runs/<task-run>/sft --lang-sft runs/<ace-run>/sft --data-dir ../shared/data
+        export DEFTX_DATA_DIR=../shared/data
+        TASK=runs/<task-run>/sft ACE=runs/<ace-run>/sft
+        deftx evaluate -t nusax-senti -l ace --task-sft $TASK --lang-sft $ACE
     """
     from deftx.evaluation import collapse_warning
     from deftx.pipeline import evaluate_transfer

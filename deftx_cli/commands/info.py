@@ -14,7 +14,7 @@ from deftx_cli.output import handle_errors, print_json, stdout
 @handle_errors
 def info(
     sft: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="An SFT directory.")],
-    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the files' checksums.")] = True,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", metavar="", help="Check the files' checksums.")] = True,
     as_json: JsonOpt = False,
 ) -> None:
     """Show an SFT's manifest: kind, method, language, K, base model, entries per parameter.

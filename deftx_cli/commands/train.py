@@ -53,7 +53,7 @@ def train_lang(
     k: KOpt = None,
     rank_rule: RankRuleOpt = None,
     tail_keep: TailKeepOpt = None,
-    text: Annotated[Optional[list[Path]], typer.Option("--text", exists=True, dir_okay=False, help="Unlabelled text file(s) (.txt one segment per line, or .csv/.tsv/.jsonl with a text column) instead of the built-in sources.", rich_help_panel=TRAINING)] = None,
+    text: Annotated[Optional[list[Path]], typer.Option("--text", metavar="<file>", exists=True, dir_okay=False, help="Unlabelled text file(s) (.txt one segment per line, or .csv/.tsv/.jsonl with a text column) instead of the built-in sources.", rich_help_panel=TRAINING)] = None,
     max_lines: Annotated[Optional[int], typer.Option("--max-lines", min=1, help="Use at most this many text lines (a seeded random subset).", rich_help_panel=TRAINING)] = None,
     phase1_steps: Phase1StepsOpt = None,
     phase2_steps: Phase2StepsOpt = None,
@@ -80,7 +80,9 @@ def train_lang(
 
     Example:
 
-        deftx train-lang --lang quy --method deftx --preset cpu --data-dir ../shared/data --model ../shared/models/me5-small-mlm
+        export DEFTX_DATA_DIR=../shared/data
+        export DEFTX_MODEL=../shared/models/me5-small-mlm
+        deftx train-lang --lang quy --method deftx --preset cpu
     """
     from deftx.pipeline import train_language_sft
 
@@ -124,7 +126,7 @@ def train_task(
     device: DeviceOpt = "auto",
     mask: MaskOpt = None,
     keep_phase1_diff: KeepDiffOpt = False,
-    force: Annotated[bool, typer.Option("--force", help="Apply a language SFT even if its base-model fingerprint differs.")] = False,
+    force: Annotated[bool, typer.Option("--force", metavar="", help="Apply a language SFT even if its base-model fingerprint differs.")] = False,
     data_dir: DataDirOpt = None,
     runs_dir: RunsDirOpt = Path("runs"),
     run_id: RunIdOpt = None,
@@ -136,7 +138,9 @@ def train_task(
 
     Example (Indonesian sentiment, for zero-shot transfer to NusaX languages):
 
-        deftx train-task --task smsa --source-lang ind --lang-sft runs/<ind-run>/sft --data-dir ../shared/data --model ../shared/models/me5-small-mlm
+        export DEFTX_DATA_DIR=../shared/data
+        export DEFTX_MODEL=../shared/models/me5-small-mlm
+        deftx train-task --task smsa --source-lang ind --lang-sft runs/<ind-run>/sft
     """
     from deftx.pipeline import train_task_sft
 

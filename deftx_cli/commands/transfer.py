@@ -13,11 +13,11 @@ from deftx_cli.output import TrainingProgress, handle_errors, note, print_json, 
 
 @handle_errors
 def transfer(
-    targets: Annotated[list[str], typer.Option("--target", "--targets", help="Target language(s), comma-separated or repeated.")],
+    targets: Annotated[list[str], typer.Option("--target", "--targets", metavar="<str>", help="Target language(s), comma-separated or repeated.")],
     task: Annotated[str, typer.Option("--task", "-t", help="Evaluation task: nusax-senti (source ind, trained on SmSA) or americasnli (source eng, trained on SICK offline).")] = "nusax-senti",
-    methods: Annotated[list[str], typer.Option("--methods", help="lt-sft and/or deftx, comma-separated.")] = ["lt-sft,deftx"],
-    baselines: Annotated[list[str], typer.Option("--baselines", help="no-lang-sft and/or full-ft, comma-separated ('' for none).")] = ["no-lang-sft"],
-    seeds: Annotated[list[int], typer.Option("--seed", help="Seed(s); repeat for several.")] = [0],
+    methods: Annotated[list[str], typer.Option("--methods", metavar="<str>", help="lt-sft and/or deftx, comma-separated.")] = ["lt-sft,deftx"],
+    baselines: Annotated[list[str], typer.Option("--baselines", metavar="<str>", help="no-lang-sft and/or full-ft, comma-separated ('' for none).")] = ["no-lang-sft"],
+    seeds: Annotated[list[int], typer.Option("--seed", metavar="<int>", help="Seed(s); repeat for several.")] = [0],
     lang_seed: Annotated[Optional[int], typer.Option("--lang-seed", help="Train the language SFTs once with this seed and share them across --seed runs (default: one per seed).")] = None,
     train_task: Annotated[Optional[str], typer.Option("--train-task", help="Task of the source training data (default from the recipe).")] = None,
     source_lang: Annotated[Optional[str], typer.Option("--source-lang", help="Source language (default from the recipe).")] = None,
@@ -44,7 +44,9 @@ def transfer(
 
     Example (a few minutes on a laptop CPU):
 
-        deftx transfer --targets ace --preset quick --data-dir ../shared/data --model ../shared/models/me5-small-mlm
+        export DEFTX_DATA_DIR=../shared/data
+        export DEFTX_MODEL=../shared/models/me5-small-mlm
+        deftx transfer --targets ace --preset quick
     """
     from deftx.transfer import TransferPlan, results_table, run_transfer
 
