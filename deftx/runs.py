@@ -312,6 +312,14 @@ def started_key(info: RunInfo) -> tuple[bool, float, str]:
     return started is not None, started or 0.0, info.path.name
 
 
+def latest_run(runs_dir: Path, kind: str, method: str | None, languages: dict[str, str]) -> RunInfo | None:
+    """The newest run of this kind, method and languages under ``runs_dir`` (``None`` if there is none)."""
+    for info in list_runs(runs_dir):
+        if (info.get("kind"), info.get("method"), info.get("languages")) == (kind, method, languages):
+            return info
+    return None
+
+
 class MetricsTail:
     """Incremental reader of a growing ``metrics.jsonl``.
 

@@ -239,6 +239,8 @@ class SparseDiff:
                 "files": {name: sha256_file(tmp / name) for name in files},
             }
             (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+            for name in files:  # safetensors writes private files (0600)
+                use_umask(tmp / name)
             _replace_directory(tmp, directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -427,9 +429,9 @@ def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[st
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    use_umask(tmp)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        use_umask(tmp)  # both mkstemp and safetensors make private files (0600)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -89,6 +89,14 @@ class DenoiseGroup:
     rank_fraction_mean: float | None
 
 
+def parameter_type(name: str) -> str:
+    """A parameter's short type over all layers: ``attn.query``, ``attn.query bias``, ``emb.word``, or
+    its full type (``pooler.dense``) when it is not a known one."""
+    bias = name.endswith(".bias")
+    kind = DenoisedMatrix(name[: -len(".bias")] + ".weight" if bias else name, None, None, 0, None).short_type
+    return f"{kind} bias" if bias else kind
+
+
 def parse_denoise(entries: Any) -> list[DenoisedMatrix]:
     """The well-formed entries of a ``denoise`` list (others are skipped)."""
     out = []
