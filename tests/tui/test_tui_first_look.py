@@ -65,3 +65,25 @@ def test_layers_sort_numerically():
         "emb.word", "L0 attn.query", "L1 attn.query", "L2 attn.query", "L10 attn.query", "L11 attn.query"]
     assert [g.label for g in summarize(matrices, "layer")] == [
         "layer 0", "layer 1", "layer 2", "layer 10", "layer 11", "other"]
+
+
+async def test_a_one_class_evaluation_is_flagged_in_the_runs_view_and_marked_in_the_compare_view(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    F.make_runs_dir(tmp_path)
+    app = DeftxDashboard(Path("runs"), poll_interval=0.25, clock=F.clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_until(pilot, lambda: pilot.app.screen.scans >= 1)
+        table = pilot.app.screen.query_one("#runs-table")
+        (row,) = [r for r in pilot.app.screen.rows if r.key.endswith("evaluation-full-ft-ban-s0")]
+        assert row.status == "finished" and row.warning
+        table.move_cursor(row=table.get_row_index(row.key))
+        await pilot.pause()
+        detail = str(pilot.app.screen.query_one("#run-detail").content)
+        assert "never predicts 'neutral'" in detail and "neutral 0.0%" in detail
+        await pilot.press("c")
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, CompareScreen) and pilot.app.screen.pivot is not None)
+        pivot = pilot.app.screen.pivot
+        (ban,) = [r for r in pivot.rows if r.label == "ban"]
+        assert ban.cells["full-ft"].collapsed == 1 and not ban.cells["deftx"].collapsed
+        notes = str(pilot.app.screen.query_one("#compare-notes").content)
+        assert "†" in notes and "never predicts one of its classes" in notes
