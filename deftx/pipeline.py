@@ -348,9 +348,9 @@ def evaluate_transfer(
         record["metrics"] = metrics
         record["run_id"] = run.run_id
         write_results(run.path, record)
-        run.log("eval", phase=None, step=None, metrics={"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]})
-        run.update(summary={"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "n": metrics["n"]},
-                   outputs={"results": "results.json"})
+        headline = {k: metrics[k] for k in ("accuracy", "macro_f1", "prediction_shares", "collapsed_classes")}
+        run.log("eval", phase=None, step=None, metrics=headline)
+        run.update(summary={**headline, "n": metrics["n"]}, outputs={"results": "results.json"})
     return record, run.path
 
 

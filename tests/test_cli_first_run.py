@@ -290,3 +290,28 @@ def test_the_package_license_is_an_spdx_string():
     project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
     assert project["project"]["license"] == "Apache-2.0"  # setuptools >= 77 warns on the old table form
     assert any(r.replace(" ", "").startswith("setuptools>=77") for r in project["build-system"]["requires"])
+
+
+def test_transfer_marks_a_one_class_result_in_its_table(tiny_model_dir, shared_data, tmp_path):
+    runs = tmp_path / "runs"
+    r = run("transfer", "--targets", "ace", "--methods", "lt-sft", "--baselines", "", "--split", "valid",
+            "--model", tiny_model_dir, "--data-dir", shared_data, "--runs-dir", runs, "--preset", "smoke", "--quiet",
+            env={"COLUMNS": "120"})
+    [record] = [json.loads(p.read_text()) for p in runs.glob("*/results.json")]
+    row = next(line for line in r.stdout.splitlines() if "ace" in line)
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning: ace valid")]
+    if record["metrics"]["collapsed_classes"]:  # the smoke budget's classifier usually predicts one class
+        assert "†" in row and "never predicts one of its classes" in r.stdout and len(warnings) == 1
+        assert all(f"'{c}'" in warnings[0] for c in record["metrics"]["collapsed_classes"])
+    else:
+        assert "†" not in r.stdout and not warnings
+
+
+def test_an_evaluation_run_records_the_collapse_in_its_run_record(first_run, shared_data, tmp_path):
+    task = _one_class_task_sft(Path(first_run["task"]["sft"]), tmp_path / "positive")
+    record = json.loads(run("evaluate", "--task", "nusax-senti", "--lang", "ace", "--task-sft", task, "--data-dir",
+                            shared_data, "--runs-dir", tmp_path / "runs", "--json").stdout)
+    run_dir = tmp_path / "runs" / record["run_id"]
+    assert json.loads((run_dir / "run.json").read_text())["summary"]["collapsed_classes"] == ["negative", "neutral"]
+    (event,) = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
+    assert event["metrics"]["prediction_shares"]["positive"] == 1.0
