@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from deftx_cli.app import app
+from test_cli import one_error_line
 
 runner = CliRunner()
 COMMANDS = ("train-lang", "train-task", "denoise", "compose", "evaluate", "transfer", "predict", "info",
@@ -24,16 +25,6 @@ EXAMPLE = re.compile(r"^\s*(deftx |export |[A-Z]+=)")
 
 def invoke(*args, env=None):
     return runner.invoke(app, [str(a) for a in args], env=env)
-
-
-def one_error_line(result, code, *needles):
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    lines = [l for l in result.stderr.splitlines() if l.startswith("deftx: error:")]
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for needle in needles:
-        assert needle in result.stderr, result.stderr
-    return lines[0]
 
 
 def _command_function(name):
