@@ -313,11 +313,19 @@ def started_key(info: RunInfo) -> tuple[bool, float, str]:
 
 
 def latest_run(runs_dir: Path, kind: str, method: str | None, languages: dict[str, str]) -> RunInfo | None:
-    """The newest run of this kind, method and languages under ``runs_dir`` (``None`` if there is none)."""
-    for info in list_runs(runs_dir):
-        if (info.get("kind"), info.get("method"), info.get("languages")) == (kind, method, languages):
-            return info
-    return None
+    """The newest run of this kind, method and languages under ``runs_dir`` (``None`` if there is none);
+    among runs started in the same second, the one whose ``run.json`` was written last."""
+    matching = [info for info in list_runs(runs_dir)
+                if (info.get("kind"), info.get("method"), info.get("languages")) == (kind, method, languages)]
+
+    def newest(info: RunInfo) -> tuple[tuple[bool, float], int]:
+        try:
+            written = (info.path / RUN_JSON).stat().st_mtime_ns
+        except OSError:
+            written = 0
+        return started_key(info)[:2], written
+
+    return max(matching, key=newest, default=None)
 
 
 class MetricsTail:
