@@ -1,4 +1,4 @@
-"""Accuracy, macro-F1 and per-class scores; evaluating a composed model on a task split."""
+"""Evaluating a composed model on a task split (the scores themselves: :mod:`deftx.metrics`)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from deftx.errors import LabelMismatchError
-from deftx.metrics import classification_metrics
+from deftx.metrics import COLLAPSE_SHARE, classification_metrics, collapse_warning, collapsed_classes, prediction_shares
 from deftx.objectives.classification import encode_labelled, predict
 
-__all__ = ["check_labels", "classification_metrics", "evaluate_classifier"]
+__all__ = ["COLLAPSE_SHARE", "check_labels", "classification_metrics", "collapse_warning", "collapsed_classes",
+           "evaluate_classifier", "prediction_shares"]
 
 
 def check_labels(sft_labels: Sequence[str] | None, eval_labels: Sequence[str]) -> list[str]:

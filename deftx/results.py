@@ -13,6 +13,8 @@ of ``results.json`` records that :func:`read_records` returns.
   own, labelled by what differs (``DeFT-X energy:0.8``), after the system's column. Delta and the
   average Delta use the main columns.
 * Delta = DeFT-X - LT-SFT (difference of the two means); the better of the two is marked.
+* A cell where a classifier (almost) never predicts one of its classes (``collapsed_classes`` in a
+  record's metrics, for any of its seeds) carries :data:`COLLAPSE_MARK`, and the table a footnote.
 * The average row: each system's mean over its languages' means; its spread is the standard
   deviation over seeds of the per-seed language average, using the seeds that cover all of that
   system's languages (n = how many such seeds). The average Delta is the mean of the per-language
@@ -39,6 +41,7 @@ BASELINE_LABELS = {NO_LANG_SFT: "no lang SFT", FullFt.name: FullFt.label}
 SYSTEM_LABELS = {**{name: METHODS[name].label for name in SPARSE_METHODS}, **BASELINE_LABELS}
 SYSTEMS = tuple(SYSTEM_LABELS)  # the known systems, in column order
 DELTA_LABEL = "Δ"
+COLLAPSE_MARK = "†"
 
 # Metrics where higher is better, in the order one is picked as "the" metric of a run.
 PRIMARY_METRICS = ("macro_f1", "f1", "accuracy", "acc")
@@ -136,6 +139,7 @@ class ResultPoint:
     run_id: str
     created: float  # seconds since the epoch; 0 when unknown
     variant: Variant = ()  # the settings the result was made with, except the preset
+    collapsed: tuple[str, ...] = ()  # classes (almost) never predicted
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,7 @@ class Cell:
     mean: float
     std: float | None
     n: int
+    collapsed: int = 0  # results (seeds) whose classifier (almost) never predicts a class
 
 
 @dataclass
@@ -205,7 +210,10 @@ def collect(records: Iterable[dict[str, Any]]) -> tuple[list[ResultPoint], list[
         variant = tuple(sorted((name, _setting_text(v)) for name, v in settings.items()
                                if name != "preset" and _setting_text(v)))
         created = parse_iso(as_str(record.get("created_at"))) or 0.0
-        points.append(ResultPoint(key, language, system, as_int(record.get("seed")), value, run_id, created, variant))
+        collapsed = metrics.get("collapsed_classes")
+        collapsed = tuple(str(c) for c in collapsed) if isinstance(collapsed, list) else ()
+        points.append(ResultPoint(key, language, system, as_int(record.get("seed")), value, run_id, created, variant,
+                                  collapsed))
     return points, skipped
 
 
@@ -284,8 +292,10 @@ def _order_systems(present: set[str]) -> list[str]:
     return out + sorted(s for s in present if base[s] not in SYSTEMS)
 
 
-def _cell(values: list[float]) -> Cell:
-    return Cell(fmean(values), stdev(values) if len(values) > 1 else None, len(values))
+def _cell(points: list[ResultPoint]) -> Cell:
+    values = [p.value for p in points]
+    return Cell(fmean(values), stdev(values) if len(values) > 1 else None, len(values),
+                sum(bool(p.collapsed) for p in points))
 
 
 def _better(delta: float | None, higher: bool) -> str | None:
@@ -311,7 +321,7 @@ def build_pivot(key: TableKey, points: Iterable[ResultPoint]) -> Pivot:
         for system in systems:
             members = by_cell.get((language, system))
             if members:
-                cells[system] = _cell([p.value for p in sorted(members, key=lambda p: (p.seed is None, p.seed or 0))])
+                cells[system] = _cell(sorted(members, key=lambda p: (p.seed is None, p.seed or 0)))
         delta = cells[PAIR[1]].mean - cells[PAIR[0]].mean if set(PAIR) <= set(cells) else None
         rows.append(PivotRow(language, cells, delta, _better(delta, higher)))
 
@@ -343,9 +353,18 @@ def build_pivot(key: TableKey, points: Iterable[ResultPoint]) -> Pivot:
             notes.append(f"{system_label(system)}: " + " · ".join(
                 f"{SETTING_LABELS.get(n, n.replace('_', ' ')) or n.replace('_', ' ')} {v}" for n, v in main[system]))
 
+    collapsed = sum(bool(p.collapsed) for p in points)
+    if collapsed:
+        notes.append(f"{COLLAPSE_MARK} {collapse_note(collapsed, len(points))}")
+
     values = [p.value for p in points]
     scale = 100.0 if values and all(0.0 <= v <= 1.0 for v in values) else 1.0
     return Pivot(key, systems, rows, average, scale, higher, len(points), notes, labels)
+
+
+def collapse_note(collapsed: int, results: int) -> str:
+    return (f"{collapsed} of {results} results come from a classifier that (almost) never predicts one of its "
+            f"classes (under 2% of its predictions): it has not learned the task")
 
 
 def build_pivots(records: Iterable[dict[str, Any]]) -> tuple[list[Pivot], list[str]]:

@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from deftx.results import DELTA_LABEL, Cell, Pivot, TableKey, system_label
+from deftx.results import COLLAPSE_MARK, DELTA_LABEL, Cell, Pivot, TableKey, system_label
 from deftx.runs import slug
 
 from deftx_cli.text import DASH, model_label
@@ -30,13 +30,13 @@ def format_value(value: float | None, scale: float) -> str:
 
 
 def format_cell(cell: Cell | None, scale: float) -> str:
-    """``69.1±1.2 (3)``; a single seed has no spread: ``69.1 (1)``."""
+    """``69.1±1.2 (3)``; a single seed has no spread: ``69.1 (1)``; a collapsed classifier: ``18.3 (1)†``."""
     if cell is None:
         return DASH
     text = format_value(cell.mean, scale)
     if cell.std is not None:
         text += f"±{format_value(cell.std, scale)}"
-    return f"{text} ({cell.n})"
+    return f"{text} ({cell.n})" + (COLLAPSE_MARK if cell.collapsed else "")
 
 
 def format_delta(delta: float | None, scale: float) -> str:
@@ -121,7 +121,7 @@ def to_document(pivots: list[Pivot]) -> list[dict[str, Any]]:
     """The tables as JSON-ready objects (see :func:`to_json`)."""
 
     def cell(c: Cell | None) -> dict[str, Any] | None:
-        return None if c is None else {"mean": c.mean, "std": c.std, "n": c.n}
+        return None if c is None else {"mean": c.mean, "std": c.std, "n": c.n, "collapsed": c.collapsed}
 
     document = [
         {

@@ -200,6 +200,7 @@ MISSING = {
     "compose": (["--out", "composed"], ["--sft"]),
     "denoise": (["--k", "0.1"], ["--diff"]),
     "info": ([], [None]),
+    "predict": (["saya suka film ini"], ["--task-sft", "--lang-sft"]),
 }
 
 
@@ -208,7 +209,7 @@ def test_a_missing_path_is_an_input_error_for_every_command(command, option, tmp
     required, _ = MISSING[command]
     missing = tmp_path / "missing"
     given = [option, missing] if option else [missing]
-    if command == "evaluate" and option != "--task-sft":
+    if command in ("evaluate", "predict") and option != "--task-sft":
         given += ["--task-sft", tmp_path]
     r = run(command, *required, *given, ok=False)
     one_error_line(r, 3, "does not exist", str(missing))

@@ -10,7 +10,7 @@ import typer
 from deftx_cli.options import (
     DataDirOpt, JsonOpt, ModelOpt, Preset, PresetOpt, QuietOpt, RankRuleOpt, RunsDirOpt, TailKeepOpt, split_list,
 )
-from deftx_cli.output import TrainingProgress, handle_errors, note, print_json, stdout
+from deftx_cli.output import TrainingProgress, handle_errors, note, print_json, stdout, warn
 from deftx_cli.text import format_duration
 
 
@@ -24,11 +24,11 @@ def _show_step(index: int, total: int, step, eta: float | None) -> None:
 
 @handle_errors
 def transfer(
-    targets: Annotated[list[str], typer.Option("--target", "--targets", help="Target language(s), comma-separated or repeated.")],
+    targets: Annotated[list[str], typer.Option("--target", "--targets", metavar="<str>", help="Target language(s), comma-separated or repeated.")],
     task: Annotated[str, typer.Option("--task", "-t", help="Evaluation task: nusax-senti (source ind, trained on SmSA) or americasnli (source eng, trained on SICK offline).")] = "nusax-senti",
-    methods: Annotated[list[str], typer.Option("--methods", help="lt-sft and/or deftx, comma-separated.")] = ["lt-sft,deftx"],
-    baselines: Annotated[list[str], typer.Option("--baselines", help="no-lang-sft and/or full-ft, comma-separated ('' for none).")] = ["no-lang-sft"],
-    seeds: Annotated[list[int], typer.Option("--seed", help="Seed(s); repeat for several.")] = [0],
+    methods: Annotated[list[str], typer.Option("--methods", metavar="<str>", help="lt-sft and/or deftx, comma-separated.")] = ["lt-sft,deftx"],
+    baselines: Annotated[list[str], typer.Option("--baselines", metavar="<str>", help="no-lang-sft and/or full-ft, comma-separated ('' for none).")] = ["no-lang-sft"],
+    seeds: Annotated[list[int], typer.Option("--seed", metavar="<int>", help="Seed(s); repeat for several.")] = [0],
     lang_seed: Annotated[Optional[int], typer.Option("--lang-seed", help="Train the language SFTs once with this seed and share them across --seed runs (default: one per seed).")] = None,
     train_task: Annotated[Optional[str], typer.Option("--train-task", help="Task of the source training data (default from the recipe).")] = None,
     source_lang: Annotated[Optional[str], typer.Option("--source-lang", help="Source language (default from the recipe).")] = None,
@@ -55,7 +55,9 @@ def transfer(
 
     Example (a few minutes on a laptop CPU):
 
-        deftx transfer --targets ace --preset quick --data-dir ../shared/data --model ../shared/models/me5-small-mlm
+        export DEFTX_DATA_DIR=../shared/data
+        export DEFTX_MODEL=../shared/models/me5-small-mlm
+        deftx transfer --targets ace --preset quick
     """
     from deftx.results import build_pivots
     from deftx.transfer import TransferPlan, run_transfer
@@ -77,7 +79,13 @@ def transfer(
         callbacks_for=lambda label: [TrainingProgress(label, quiet=quiet)],
         on_step=None if quiet else _show_step,
     )
+    from deftx.metrics import collapse_warning
+
     pivots, _ = build_pivots(records)
+    for r in records:
+        line = collapse_warning(r.get("metrics"), f"{r['language']} {r['split']} ({r['system']}, seed {r.get('seed')})")
+        if line:
+            warn(line)
     if as_json:
         print_json({"tables": to_document(pivots), "records": records})
         return
