@@ -38,14 +38,17 @@ from deftx.errors import (
     UsageError,
 )
 from deftx.model import base_parameters, fingerprint
+from deftx.sft_manifest import (
+    DIFF_FILE,
+    HEAD_FILE,
+    MANIFEST_FILE,
+    SFT_FORMAT,
+    SFT_FORMAT_VERSION,
+    read_manifest,
+)
 
-SFT_FORMAT = "deftx-sft"
-SFT_FORMAT_VERSION = 1
 MASK_FORMAT = "deftx-mask"
 DIFF_FORMAT = "deftx-phase1-diff"
-DIFF_FILE = "diff.safetensors"
-HEAD_FILE = "head.safetensors"
-MANIFEST_FILE = "sft.json"
 INT32_LIMIT = 2**31
 
 
@@ -271,33 +274,6 @@ class SparseDiff:
             entries[name] = (idx.to(torch.int64), values)
         head = _load_safetensors(directory / HEAD_FILE) if HEAD_FILE in files else {}
         return cls(entries, shapes, head, manifest)
-
-
-def read_manifest(directory: Path) -> dict[str, Any]:
-    """Read and check an SFT directory's ``sft.json`` (format and version)."""
-    directory = Path(directory)
-    if not directory.exists():
-        raise InputNotFoundError(f"SFT directory {directory} does not exist")
-    if not directory.is_dir():
-        raise InputNotFoundError(f"{directory} is not an SFT directory")
-    path = directory / MANIFEST_FILE
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ArtifactError(f"{directory} holds no {MANIFEST_FILE}", hint="is this an SFT directory?") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputNotFoundError(f"cannot read {path}: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{path} is not valid JSON (line {exc.lineno}): corrupt or truncated") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != SFT_FORMAT:
-        raise ArtifactError(f"{path} is not a deftx SFT manifest")
-    version = manifest.get("format_version")
-    if version != SFT_FORMAT_VERSION:
-        raise ArtifactError(
-            f"{path} has format version {version}; this deftx reads version {SFT_FORMAT_VERSION}",
-            hint="upgrade deftx" if isinstance(version, int) and version > SFT_FORMAT_VERSION else None,
-        )
-    return manifest
 
 
 def compose(sfts: Iterable[SparseDiff]) -> SparseDiff:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from deftx import __version__
-from deftx_cli.commands import compose, denoise, evaluate, info, results, train, transfer, tui
+from deftx_cli.commands import compose, denoise, evaluate, info, interop, overlap, results, train, transfer, tui
 
 app = typer.Typer(
     name="deftx",
@@ -41,6 +41,9 @@ app.command("compose", no_args_is_help=True)(compose.compose)
 app.command("evaluate", no_args_is_help=True)(evaluate.evaluate)
 app.command("transfer", no_args_is_help=True)(transfer.transfer)
 app.command("info", no_args_is_help=True)(info.info)
+app.command("import", no_args_is_help=True)(interop.import_sft)
+app.command("export", no_args_is_help=True)(interop.export_sft)
+app.command("overlap", no_args_is_help=True)(overlap.overlap)
 app.command("datasets")(info.datasets)
 app.command("results")(results.results)
 app.command("tui")(tui.tui)

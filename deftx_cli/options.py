@@ -61,3 +61,5 @@ L1Opt = Annotated[Optional[float], typer.Option("--l1", min=0.0, help="L1 pull t
 WdOpt = Annotated[Optional[float], typer.Option("--weight-decay", min=0.0, help="Weight decay (masked in phase 2).", rich_help_panel=TRAINING)]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.", rich_help_panel=TRAINING)]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...", rich_help_panel=TRAINING)]
+
+RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Branch, tag or commit of SFTs given as hub ids (default: main).")]

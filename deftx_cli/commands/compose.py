@@ -7,17 +7,18 @@ from typing import Annotated
 
 import typer
 
-from deftx_cli.options import JsonOpt, ModelOpt
+from deftx_cli.options import JsonOpt, ModelOpt, RevisionOpt
 from deftx_cli.output import handle_errors, note, print_json
 
 
 @handle_errors
 def compose(
-    sft: Annotated[list[Path], typer.Option("--sft", exists=True, file_okay=False, help="An SFT directory (repeat: language SFT, task SFT, ...).")],
+    sft: Annotated[list[str], typer.Option("--sft", help="An SFT directory or hub id (repeat: language SFT, task SFT, ...).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the composed model (save_pretrained).")],
     model: ModelOpt = "xlm-roberta-base",
     force: Annotated[bool, typer.Option("--force", help="Apply SFTs even if their base-model fingerprint differs.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
+    revision: RevisionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Compose SFTs by addition onto the base model and save a ready model (with the task head).
@@ -26,9 +27,10 @@ def compose(
 
         deftx compose --model ../shared/models/me5-small-mlm --sft runs/<ace-run>/sft --sft runs/<task-run>/sft --out models/ace-senti
     """
+    from deftx.hub import resolve_sft_source
     from deftx.pipeline import compose_model
 
-    result = compose_model(model, sft, out, force=force, overwrite=overwrite)
+    result = compose_model(model, [resolve_sft_source(s, revision) for s in sft], out, force=force, overwrite=overwrite)
     if as_json:
         print_json(result)
     else:

@@ -101,7 +101,8 @@ def train_lang(
 def train_task(
     task: Annotated[str, typer.Option("--task", "-t", help="Task: nusax-senti, smsa, americasnli, sick, multinli, xnli-en.")],
     source_lang: Annotated[str, typer.Option("--source-lang", "-s", help="Language of the labelled training data (ISO 639-3).")],
-    lang_sft: Annotated[Optional[Path], typer.Option("--lang-sft", exists=True, file_okay=False, help="The source language's SFT, applied while training (recommended).")] = None,
+    lang_sft: Annotated[Optional[str], typer.Option("--lang-sft", help="The source language's SFT (a directory or a hub id), applied while training (recommended).")] = None,
+    revision: Annotated[Optional[str], typer.Option("--revision", help="Branch, tag or commit of --lang-sft when it is a hub id.")] = None,
     model: ModelOpt = DEFAULT_MODEL,
     method: MethodOpt = Method.deftx,
     preset: PresetOpt = Preset.cpu,
@@ -138,8 +139,11 @@ def train_task(
 
         deftx train-task --task smsa --source-lang ind --lang-sft runs/<ind-run>/sft --data-dir ../shared/data --model ../shared/models/me5-small-mlm
     """
+    from deftx.hub import resolve_sft_source
     from deftx.pipeline import train_task_sft
 
+    if lang_sft is not None:
+        lang_sft = resolve_sft_source(lang_sft, revision)
     config = _config("task", preset, method, k=k, rank_rule=rank_rule, tail_keep=tail_keep,
                      max_examples=max_examples, phase1_epochs=phase1_epochs, phase2_epochs=phase2_epochs,
                      phase1_steps=phase1_steps, phase2_steps=phase2_steps, batch_size=batch_size,
