@@ -226,7 +226,10 @@ def import_composable_sft(
             hint = "is it an SFT of another architecture? check --model"
             if name in named:
                 hint = "composable-sft differences of head parameters are not supported"
-            raise ArtifactError(f"{path}: {model_id} has no encoder parameter {name}", hint=hint)
+            elif kind == "language":
+                hint = "a task SFT? give its labels with --labels (in the classifier's order); else check --model"
+            what = "masked-LM model" if kind == "language" else "classification model"
+            raise ArtifactError(f"{path}: {model_id}'s {what} has no encoder parameter {name}", hint=hint)
         if tuple(target.shape) != shape:
             raise ArtifactError(f"{path}: {name} has size {shape}, but {model_id} has {tuple(target.shape)}",
                                 hint="the SFT belongs to another model size or vocabulary; check --model")

@@ -28,9 +28,11 @@ def compose(
         deftx compose --model ../shared/models/me5-small-mlm --sft runs/<ace-run>/sft --sft runs/<task-run>/sft --out models/ace-senti
     """
     from deftx.hub import resolve_sft_source
+
+    folders = [resolve_sft_source(s, revision) for s in sft]
     from deftx.pipeline import compose_model
 
-    result = compose_model(model, [resolve_sft_source(s, revision) for s in sft], out, force=force, overwrite=overwrite)
+    result = compose_model(model, folders, out, force=force, overwrite=overwrite)
     if as_json:
         print_json(result)
     else:

@@ -38,11 +38,14 @@ def evaluate(
         deftx evaluate --task nusax-senti --lang ace --task-sft runs/<task-run>/sft --lang-sft runs/<ace-run>/sft --data-dir ../shared/data
     """
     from deftx.hub import resolve_sft_source
+
+    task_folder = resolve_sft_source(task_sft, revision)
+    lang_folder = resolve_sft_source(lang_sft, revision) if lang_sft is not None else None
     from deftx.pipeline import evaluate_transfer
 
     record, run_path = evaluate_transfer(
-        task, lang, resolve_sft_source(task_sft, revision),
-        lang_sft=resolve_sft_source(lang_sft, revision) if lang_sft is not None else None, model=model, split=split, data_dir=data_dir, eval_file=eval_file,
+        task, lang, task_folder,
+        lang_sft=lang_folder, model=model, split=split, data_dir=data_dir, eval_file=eval_file,
         runs_dir=runs_dir, run_id=run_id, batch_size=batch_size, force=force,
     )
     if as_json:

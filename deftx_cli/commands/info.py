@@ -25,9 +25,11 @@ def info(
         deftx info runs/<run>/sft
     """
     from deftx.hub import resolve_sft_source
+
+    folder = resolve_sft_source(sft, revision)  # before torch is imported: a hub failure is immediate
     from deftx.sft import SparseDiff
 
-    diff = SparseDiff.load(resolve_sft_source(sft, revision), verify=verify)
+    diff = SparseDiff.load(folder, verify=verify)
     m = diff.manifest
     stats = diff.stats()
     if as_json:

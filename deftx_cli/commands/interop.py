@@ -39,9 +39,10 @@ def import_sft(
         deftx import cambridgeltl/xlmr-task-sft-nusax_senti --model xlm-roberta-base --out sfts/nusax-task
     """
     from deftx.hub import resolve_sft_source
-    from deftx.interop import import_composable_sft
 
     folder = resolve_sft_source(source, revision, what="composable-sft SFT")
+    from deftx.interop import import_composable_sft
+
     diff = import_composable_sft(
         folder, model, labels=split_list(labels), language=language, task=task,
         origin=source, revision=revision,
@@ -78,10 +79,12 @@ def export_sft(
         deftx export runs/<run>/sft --to composable-sft --out exported/ace-lang
     """
     from deftx.hub import resolve_sft_source
+
+    folder = resolve_sft_source(sft, revision)
     from deftx.interop import export_composable_sft, export_prefix
     from deftx.sft import SparseDiff
 
-    diff = SparseDiff.load(resolve_sft_source(sft, revision))
+    diff = SparseDiff.load(folder)
     path = export_composable_sft(diff, out, prefix=export_prefix(diff, model), overwrite=overwrite)
     summary = {"out": str(path), "format": to.value, "entries": diff.n_entries, "diffs": len(diff.entries),
                "abs": len(diff.head)}

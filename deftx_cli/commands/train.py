@@ -140,10 +140,11 @@ def train_task(
         deftx train-task --task smsa --source-lang ind --lang-sft runs/<ind-run>/sft --data-dir ../shared/data --model ../shared/models/me5-small-mlm
     """
     from deftx.hub import resolve_sft_source
-    from deftx.pipeline import train_task_sft
 
     if lang_sft is not None:
         lang_sft = resolve_sft_source(lang_sft, revision)
+    from deftx.pipeline import train_task_sft
+
     config = _config("task", preset, method, k=k, rank_rule=rank_rule, tail_keep=tail_keep,
                      max_examples=max_examples, phase1_epochs=phase1_epochs, phase2_epochs=phase2_epochs,
                      phase1_steps=phase1_steps, phase2_steps=phase2_steps, batch_size=batch_size,
