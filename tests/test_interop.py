@@ -164,6 +164,10 @@ def test_task_sft_without_labels_asks_for_them(tiny_model_dir, tmp_path):
     assert r.exit_code == 5 and "classifier" in r.stderr and "Traceback" not in r.stderr
     r = cli("import", tmp_path / "src", "--model", tiny_model_dir, "--out", tmp_path / "sft", "--labels", "a,b")
     assert r.exit_code == 0, r.output
+    before = (tmp_path / "sft" / "sft.json").read_bytes()
+    r = cli("import", tmp_path / "src", "--model", tiny_model_dir, "--out", tmp_path / "sft", "--labels", "b,a")
+    assert r.exit_code == 2 and "--overwrite" in r.stderr
+    assert (tmp_path / "sft" / "sft.json").read_bytes() == before  # nothing already written is lost
 
 
 def test_names_and_shapes_are_checked_against_the_base_model(tiny_model_dir, tmp_path):

@@ -38,8 +38,11 @@ def import_sft(
 
         deftx import cambridgeltl/xlmr-task-sft-nusax_senti --model xlm-roberta-base --out sfts/nusax-task
     """
+    from deftx.errors import UsageError
     from deftx.hub import resolve_sft_source
 
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise UsageError(f"{out} already exists and is not empty", hint="choose another --out or pass --overwrite")
     folder = resolve_sft_source(source, revision, what="composable-sft SFT")
     from deftx.interop import import_composable_sft
 

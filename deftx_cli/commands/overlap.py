@@ -25,8 +25,10 @@ def overlap(
     revision: RevisionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Interference report: for each pair of SFTs, the positions both change, how often their signs
-    disagree there, and the share of the composed update's squared norm on those positions.
+    """How much SFTs overlap when composed: shared positions, sign disagreement, norm share.
+
+    For each pair: the positions both change, how often their signs disagree there, and the share of
+    the composed update's squared norm on those positions; in total, per matrix type and per layer.
 
     Example (a language SFT against a task SFT):
 
