@@ -1,6 +1,7 @@
 """composable-sft's SFT format, in and out.
 
-composable-sft (the LT-SFT reference code) stores an SFT as one torch pickle, ``pytorch_diff.bin``::
+composable-sft (the LT-SFT reference code) stores an SFT as one torch pickle, ``pytorch_diff.bin``
+(earlier versions name the two parts ``body`` and ``head``, and may hold torch sparse tensors)::
 
     {"diffs": {name: {"size": torch.Size, "index_steps": [np.int64, int, int, ...], "values": Tensor}},
      "abs":   {name: Tensor}}
@@ -126,13 +127,13 @@ def _first_line(text: str) -> str:
 def decode_composable(data: Any, where: str = "the file") -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]], dict[str, torch.Tensor]]:
     """``{name: (row-major sorted indices, values, shape)}`` and the dense ``abs`` tensors, with every
     field checked (types, lengths, indices inside the tensor)."""
-    if not isinstance(data, dict) or not ({"diffs", "abs"} & set(data)):
+    if not isinstance(data, dict) or not (set(_KEYS) & set(data)):
         raise ArtifactError(f"{where} is not a composable-sft SFT (expected a dict with 'diffs' and 'abs')")
-    unknown = sorted(set(data) - {"diffs", "abs"})
+    unknown = sorted(set(data) - set(_KEYS))
     if unknown:
         raise ArtifactError(f"{where} has an unexpected top-level entry {unknown[0]!r}")
-    diffs = data.get("diffs") or {}
-    dense = data.get("abs") or {}
+    diffs = data.get("diffs") or data.get("body") or {}
+    dense = data.get("abs") or data.get("head") or {}
     if not isinstance(diffs, dict) or not isinstance(dense, dict):
         raise ArtifactError(f"{where}: 'diffs' and 'abs' must be dicts")
     entries = {}
@@ -146,7 +147,17 @@ def decode_composable(data: Any, where: str = "the file") -> tuple[dict[str, tup
     return entries, heads
 
 
+# Earlier composable-sft versions saved the same two parts as "body" (encoded or torch sparse tensors)
+# and "head".
+_KEYS = ("diffs", "abs", "body", "head")
+
+
 def _decode_one(name: str, encoding: Any, where: str) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]:
+    if isinstance(encoding, torch.Tensor) and encoding.is_sparse:
+        sparse = encoding.coalesce()  # indices sorted row-major, repeated positions summed
+        shape = tuple(sparse.shape)
+        rows = (sparse.indices().T.to(torch.int64) * torch.tensor(_row_major_strides(shape))).sum(1)
+        return rows, sparse.values().detach().clone(), shape
     if not isinstance(encoding, dict) or not {"size", "index_steps", "values"} <= set(encoding):
         raise ArtifactError(f"{where}: diffs[{name!r}] lacks size, index_steps or values")
     try:

@@ -207,6 +207,26 @@ def test_language_sft_round_trip_from_deftx(tiny_model_dir, tmp_path):
     assert r.exit_code == 2 and "--overwrite" in r.stderr
 
 
+def test_the_earlier_body_and_head_layout_is_read(tiny_model_dir, tmp_path):
+    model, _ = load_model(tiny_model_dir, "mlm")
+    p = base_parameters(model)["encoder.layer.1.output.dense.weight"]
+    dense = torch.zeros(p.shape)
+    dense[0, 3], dense[2, 1], dense[5, 0] = 1.5, -2.0, 0.25
+    bias = torch.zeros(p.shape[0])
+    bias[4] = 3.0
+    head = {n: torch.ones(t.shape) for n, t in head_parameters(model).items()}
+    src = tmp_path / "src"
+    src.mkdir()
+    torch.save({"body": {"bert.encoder.layer.1.output.dense.weight": dense.to_sparse(),
+                         "bert.encoder.layer.1.output.dense.bias": reference_encode(bias)}, "head": head},
+               src / "pytorch_diff.bin")
+    diff = import_composable_sft(src, tiny_model_dir)
+    idx, values = diff.entries["encoder.layer.1.output.dense.weight"]
+    assert torch.equal(idx, torch.nonzero(dense.reshape(-1)).flatten()) and values.tolist() == [1.5, -2.0, 0.25]
+    assert diff.entries["encoder.layer.1.output.dense.bias"][0].tolist() == [4]
+    assert set(diff.head) == set(head)
+
+
 # ------------------------------------------------------------------ nothing in the file runs
 
 
