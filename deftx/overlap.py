@@ -3,7 +3,9 @@
 For a pair of SFTs A and B (sparse differences over the same base model), and for each group of
 parameters (all of them, per matrix type, per layer):
 
-* ``shared``: positions both change; ``jaccard`` = shared / positions either changes;
+* ``shared``: positions both change; ``jaccard`` = shared / positions either changes; ``chance``: the
+  shared positions expected if the two picked their positions independently at random within each
+  parameter (sum of ``a * b / numel``), so ``shared / chance`` says how much more they collide than chance;
 * ``sign_disagreement``: the share of the shared positions where A and B move the weight in opposite
   directions (their sum then partly cancels);
 * ``norm_share``: the share of the composed update's squared L2 norm, ``||phi_A + phi_B||^2``, that
@@ -38,6 +40,10 @@ class SparseArrays:
     label: str
     entries: dict[str, tuple[np.ndarray, np.ndarray]]
     manifest: dict[str, Any] = field(default_factory=dict)
+
+    def numel(self, name: str) -> int | None:
+        shape = (self.manifest.get("shapes") or {}).get(name)
+        return int(np.prod(shape)) if shape is not None else None
 
 
 def read_sparse_arrays(directory: Path | str, label: str | None = None) -> SparseArrays:
@@ -78,6 +84,7 @@ class Counts:
     disagree: int = 0  # shared positions with opposite signs
     shared_sq: float = 0.0  # squared norm of A + B on the shared positions
     total_sq: float = 0.0  # squared norm of A + B
+    chance: float = 0.0  # shared positions expected of independent random picks
 
     def add(self, other: Counts) -> None:
         self.a += other.a
@@ -86,6 +93,7 @@ class Counts:
         self.disagree += other.disagree
         self.shared_sq += other.shared_sq
         self.total_sq += other.total_sq
+        self.chance += other.chance
 
     def as_dict(self) -> dict[str, Any]:
         union = self.a + self.b - self.shared
@@ -96,11 +104,14 @@ class Counts:
             "shared_of_b": self.shared / self.b if self.b else 0.0,
             "sign_disagreement": self.disagree / self.shared if self.shared else None,
             "norm_share": self.shared_sq / self.total_sq if self.total_sq else 0.0,
+            "chance": self.chance,
+            "over_chance": self.shared / self.chance if self.chance else None,
         }
 
 
-def parameter_counts(a: tuple[np.ndarray, np.ndarray] | None, b: tuple[np.ndarray, np.ndarray] | None) -> Counts:
-    """The counts of one parameter; either side may be absent."""
+def parameter_counts(a: tuple[np.ndarray, np.ndarray] | None, b: tuple[np.ndarray, np.ndarray] | None,
+                     numel: int | None = None) -> Counts:
+    """The counts of one parameter (of ``numel`` entries, when known); either side may be absent."""
     if a is None or b is None:
         idx, values = a if a is not None else b  # type: ignore[misc]
         sq = float(np.dot(values, values))
@@ -115,7 +126,8 @@ def parameter_counts(a: tuple[np.ndarray, np.ndarray] | None, b: tuple[np.ndarra
     only_b = np.ones(len(ib), dtype=bool)
     only_b[pb] = False
     rest_sq = float(np.dot(va[only_a], va[only_a]) + np.dot(vb[only_b], vb[only_b]))
-    return Counts(len(ia), len(ib), len(pa), int(np.count_nonzero(sa * sb < 0)), shared_sq, shared_sq + rest_sq)
+    chance = len(ia) * len(ib) / numel if numel else 0.0
+    return Counts(len(ia), len(ib), len(pa), int(np.count_nonzero(sa * sb < 0)), shared_sq, shared_sq + rest_sq, chance)
 
 
 def pair_overlap(a: SparseArrays, b: SparseArrays) -> dict[str, Any]:
@@ -125,7 +137,7 @@ def pair_overlap(a: SparseArrays, b: SparseArrays) -> dict[str, Any]:
     by_layer: dict[str, Counts] = {}
     per_parameter = {}
     for name in sorted(set(a.entries) | set(b.entries)):
-        counts = parameter_counts(a.entries.get(name), b.entries.get(name))
+        counts = parameter_counts(a.entries.get(name), b.entries.get(name), a.numel(name) or b.numel(name))
         per_parameter[name] = counts.as_dict()
         kind, layer = parameter_group(name)
         total.add(counts)

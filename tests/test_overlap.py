@@ -18,14 +18,14 @@ V = "encoder.layer.1.attention.self.value.weight"
 E = "embeddings.word_embeddings.weight"
 
 
-def arrays(label, entries):
+def arrays(label, entries, shapes=None):
     return SparseArrays(label, {n: (np.array(i, dtype=np.int64), np.array(v, dtype=np.float64))
-                                for n, (i, v) in entries.items()})
+                                for n, (i, v) in entries.items()}, {"shapes": shapes or {}})
 
 
 def test_a_pair_by_hand():
-    a = arrays("a", {Q: ([0, 2, 5, 9], [1.0, -2.0, 3.0, 1.0]), E: ([4], [2.0])})
-    b = arrays("b", {Q: ([2, 5, 7], [1.0, 1.0, -1.0]), V: ([1], [3.0])})
+    a = arrays("a", {Q: ([0, 2, 5, 9], [1.0, -2.0, 3.0, 1.0]), E: ([4], [2.0])}, {Q: [4, 4], E: [8, 2]})
+    b = arrays("b", {Q: ([2, 5, 7], [1.0, 1.0, -1.0]), V: ([1], [3.0])}, {Q: [4, 4], V: [4, 4]})
     report = pair_overlap(a, b)
     total = report["total"]
     assert (total["a"], total["b"], total["shared"]) == (5, 4, 2)  # positions 2 and 5 of Q
@@ -34,6 +34,8 @@ def test_a_pair_by_hand():
     # composed: Q {0: 1, 2: -1, 5: 4, 9: 1, 7: -1}, E {4: 2}, V {1: 3}
     shared_sq, total_sq = 1 + 16, 1 + 1 + 16 + 1 + 1 + 4 + 9
     assert total["norm_share"] == pytest.approx(shared_sq / total_sq)
+    assert total["chance"] == pytest.approx(4 * 3 / 16)  # only Q is changed by both
+    assert total["over_chance"] == pytest.approx(2 / (12 / 16))
     assert report["by_type"]["attention.self.query"]["shared"] == 2
     assert report["by_type"]["attention.self.value"]["a"] == 0
     assert report["by_layer"]["0"]["sign_disagreement"] == pytest.approx(0.5)

@@ -60,13 +60,18 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+def _times(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}x"
+
+
 def _print_pair(pair: dict[str, Any], by: GroupBy) -> None:
     total = pair["total"]
     stdout.print(f"\n[bold]A[/bold] {_describe(pair['a'], pair['a_sft'])}")
     stdout.print(f"[bold]B[/bold] {_describe(pair['b'], pair['b_sft'])}")
     stdout.print(
         f"shared positions {total['shared']:,} ({_pct(total['shared_of_a'])} of A's {total['a']:,}, "
-        f"{_pct(total['shared_of_b'])} of B's {total['b']:,}; Jaccard {total['jaccard']:.4f}); "
+        f"{_pct(total['shared_of_b'])} of B's {total['b']:,}; Jaccard {total['jaccard']:.4f}; "
+        f"{_times(total['over_chance'])} chance); "
         f"sign disagreement {_pct(total['sign_disagreement'])}; "
         f"share of ||A+B||² on shared positions {_pct(total['norm_share'])}"
     )
@@ -74,8 +79,8 @@ def _print_pair(pair: dict[str, Any], by: GroupBy) -> None:
               "both": [("matrix type", pair["by_type"]), ("layer", pair["by_layer"])], "none": []}[by.value]
     for title, rows in groups:
         width = max([len(title)] + [len(key) for key in rows])
-        stdout.print(f"\n{title:<{width}} {'A':>9} {'B':>9} {'shared':>9} {'Jaccard':>7} {'signs≠':>7} {'norm':>6}",
-                     style="bold")
+        stdout.print(f"\n{title:<{width}} {'A':>9} {'B':>9} {'shared':>9} {'chance':>6} {'Jaccard':>7} {'signs≠':>7} "
+                     f"{'norm':>6}", style="bold")
         for key, row in rows.items():
-            stdout.print(f"{key:<{width}} {row['a']:>9,} {row['b']:>9,} {row['shared']:>9,} {row['jaccard']:>7.4f} "
-                         f"{_pct(row['sign_disagreement']):>7} {_pct(row['norm_share']):>6}")
+            stdout.print(f"{key:<{width}} {row['a']:>9,} {row['b']:>9,} {row['shared']:>9,} {_times(row['over_chance']):>6} "
+                         f"{row['jaccard']:>7.4f} {_pct(row['sign_disagreement']):>7} {_pct(row['norm_share']):>6}")
