@@ -72,10 +72,12 @@ class OverlapPanel(Static):
         table = Table(box=None, pad_edge=False, show_edge=False, header_style="dim", padding=(0, 1),
                       title=f"SFT overlap ({message.sfts.language}{seed})", title_justify="left", title_style="bold")
         table.add_column("pair", no_wrap=True)
-        for column in ("shared", "Jaccard", "signs ≠", "norm share"):
+        for column in ("shared", "× chance", "Jaccard", "signs ≠", "norm share"):
             table.add_column(column, justify="right", no_wrap=True)
         for row in message.rows:
             t = row.total
             disagree = "–" if t["sign_disagreement"] is None else f"{100 * t['sign_disagreement']:.1f}%"
-            table.add_row(row.label, f"{t['shared']:,}", f"{t['jaccard']:.3f}", disagree, f"{100 * t['norm_share']:.1f}%")
+            chance = "–" if t.get("over_chance") is None else f"{t['over_chance']:.1f}"
+            table.add_row(row.label, f"{t['shared']:,}", chance, f"{t['jaccard']:.3f}", disagree,
+                          f"{100 * t['norm_share']:.1f}%")
         self.update(table)
