@@ -18,7 +18,7 @@ class ExportFormat(str, Enum):
 
 @handle_errors
 def import_sft(
-    source: Annotated[str, typer.Argument(help="A composable-sft SFT: a directory holding pytorch_diff.bin, or a hub id.", show_default=False)],
+    source: Annotated[str, typer.Argument(help="A composable-sft SFT: pytorch_diff.bin, a directory holding it, or a hub id.", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", file_okay=False, help="Directory for the deftx SFT.")],
     model: ModelOpt = "xlm-roberta-base",
     labels: Annotated[Optional[list[str]], typer.Option("--labels", help="A task SFT's label names in the classifier's order, comma-separated (default: from the config.json beside the file).")] = None,
@@ -43,7 +43,8 @@ def import_sft(
 
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise UsageError(f"{out} already exists and is not empty", hint="choose another --out or pass --overwrite")
-    folder = resolve_sft_source(source, revision, what="composable-sft SFT")
+    given = Path(source).expanduser()
+    folder = given if given.is_file() else resolve_sft_source(source, revision, what="composable-sft SFT")
     from deftx.interop import import_composable_sft
 
     diff = import_composable_sft(
