@@ -4,15 +4,18 @@ Every place that takes an SFT directory also takes a hub id (``owner/name``, wit
 branch, tag or commit). :func:`resolve_sft_source` turns either into a local directory. A path that
 exists is used as it is; something that looks like a path (``./x``, ``/x``, ``~/x``, ``a/b/c``) and
 does not exist is an error; anything else is a hub id. Offline (``HF_HUB_OFFLINE=1``) a hub id is
-read from the cache or refused at once, with a line saying how to pass a local directory instead.
+read from the cache or refused at once, with a line saying how to pass a local directory instead; so
+is one when the hub does not answer a quick connection attempt (no network).
 
 ``huggingface_hub`` is imported only when a hub id is actually fetched.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import socket
 from pathlib import Path
 
 from deftx.errors import InputNotFoundError, UsageError
@@ -21,6 +24,27 @@ from deftx.sft_manifest import COMPOSABLE_SFT_FILE, DIFF_FILE, HEAD_FILE, MANIFE
 # The files an SFT repository may hold: a deftx SFT, or composable-sft's file and its config.
 SFT_REPO_FILES = (MANIFEST_FILE, DIFF_FILE, HEAD_FILE, COMPOSABLE_SFT_FILE, "config.json")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub is out of reach: ``HF_HUB_OFFLINE`` set, or no connection to it."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    return not _hub_reachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+
+
+@functools.lru_cache(maxsize=4)
+def _hub_reachable(endpoint: str) -> bool:
+    """One quick connection attempt (a few seconds at most), instead of the hub client's retries."""
+    from urllib.parse import urlparse
+
+    url = urlparse(endpoint)
+    port = url.port or (80 if url.scheme == "http" else 443)
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=3):
+            return True
+    except OSError:
+        return False
 
 
 def looks_like_path(text: str) -> bool:
@@ -68,14 +92,15 @@ def fetch_hub_repo(repo_id: str, revision: str | None = None, *, what: str = "SF
         raise InputNotFoundError(f"{repo_id} is not a local directory, and fetching hub ids needs huggingface_hub",
                                  hint=local_hint) from None
     at = f" at revision {revision}" if revision else ""
+    offline = hub_offline()  # then only the cache: failing at once, not after the client's retries
     try:
-        folder = snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=list(SFT_REPO_FILES))
+        folder = snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=list(SFT_REPO_FILES),
+                                   local_files_only=offline)
     except HFValidationError as exc:
         raise UsageError(f"{repo_id!r} is neither a local directory nor a valid hub id: {_first_line(exc)}") from None
     except LocalEntryNotFoundError:
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-        reason = "offline mode (HF_HUB_OFFLINE) is on and it is not in the cache" if offline else \
-            "the hub could not be reached and it is not in the cache"
+        reason = "the hub is out of reach (offline) and it is not in the local cache" if offline else \
+            "the hub could not be reached and it is not in the local cache"
         raise InputNotFoundError(f"could not fetch {what} {repo_id}{at} from the Hugging Face hub: {reason}",
                                  hint=local_hint) from None
     except RevisionNotFoundError:

@@ -12,7 +12,6 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from conftest import _require_shared
 from deftx.errors import ArtifactError
 from deftx.interop import (
     first_fastest_to_row_major,
@@ -39,11 +38,6 @@ def reference_encode(dense_diff: torch.Tensor) -> dict:
     flat = flat[order]
     steps = [flat[0]] + (flat[1:] - flat[:-1]).tolist()
     return {"size": dense_diff.shape, "index_steps": steps, "values": sparse.values()[torch.from_numpy(order)]}
-
-
-@pytest.fixture(scope="module")
-def composable_fixture():
-    return _require_shared("fixtures/composable-sft-sft")
 
 
 # ------------------------------------------------------------------ index order

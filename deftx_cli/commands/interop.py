@@ -18,14 +18,14 @@ class ExportFormat(str, Enum):
 
 @handle_errors
 def import_sft(
-    source: Annotated[str, typer.Argument(help="A composable-sft SFT: pytorch_diff.bin, a directory holding it, or a hub id.", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", file_okay=False, help="Directory for the deftx SFT.")],
+    source: Annotated[str, typer.Argument(metavar="<src>", help="A composable-sft SFT: pytorch_diff.bin, a directory holding it, or a hub id.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="<dir>", file_okay=False, help="Directory for the deftx SFT.")],
     model: ModelOpt = "xlm-roberta-base",
-    labels: Annotated[Optional[list[str]], typer.Option("--labels", help="A task SFT's label names in the classifier's order, comma-separated (default: from the config.json beside the file).")] = None,
+    labels: Annotated[Optional[list[str]], typer.Option("--labels", metavar="<names>", help="A task SFT's label names in the classifier's order, comma-separated (default: from the config.json beside the file).")] = None,
     language: Annotated[Optional[str], typer.Option("--language", help="The language of a language SFT (recorded in sft.json).")] = None,
     task: Annotated[Optional[str], typer.Option("--task", help="The task of a task SFT (recorded in sft.json).")] = None,
     revision: RevisionOpt = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help="Replace --out if it exists.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Convert an SFT made with composable-sft (pytorch_diff.bin) into a deftx SFT for BASE.
@@ -36,7 +36,7 @@ def import_sft(
 
     Example (a released task SFT, labels from its config.json):
 
-        deftx import cambridgeltl/xlmr-task-sft-nusax_senti --model xlm-roberta-base --out sfts/nusax-task
+        deftx import cambridgeltl/xlmr-task-sft-nusax_senti -o nusax-task
     """
     from deftx.errors import UsageError
     from deftx.hub import resolve_sft_source
@@ -68,19 +68,19 @@ def import_sft(
 
 @handle_errors
 def export_sft(
-    sft: Annotated[str, typer.Argument(help="A deftx SFT directory or hub id.", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", file_okay=False, help="Directory for pytorch_diff.bin.")],
+    sft: Annotated[str, typer.Argument(metavar="<sft>", help="A deftx SFT directory or hub id.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="<dir>", file_okay=False, help="Directory for pytorch_diff.bin.")],
     to: Annotated[ExportFormat, typer.Option("--to", help="The format to write.")] = ExportFormat.composable_sft,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Base model whose parameter names to use (default: the one the SFT records).")] = None,
     revision: RevisionOpt = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing pytorch_diff.bin in --out.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help="Replace an existing pytorch_diff.bin in --out.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Write a deftx SFT in composable-sft's format (pytorch_diff.bin, plus config.json for labels).
 
     Example:
 
-        deftx export runs/<run>/sft --to composable-sft --out exported/ace-lang
+        deftx export runs/<run>/sft --to composable-sft -o exported/ace
     """
     from deftx.hub import resolve_sft_source
 

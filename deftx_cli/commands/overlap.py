@@ -20,7 +20,7 @@ class GroupBy(str, Enum):
 
 @handle_errors
 def overlap(
-    sfts: Annotated[list[str], typer.Argument(help="Two or more SFT directories or hub ids.", show_default=False)],
+    sfts: Annotated[list[str], typer.Argument(metavar="<sft>...", help="Two or more SFT directories or hub ids.", show_default=False)],
     by: Annotated[GroupBy, typer.Option("--by", help="Break each pair down per matrix type, per layer, both, or none.")] = GroupBy.both,
     revision: RevisionOpt = None,
     as_json: JsonOpt = False,
