@@ -33,8 +33,8 @@ import torch
 
 from deftx.errors import ArtifactError, InputNotFoundError, UsageError
 from deftx.model import base_parameters, base_prefix, fingerprint, is_layer_norm, load_model
-from deftx.sft import SparseDiff, sha256_file
-from deftx.sft_manifest import COMPOSABLE_SFT_FILE
+from deftx.sft import SparseDiff
+from deftx.sft_manifest import COMPOSABLE_SFT_FILE, sha256_file
 
 FORMAT_NAME = "composable-sft"
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from deftx.errors import ArtifactError
-from deftx.sft_manifest import DIFF_FILE, read_manifest
+from deftx.sft_manifest import DIFF_FILE, read_manifest, verify_file
 
 _LAYER = re.compile(r"^(?P<before>.*?)(?P<index>\d+)\.(?P<after>.+)$")
 _PARAM_SUFFIX = re.compile(r"\.(weight|bias)$")
@@ -46,13 +46,16 @@ class SparseArrays:
         return int(np.prod(shape)) if shape is not None else None
 
 
-def read_sparse_arrays(directory: Path | str, label: str | None = None) -> SparseArrays:
-    """The sparse entries of an SFT directory, read with safetensors into numpy (no torch)."""
+def read_sparse_arrays(directory: Path | str, label: str | None = None, *, verify: bool = True) -> SparseArrays:
+    """The sparse entries of an SFT directory, read with safetensors into numpy (no torch); with
+    ``verify``, the diff file is checked against the manifest's checksum first."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
     directory = Path(directory)
     manifest = read_manifest(directory)
+    if verify:
+        verify_file(directory, manifest, DIFF_FILE)
     try:
         tensors = load_file(str(directory / DIFF_FILE))
     except (SafetensorError, OSError, ValueError) as exc:

@@ -14,7 +14,6 @@ Nothing here unpickles: tensors are read with safetensors, manifests with json.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -46,19 +45,13 @@ from deftx.sft_manifest import (
     SFT_FORMAT,
     SFT_FORMAT_VERSION,
     read_manifest,
+    sha256_file,
+    verify_file,
 )
 
 MASK_FORMAT = "deftx-mask"
 DIFF_FORMAT = "deftx-phase1-diff"
 INT32_LIMIT = 2**31
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _index_dtype(numel: int) -> torch.dtype:
@@ -258,15 +251,8 @@ class SparseDiff:
         files = manifest.get("files") or {}
         if DIFF_FILE not in files:
             raise ArtifactError(f"{directory / MANIFEST_FILE} lists no {DIFF_FILE}")
-        for name, expected in files.items():
-            path = directory / name
-            if not path.is_file():
-                raise ArtifactError(f"{path} is missing", hint="the SFT directory is incomplete")
-            if verify and sha256_file(path) != expected:
-                raise ArtifactError(
-                    f"{path} is corrupt or truncated (checksum mismatch)",
-                    hint="copy or download the SFT again",
-                )
+        for name in files:
+            verify_file(directory, manifest, name, checksum=verify)
         tensors = _load_safetensors(directory / DIFF_FILE)
         shapes = {name: tuple(shape) for name, shape in (manifest.get("shapes") or {}).items()}
         entries = {}

@@ -6,6 +6,7 @@ share these, so the dashboard can read an SFT's manifest without importing torch
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,26 @@ DIFF_FILE = "diff.safetensors"
 HEAD_FILE = "head.safetensors"
 MANIFEST_FILE = "sft.json"
 COMPOSABLE_SFT_FILE = "pytorch_diff.bin"  # composable-sft's single-file format (see deftx.interop)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_file(directory: Path, manifest: dict[str, Any], name: str, *, checksum: bool = True) -> Path:
+    """``directory / name``, which must exist, checked against the sha256 the manifest records for it
+    (unless ``checksum`` is false)."""
+    path = Path(directory) / name
+    expected = (manifest.get("files") or {}).get(name)
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing", hint="the SFT directory is incomplete")
+    if checksum and expected and sha256_file(path) != expected:
+        raise ArtifactError(f"{path} is corrupt or truncated (checksum mismatch)", hint="copy or download the SFT again")
+    return path
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:

@@ -90,3 +90,13 @@ def test_cli_report_and_json(tmp_path):
     assert r.exit_code == 2 and "at least two" in r.stderr
     r = CliRunner().invoke(app, ["overlap", str(tmp_path / "lang"), str(tmp_path / "nope")])
     assert r.exit_code == 3 and "does not exist" in r.stderr
+
+
+def test_a_corrupt_sft_is_refused(tmp_path):
+    save_sft(tmp_path / "a", {Q: ([0, 2], [1.0, 2.0])}, {Q: (4, 4)})
+    save_sft(tmp_path / "b", {Q: ([2], [1.0])}, {Q: (4, 4)})
+    data = bytearray((tmp_path / "b" / "diff.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (tmp_path / "b" / "diff.safetensors").write_bytes(bytes(data))
+    r = CliRunner().invoke(app, ["overlap", str(tmp_path / "a"), str(tmp_path / "b")])
+    assert r.exit_code == 5 and "checksum mismatch" in r.stderr and "Traceback" not in r.stderr
