@@ -79,6 +79,8 @@ def resolve_sft_source(source: str | Path, revision: str | None = None, *, what:
 def fetch_hub_repo(repo_id: str, revision: str | None = None, *, what: str = "SFT") -> Path:
     """Download (or find in the cache) the SFT files of ``repo_id`` at ``revision``."""
     local_hint = f"pass a local {what} directory instead (a path such as ./{repo_id.split('/')[-1]})"
+    if "/" not in repo_id:
+        local_hint = f"there is no local directory {repo_id} either; {local_hint}"
     try:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import (
