@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from deftx import __version__
-from deftx.errors import DeftxError, TrainingInterrupted
+from deftx.errors import DeftxError, TrainingInterrupted, UsageError
 
 RUN_FORMAT_VERSION = 1
 RUNS_DIR_ENV = "DEFTX_RUNS_DIR"
@@ -201,8 +201,38 @@ class Run:
     @contextmanager
     def start(cls, runs_dir: Path, kind: str, **kwargs: Any) -> Iterator[Run]:
         run = cls.create(runs_dir, kind, **kwargs)
-        try:
+        with run._supervised():
             yield run
+
+    @classmethod
+    @contextmanager
+    def resume(cls, path: Path, *, metrics_offset: int, resumption: dict[str, Any]) -> Iterator[Run]:
+        """Reopen an interrupted run directory. ``metrics.jsonl`` is cut back to ``metrics_offset``
+        (its size when the checkpoint resumed from was written): lines the stopped attempt wrote
+        after that checkpoint are dropped, so the resumed run's curves have no duplicate. The
+        resumption (with the number of lines dropped) is appended to ``run.json``'s
+        ``resumptions``."""
+        path = Path(path)
+        info = read_run(path)
+        if not info.readable:
+            raise UsageError(f"cannot resume {path}: {info.error}")
+        dropped = truncate_metrics(path / METRICS_JSONL, metrics_offset)
+        record = dict(info.record)
+        record["resumptions"] = [
+            *(record.get("resumptions") or []),
+            {**resumption, "at": now_iso(), "dropped_metrics_lines": dropped, "status_before": record.get("status")},
+        ]
+        record.update(status="running", ended_at=None, error=None, pid=os.getpid(), host=socket.gethostname())
+        atomic_write_json(path / RUN_JSON, record)
+        run = cls(path, record)
+        with run._supervised():
+            yield run
+
+    @contextmanager
+    def _supervised(self) -> Iterator[None]:
+        run = self
+        try:
+            yield
         except KeyboardInterrupt:
             run.close("interrupted", error="interrupted by the user (Ctrl-C)")
             raise TrainingInterrupted(
@@ -232,12 +262,99 @@ class Run:
         self._metrics.write(json.dumps(line, default=_json_default) + "\n")
         self._metrics.flush()
 
+    def metrics_offset(self) -> int:
+        """Bytes of ``metrics.jsonl`` written so far (whole lines: every line is flushed)."""
+        self._metrics.flush()
+        return self._metrics.tell()
+
     def close(self, status: str, error: str | None = None) -> None:
         if status not in STATUSES:
             raise ValueError(status)
         if not self._metrics.closed:
             self._metrics.close()
         self.update(status=status, ended_at=now_iso(), error=error)
+
+
+def truncate_metrics(path: Path, offset: int) -> int:
+    """Cut ``metrics.jsonl`` back to ``offset`` bytes; returns how many lines (whole or not) went."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if size <= offset:
+        return 0
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        tail = handle.read()
+        handle.truncate(offset)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return tail.count(b"\n") + (0 if tail.endswith(b"\n") else 1)
+
+
+def pid_alive(pid: Any) -> bool:
+    """Whether a process with this id exists on this machine (``True`` when it cannot be told)."""
+    if isinstance(pid, float) and pid.is_integer():
+        pid = int(pid)
+    if isinstance(pid, bool) or not isinstance(pid, int):
+        return True
+    if pid <= 0 or os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError, ValueError):
+        return True
+    return True
+
+
+def still_running(record: dict[str, Any]) -> bool:
+    """A run marked running whose process is alive (or on another machine, where it cannot be told)."""
+    if record.get("status") != "running":
+        return False
+    host = record.get("host")
+    return host not in (None, socket.gethostname()) or pid_alive(record.get("pid"))
+
+
+def find_resumable(runs_dir: Path, kind: str, *, languages: dict[str, str] | None = None, task: str | None = None,
+                   run_id: str | None = None) -> RunInfo | None:
+    """The run an interrupted training continues: ``run_id`` when given (``None`` when that
+    directory does not exist yet), else the latest unfinished run of the same kind, languages and
+    task. A finished run, or one whose process is still alive, is refused."""
+    runs_dir = Path(runs_dir)
+    if run_id is not None:
+        path = runs_dir / run_id
+        if not (path / RUN_JSON).exists():
+            return None
+        info = read_run(path)
+        if not info.readable:
+            raise UsageError(f"cannot resume run {run_id}: {info.error}")
+        _check_resumable(info)
+        return info
+    candidates = []
+    for info in list_runs(runs_dir):
+        record = info.record
+        if not info.readable or record.get("kind") != kind or record.get("status") == "finished":
+            continue
+        if (record.get("languages") or {}) != (languages or {}) or record.get("task") != task:
+            continue
+        if still_running(record):
+            continue
+        candidates.append(info)
+    if not candidates:
+        return None
+    return max(candidates, key=lambda i: (parse_iso(i.get("started_at")) or 0.0, i.run_id))
+
+
+def _check_resumable(info: RunInfo) -> None:
+    record = info.record
+    if record.get("status") == "finished":
+        raise UsageError(f"run {info.run_id} already finished", hint="nothing to resume; choose another --run-id")
+    if still_running(record):
+        raise UsageError(f"run {info.run_id} is still running (process {record.get('pid')})",
+                         hint="stop it first, or choose another --run-id")
 
 
 # ----------------------------------------------------------------------------------------------

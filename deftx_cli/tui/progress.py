@@ -8,14 +8,13 @@ time comes in as an argument so elapsed time and ETA are exact in tests.
 
 from __future__ import annotations
 
-import os
 import socket
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from deftx.runs import RunInfo, parse_iso
+from deftx.runs import RunInfo, parse_iso, pid_alive
 
 from deftx_cli.tui.format import (
     DASH,
@@ -179,20 +178,6 @@ def phase_totals_from_record(record: dict[str, Any]) -> dict[int, int]:
         if match and total is not None:
             out[int(match.group(1))] = total
     return out
-
-
-def pid_alive(pid: Any) -> bool:
-    """Whether a process with this id exists on this machine (``True`` when it cannot be told)."""
-    pid = as_int(pid)
-    if pid is None or pid <= 0 or os.name != "posix":
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError, ValueError):
-        return True
-    return True
 
 
 @dataclass(frozen=True)
