@@ -9,6 +9,7 @@ Layout of one run::
         metrics.jsonl   one JSON object per line, whole lines, flushed as written
         sft/            the SFT the run produced (training runs)
         phase1_diff.safetensors   the dense phase-1 difference (when kept)
+        checkpoints/    phase<P>-step<S>/ checkpoints while training (see deftx.training.checkpoint)
         results.json    an evaluation's result record (evaluation runs)
 
 ``metrics.jsonl`` events (field ``event``):
@@ -17,7 +18,12 @@ Layout of one run::
     train      phase, step, total_steps, loss, lr, throughput (examples/s), [l1]
     eval       phase, step, metrics {name: value}
     selection  k, maskable, density, method, [rank_rule, tail_keep, denoise: [{name, shape, rank, energy_kept}]]
+    checkpointing  save_every, directory, keep, phase1_bytes / phase2_bytes (estimated checkpoint sizes)
+    resume     run_id, attempt, phase, step, checkpoint, total_steps, phase_done, dropped_metrics_lines
     done       summary of the run
+
+A resumed run's ``metrics.jsonl`` is first cut back to its size when the checkpoint was written (the
+lines after it are dropped, their count recorded in ``run.json``'s ``resumptions``), then continues.
 
 Every line carries ``time`` (seconds since the epoch).
 """
@@ -276,20 +282,18 @@ class Run:
 
 
 def truncate_metrics(path: Path, offset: int) -> int:
-    """Cut ``metrics.jsonl`` back to ``offset`` bytes; returns how many lines (whole or not) went."""
+    """Cut ``metrics.jsonl`` back to its first ``offset`` bytes; returns how many lines (whole or
+    not) went. The shorter file replaces the old one by a rename (a new inode), so a reader following
+    the file sees that it was rewritten even if it has grown past its old size since."""
     path = Path(path)
     try:
-        size = path.stat().st_size
+        data = path.read_bytes()
     except FileNotFoundError:
         return 0
-    if size <= offset:
+    if len(data) <= offset:
         return 0
-    with open(path, "r+b") as handle:
-        handle.seek(offset)
-        tail = handle.read()
-        handle.truncate(offset)
-        handle.flush()
-        os.fsync(handle.fileno())
+    tail = data[offset:]
+    atomic_write_bytes(path, data[:offset])
     return tail.count(b"\n") + (0 if tail.endswith(b"\n") else 1)
 
 
@@ -413,7 +417,8 @@ class MetricsTail:
 
     ``read_new()`` returns the complete lines written since the last call. A last line without its
     newline is held back until it is complete; lines that are not JSON objects are counted in
-    ``bad_lines`` and skipped. If the file shrinks (rewritten), reading starts again from the top.
+    ``bad_lines`` and skipped. If the file shrinks or is replaced (a resumed run cuts it back to its
+    checkpoint), reading starts again from the top and ``restarts`` counts it.
     """
 
     def __init__(self, path: Path, max_bytes_per_read: int = 64 * 1024 * 1024) -> None:
@@ -422,15 +427,21 @@ class MetricsTail:
         self.bad_lines = 0
         self.last_bad: str | None = None
         self.max_bytes = max_bytes_per_read
+        self.restarts = 0
+        self._inode: int | None = None
 
     def read_new(self) -> list[dict[str, Any]]:
         try:
-            size = self.path.stat().st_size
+            stat = self.path.stat()
         except OSError:
             return []
-        if size < self.offset:
+        size = stat.st_size
+        replaced = self._inode is not None and stat.st_ino != self._inode
+        self._inode = stat.st_ino
+        if size < self.offset or (replaced and self.offset):
             self.offset = 0
             self.bad_lines = 0
+            self.restarts += 1
         if size == self.offset:
             return []
         with open(self.path, "rb") as handle:

@@ -275,6 +275,9 @@ def describe_run(
         details.append(
             f"stale: marked running, but process {as_int(record.get('pid'))} is not alive on this machine"
         )
+    resumed = resumed_text(record.get("resumptions"))
+    if resumed:
+        details.append(resumed)
     error = as_str(record.get("error"))
     if error and status in ("failed", "interrupted", "stale"):
         details.append(f"{status}: {error}")
@@ -334,6 +337,19 @@ def describe_run(
         details=tuple(details + notes + ([result_error] if result_error else [])),
         warning=bool(bad_lines or result_error),
     )
+
+
+def resumed_text(resumptions: Any) -> str | None:
+    """``resumed at phase 1 step 40`` (``resumed 3 times, last at phase 2 step 4``) from ``run.json``'s
+    ``resumptions``, or ``None`` for a run that never was."""
+    if not isinstance(resumptions, list) or not resumptions:
+        return None
+    last = as_dict(resumptions[-1])
+    phase, step = as_int(last.get("phase")), as_int(last.get("step"))
+    where = f"at phase {phase} step {step}" if phase is not None and step is not None else "from step 0 (no checkpoint)"
+    if len(resumptions) == 1:
+        return f"resumed {where}"
+    return f"resumed {len(resumptions)} times, last {where}"
 
 
 def _word(value: Any) -> str | None:
