@@ -114,6 +114,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(lang_args, tmp_path):
     error = [line for line in proc.stderr.splitlines() if line.startswith("deftx: error:")]
     assert error == ["deftx: error: terminated (SIGTERM) at phase 1 step 3; checkpoint saved"], proc.stderr
     assert "Traceback" not in proc.stderr and "--resume" in proc.stderr
+    assert "checkpoints at the end of phase 1 and on SIGTERM only, about" in proc.stderr  # sizes said at the start
     run_dir = runs / "job"
     record = json.loads((run_dir / "run.json").read_text())
     assert record["status"] == "interrupted"
@@ -170,3 +171,16 @@ def test_transfer_interrupted_inside_a_language_sft_resumes_it_mid_phase(tiny_mo
     assert record["status"] == "finished" and record["resumptions"][0]["step"] == 2
     assert train_steps(lang_run)[:4] == [(1, 1), (1, 2), (1, 3), (1, 4)]
     assert json.loads(result.stdout)["records"]
+
+
+def test_settings_that_change_the_sft_are_named_others_may_change():
+    from deftx.training.checkpoint import settings_difference
+
+    saved = {"config": {"k": "0.05", "rank_rule": "energy:0.9", "device": "cpu", "log_every": 1},
+             "data_sha256": "a", "base_fingerprint": "f", "mask_sha256": None}
+    assert settings_difference(saved, saved) is None
+    assert settings_difference(saved, {**saved, "config": {**saved["config"], "device": "cuda", "log_every": 5}}) is None
+    assert settings_difference(saved, {**saved, "config": {**saved["config"], "rank_rule": "rank:8"}}) == \
+        "rank_rule was energy:0.9, now rank:8"
+    assert settings_difference(saved, {**saved, "data_sha256": "b"}) == "its training data differ"
+    assert settings_difference(saved, {**saved, "base_fingerprint": "g"}) == "its base model's weights differ"

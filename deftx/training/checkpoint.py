@@ -25,7 +25,6 @@ Nothing here unpickles.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -46,6 +45,7 @@ from safetensors.torch import load_file, save_file
 
 from deftx import __version__
 from deftx.errors import ArtifactError, TrainingTerminated, UsageError
+from deftx.sft import sha256_file
 
 CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "state.safetensors"
@@ -62,14 +62,6 @@ def checkpoint_name(phase: int, step: int) -> str:
     return f"phase{phase}-step{step:09d}"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # ------------------------------------------------------------------------------- settings
 
 
@@ -82,11 +74,18 @@ def settings_difference(saved: Mapping[str, Any] | None, current: Mapping[str, A
             continue
         a, b = old.get(key), new.get(key)
         if a != b:
-            label = key.removeprefix("config.")
-            if key.endswith("sha256") or key.endswith("fingerprint"):
-                return f"its {label.replace('_sha256', '').replace('_', ' ')} differ"
-            return f"{label} was {_shown(a)}, now {_shown(b)}"
+            if key in _DIGESTS:
+                return _DIGESTS[key]
+            return f"{key.removeprefix('config.')} was {_shown(a)}, now {_shown(b)}"
     return None
+
+
+_DIGESTS = {
+    "data_sha256": "its training data differ",
+    "base_fingerprint": "its base model's weights differ",
+    "lang_sft_sha256": "its source-language SFT differs",
+    "mask_sha256": "its mask differs",
+}
 
 
 def _flatten_settings(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -368,7 +367,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
     state = path / STATE_FILE
     if not state.is_file():
         raise ArtifactError(f"{path.name}: {STATE_FILE} is missing")
-    if _sha256(state) != manifest.get("sha256"):
+    if sha256_file(state) != manifest.get("sha256"):
         raise ArtifactError(f"{path.name}: {STATE_FILE} is corrupt or truncated (checksum mismatch)")
     try:
         tensors = load_file(str(state))
@@ -515,7 +514,7 @@ class Checkpointer:
         try:
             state = tmp / STATE_FILE
             save_file(tensors, str(state), metadata={"format": CHECKPOINT_FORMAT})
-            manifest["sha256"] = _sha256(state)
+            manifest["sha256"] = sha256_file(state)
             (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
             for file in (state, tmp / MANIFEST_FILE):
                 with open(file, "rb") as handle:

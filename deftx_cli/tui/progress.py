@@ -106,6 +106,11 @@ class RunProgress:
                         self.phase_totals[phase] = total
             elif kind == "eval":
                 self._eval(as_dict(event.get("metrics")))
+            elif kind == "resume":  # the step rate starts again: the pause is not training time
+                phase = as_int(event.get("phase"))
+                if phase is not None:
+                    self.phase, self.step = phase, as_int(event.get("step"))
+                    self.rates.pop(phase, None)
             elif kind == "selection":
                 self.selection = {k: v for k, v in event.items() if k != "denoise"}
             elif kind == "done":
