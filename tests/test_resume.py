@@ -184,3 +184,43 @@ def test_settings_that_change_the_sft_are_named_others_may_change():
         "rank_rule was energy:0.9, now rank:8"
     assert settings_difference(saved, {**saved, "data_sha256": "b"}) == "its training data differ"
     assert settings_difference(saved, {**saved, "base_fingerprint": "g"}) == "its base model's weights differ"
+
+
+def test_a_task_sft_resumed_in_phase_2_is_the_uninterrupted_one(tiny_model_dir, tmp_path):
+    # A task SFT with a language SFT applied and a dense classifier head; the first attempt fails in
+    # phase 2 (any crash: the run is marked failed), the second resumes it from its checkpoint.
+    from deftx.config import resolve_config
+    from deftx.pipeline import Checkpointing, train_language_sft, train_task_sft
+
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(random.Random(1).choice(TEXT) for _ in range(200)) + "\n")
+    lang_cfg = resolve_config("language", "smoke", phase1_steps=2, phase2_steps=2, batch_size=4, max_length=16, device="cpu")
+    lang = train_language_sft("ind", lang_cfg, model=tiny_model_dir, text_files=[text], runs_dir=tmp_path / "lang").sft_dir
+    rows = ["text,label"] + [f"{t},{'positive' if 'bagus' in t or 'enak' in t else 'negative'}" for t in TEXT * 8]
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    cfg = resolve_config("task", "smoke", phase1_steps=5, phase2_steps=5, batch_size=4, lr=1e-2, k=0.02, device="cpu")
+
+    def train(runs, **kwargs):
+        return train_task_sft("smsa", "ind", cfg, model=tiny_model_dir, lang_sft=lang, train_file=tmp_path / "train.csv",
+                              runs_dir=runs, run_id="task", **kwargs)
+
+    expected = sft_bytes(train(tmp_path / "reference").sft_dir)
+    assert "head.safetensors" in expected
+
+    class Crash(Exception):
+        pass
+
+    def crash(event, fields):
+        if event == "train" and (fields["phase"], fields["step"]) == (2, 4):
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(tmp_path / "runs", callbacks=[crash], checkpointing=Checkpointing(save_every=3))
+    assert json.loads((tmp_path / "runs" / "task" / "run.json").read_text())["status"] == "failed"
+    torch.rand(100)  # the generators move on, as other work in the process would move them
+    events = []
+    outcome = train(tmp_path / "runs", callbacks=[lambda e, f: events.append((e, f))],
+                    checkpointing=Checkpointing(save_every=3, resume=True))
+    [(_, resume)] = [(e, f) for e, f in events if e == "resume"]
+    assert (resume["phase"], resume["step"]) == (2, 3)
+    assert sft_bytes(outcome.sft_dir) == expected
