@@ -112,6 +112,7 @@ def main() -> None:
     stopped_at = last_train_step(metrics)
     record = json.loads((runs / "killed" / "run.json").read_text())
     last_checkpoint = record["checkpoints"][-1] if record.get("checkpoints") else None
+    kept = [*record.get("checkpoints", []), *kept]  # phase 1 (the killed run's), phase 2 (the periodic run's)
     start = time.time()
     resumed = timed("--run-id", "killed", "--save-every", str(args.save_every), "--resume")
     resume_event = next(json.loads(line) for line in metrics.read_text().splitlines() if '"resume"' in line)
@@ -139,7 +140,8 @@ def main() -> None:
         print(f"start-up of the resumed process (until it resumed): {startup:.1f} s; phase-1 step: {rate:.2f} s; "
               f"expected loss = start-up + steps redone x step = {startup + steps_redone * rate:.1f} s")
     for c in kept:
-        print(f"checkpoint {c['name']}: {c['bytes'] / 1e6:.1f} MB")
+        seconds = f", written in {c['seconds']:.1f} s" if "seconds" in c else ""
+        print(f"checkpoint {c['name']}: {c['bytes'] / 1e6:.1f} MB{seconds}")
     same = sft_bytes(runs / "plain") == sft_bytes(runs / "periodic") == sft_bytes(runs / "killed")
     print(f"SFT bytes identical (plain, periodic, killed + resumed): {same}")
     shutil.rmtree(runs, ignore_errors=True)

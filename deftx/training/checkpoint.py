@@ -466,6 +466,7 @@ class Checkpointer:
     def save(self, training: Any, loop: dict[str, Any], *, phase_done: bool = False) -> dict[str, Any]:
         """Write one checkpoint of ``training`` (the engine's phase) atomically, then prune."""
         phase, step = training.phase, loop["step"]
+        began = time.perf_counter()
         packer = _Packer()
         masks = training.masks
         for name, p in training.maskable.items():
@@ -501,7 +502,7 @@ class Checkpointer:
             manifest["scheduler"] = packer.pack(training.scheduler.state_dict(), "scheduler")
         path = self._write(checkpoint_name(phase, step), packer.tensors, manifest)
         record = {"name": path.name, "phase": phase, "step": step, "phase_done": phase_done,
-                  "bytes": _size(path), "time": round(time.time(), 3)}
+                  "bytes": _size(path), "seconds": round(time.perf_counter() - began, 2), "time": round(time.time(), 3)}
         self.prune()
         if self.on_saved is not None:
             self.on_saved(record)
