@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 from _common import SHARED, machine_header, table
 
 
@@ -68,6 +69,41 @@ def sft_bytes(run_dir: Path) -> bytes:
                     if (run_dir / "sft" / name).exists())
 
 
+def checkpoint_write_seconds(model_dir: Path, lang: str, data: Path) -> list[list[str]]:
+    """Write a phase-1 and a phase-2 checkpoint of the real model (after one training step, so the
+    optimizer holds its moments) in this process; time each write and the read back."""
+    from deftx.config import resolve_config
+    from deftx.data import load_unlabelled_text
+    from deftx.model import load_model, load_tokenizer, maskable_parameters, untie_output_embeddings
+    from deftx.objectives import MaskedLMObjective
+    from deftx.selection import resolve_k, select_top_k
+    from deftx.training.checkpoint import Checkpointer, read_checkpoint
+    from deftx.training.engine import _Phase
+
+    config = resolve_config("language", "cpu", device="cpu")
+    lines, _ = load_unlabelled_text(lang, data, None, max_lines=200, seed=0)
+    model, _ = load_model(model_dir, "mlm")
+    untie_output_embeddings(model)
+    objective = MaskedLMObjective(load_tokenizer(model_dir), lines, max_length=config.max_length)
+    maskable = maskable_parameters(model)
+    start = {n: p.detach().clone() for n, p in maskable.items()}
+    k = resolve_k(config.k, sum(p.numel() for p in maskable.values()))
+    masks = select_top_k({n: torch.randn(p.shape) for n, p in maskable.items()}, k)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for phase, phase_masks in ((1, None), (2, masks)):
+            training = _Phase(phase, model, objective, config, maskable, {}, start, phase_masks, lambda *a, **f: None)
+            training.step(next(objective.batches(config.batch_size, seed=0)), step_seed=0)
+            checkpoints = Checkpointer(Path(tmp) / f"phase{phase}")
+            began = time.perf_counter()
+            record = checkpoints.save(training, {"step": 1})
+            wrote = time.perf_counter() - began
+            began = time.perf_counter()
+            read_checkpoint(checkpoints.directory / record["name"])
+            rows.append([f"phase {phase}", f"{record['bytes'] / 1e6:.1f}", f"{wrote:.2f}", f"{time.perf_counter() - began:.2f}"])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lang", default="ace")
@@ -76,12 +112,18 @@ def main() -> None:
     parser.add_argument("--save-every", type=int, default=10)
     parser.add_argument("--kill-at", type=int, default=25, help="phase-1 step after which the run is killed")
     parser.add_argument("--quick", action="store_true", help="10 steps per phase, checkpoints every 4, kill at 5")
+    parser.add_argument("--write-only", action="store_true", help="only time writing and reading one checkpoint per phase")
     args = parser.parse_args()
     if args.quick:
         args.steps, args.save_every, args.kill_at = 10, 4, 5
     model, data = SHARED / "models" / "me5-small-mlm", SHARED / "data"
     print(machine_header("Interrupt and resume: the time a kill costs"))
     print(f"load avg  {os.getloadavg()[0]:.2f}")
+    print()
+    print(table(["checkpoint (me5-small-mlm, cpu K)", "MB", "write s", "read + verify s"],
+                checkpoint_write_seconds(model, args.lang, data)))
+    if args.write_only:
+        return
     runs = Path(tempfile.mkdtemp(prefix="deftx-bench-resume-"))
     common = ["train-lang", "--lang", args.lang, "--model", str(model), "--data-dir", str(data), "--preset", args.preset,
               "--phase1-steps", str(args.steps), "--phase2-steps", str(args.steps), "--device", "cpu",
