@@ -45,6 +45,7 @@ from safetensors.torch import load_file, save_file
 
 from deftx import __version__
 from deftx.errors import ArtifactError, TrainingTerminated, UsageError
+from deftx.runs import use_umask
 from deftx.sft import sha256_file
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -511,6 +512,7 @@ class Checkpointer:
     def _write(self, name: str, tensors: dict[str, torch.Tensor], manifest: dict[str, Any]) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=self.directory))
+        use_umask(tmp, directory=True)
         final = self.directory / name
         try:
             state = tmp / STATE_FILE
@@ -518,6 +520,7 @@ class Checkpointer:
             manifest["sha256"] = sha256_file(state)
             (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
             for file in (state, tmp / MANIFEST_FILE):
+                use_umask(file)  # safetensors makes private files (0600)
                 with open(file, "rb") as handle:
                     os.fsync(handle.fileno())
             if final.exists():

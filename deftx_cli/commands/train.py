@@ -25,6 +25,16 @@ def _config(kind: str, preset: Preset, method: Method, **overrides: Any):
     return resolve_config(kind, preset.value, method=method.value, **overrides)
 
 
+def _note_restart(runs_dir: Path, run_id: str | None, kind: str, method: str, languages: dict[str, str]) -> None:
+    """Say so when the same training was interrupted last time: this run starts over from scratch."""
+    from deftx.runs import latest_run
+
+    last = latest_run(runs_dir, kind, method, languages)
+    if last is not None and last.get("status") == "interrupted" and run_id != last.run_id:
+        note(f"note: the last run of this training ({last.path}) was interrupted; this one starts over "
+             f"in a new run directory")
+
+
 def _report(outcome, as_json: bool, label: str) -> None:
     summary = outcome.summary
     result = {
@@ -54,7 +64,7 @@ def train_lang(
     k: KOpt = None,
     rank_rule: RankRuleOpt = None,
     tail_keep: TailKeepOpt = None,
-    text: Annotated[Optional[list[Path]], typer.Option("--text", exists=True, dir_okay=False, help="Unlabelled text file(s) (.txt one segment per line, or .csv/.tsv/.jsonl with a text column) instead of the built-in sources.", rich_help_panel=TRAINING)] = None,
+    text: Annotated[Optional[list[Path]], typer.Option("--text", metavar="<file>", exists=True, dir_okay=False, help="Unlabelled text file(s) (.txt one segment per line, or .csv/.tsv/.jsonl with a text column) instead of the built-in sources.", rich_help_panel=TRAINING)] = None,
     max_lines: Annotated[Optional[int], typer.Option("--max-lines", min=1, help="Use at most this many text lines (a seeded random subset).", rich_help_panel=TRAINING)] = None,
     phase1_steps: Phase1StepsOpt = None,
     phase2_steps: Phase2StepsOpt = None,
@@ -85,7 +95,9 @@ def train_lang(
 
     Example:
 
-        deftx train-lang --lang quy --method deftx --preset cpu --data-dir ../shared/data --model ../shared/models/me5-small-mlm
+        export DEFTX_DATA_DIR=../shared/data
+        export DEFTX_MODEL=../shared/models/me5-small-mlm
+        deftx train-lang --lang quy --method deftx --preset cpu
     """
     from deftx.pipeline import Checkpointing, train_language_sft
 
@@ -94,6 +106,9 @@ def train_lang(
                      batch_size=batch_size, max_length=max_length, lr=lr, l1=l1, weight_decay=weight_decay,
                      seed=seed, device=device)
     label = f"language SFT {lang} ({config.method})"
+    from deftx.data import canonical_language
+
+    _note_restart(runs_dir, run_id, "language", config.method, {"target": canonical_language(lang)})
     outcome = train_language_sft(
         lang, config, model=model, data_dir=data_dir, text_files=text, runs_dir=runs_dir, run_id=run_id, out=out,
         keep_phase1_diff=keep_phase1_diff, mask_file=mask, callbacks=[TrainingProgress(label, quiet=quiet)],
@@ -130,7 +145,7 @@ def train_task(
     device: DeviceOpt = "auto",
     mask: MaskOpt = None,
     keep_phase1_diff: KeepDiffOpt = False,
-    force: Annotated[bool, typer.Option("--force", help="Apply a language SFT even if its base-model fingerprint differs.")] = False,
+    force: Annotated[bool, typer.Option("--force", metavar="", help="Apply a language SFT even if its base-model fingerprint differs.")] = False,
     data_dir: DataDirOpt = None,
     runs_dir: RunsDirOpt = Path("runs"),
     run_id: RunIdOpt = None,
@@ -145,7 +160,9 @@ def train_task(
 
     Example (Indonesian sentiment, for zero-shot transfer to NusaX languages):
 
-        deftx train-task --task smsa --source-lang ind --lang-sft runs/<ind-run>/sft --data-dir ../shared/data --model ../shared/models/me5-small-mlm
+        export DEFTX_DATA_DIR=../shared/data
+        export DEFTX_MODEL=../shared/models/me5-small-mlm
+        deftx train-task --task smsa --source-lang ind --lang-sft runs/<ind-run>/sft
     """
     from deftx.pipeline import Checkpointing, train_task_sft
 
@@ -154,6 +171,9 @@ def train_task(
                      phase1_steps=phase1_steps, phase2_steps=phase2_steps, batch_size=batch_size,
                      max_length=max_length, lr=lr, l1=l1, weight_decay=weight_decay, seed=seed, device=device)
     label = f"task SFT {task}/{source_lang} ({config.method})"
+    from deftx.data import canonical_language
+
+    _note_restart(runs_dir, run_id, "task", config.method, {"source": canonical_language(source_lang)})
     outcome = train_task_sft(
         task, source_lang, config, model=model, lang_sft=lang_sft, data_dir=data_dir, train_file=train_file,
         validation_file=validation_file, runs_dir=runs_dir, run_id=run_id, out=out,
