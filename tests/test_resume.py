@@ -224,3 +224,18 @@ def test_a_task_sft_resumed_in_phase_2_is_the_uninterrupted_one(tiny_model_dir, 
     [(_, resume)] = [(e, f) for e, f in events if e == "resume"]
     assert (resume["phase"], resume["step"]) == (2, 3)
     assert sft_bytes(outcome.sft_dir) == expected
+
+
+def test_sigterm_is_caught_while_installed_and_ends_the_selection_at_once():
+    import signal
+
+    from deftx.errors import TrainingTerminated
+    from deftx.training.checkpoint import StopRequest
+
+    before = signal.getsignal(signal.SIGTERM)
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)  # noted, the process lives on: the step in progress ends first
+        assert stop.requested
+        with pytest.raises(TrainingTerminated), stop.anytime():  # the selection stops at once
+            pass
+    assert signal.getsignal(signal.SIGTERM) is before
