@@ -239,3 +239,38 @@ def test_sigterm_is_caught_while_installed_and_ends_the_selection_at_once():
         with pytest.raises(TrainingTerminated), stop.anytime():  # the selection stops at once
             pass
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_phase_two_only_with_a_given_mask_resumes_exactly(tiny_model_dir, tmp_path):
+    # `--mask` (and the second method of `deftx transfer`): no phase 1, checkpoints in phase 2 only.
+    from test_training import config, mlm_setup
+
+    from deftx.model import maskable_parameters
+    from deftx.training import train_sft
+    from deftx.training.checkpoint import Checkpointer, latest_checkpoint
+
+    model, objective = mlm_setup(tiny_model_dir)
+    generator = torch.Generator().manual_seed(0)
+    mask = {n: torch.rand(p.shape, generator=generator) < 0.05 for n, p in maskable_parameters(model).items()}
+    cfg = config(phase2_steps=5, weight_decay=0.1)
+    expected = train_sft(model, objective, cfg, manifest={"kind": "language"}, mask=mask).sft
+
+    class Crash(Exception):
+        pass
+
+    def crash(event, fields):
+        if event == "train" and fields["step"] == 4:
+            raise Crash
+
+    model, objective = mlm_setup(tiny_model_dir)
+    with pytest.raises(Crash):
+        train_sft(model, objective, cfg, manifest={"kind": "language"}, mask=mask, callbacks=[crash],
+                  checkpoints=Checkpointer(tmp_path / "checkpoints", save_every=2))
+    checkpoint, _ = latest_checkpoint(tmp_path / "checkpoints")
+    assert (checkpoint.phase, checkpoint.step) == (2, 2)
+    model, objective = mlm_setup(tiny_model_dir)
+    resumed = train_sft(model, objective, cfg, manifest={"kind": "language"}, mask=mask, resume=checkpoint,
+                        checkpoints=Checkpointer(tmp_path / "checkpoints", save_every=2)).sft
+    assert resumed.entries.keys() == expected.entries.keys()
+    for name, (index, values) in expected.entries.items():
+        assert torch.equal(resumed.entries[name][0], index) and torch.equal(resumed.entries[name][1], values), name
