@@ -161,9 +161,11 @@ def _training_run(
 
     found = checkpoint = None
     if checkpointing.resume:
-        found = find_resumable(runs_dir, kind, languages=languages, task=task, run_id=run_id)
+        found, elsewhere = find_resumable(runs_dir, kind, languages=languages, task=task, run_id=run_id)
         if found is None:
-            _emit(callbacks, "notice", message=f"no interrupted run to resume in {runs_dir}: starting a new run")
+            also = (f" (marked running on another machine: {', '.join(elsewhere)}; give --run-id to continue one here)"
+                    if elsewhere else "")
+            _emit(callbacks, "notice", message=f"no interrupted run to resume in {runs_dir}: starting a new run{also}")
         else:
             difference = settings_difference(found.get("resume_settings"), settings)
             if difference:

@@ -331,50 +331,57 @@ def pid_alive(pid: Any) -> bool:
 
 
 def still_running(record: dict[str, Any]) -> bool:
-    """A run marked running whose process is alive (or on another machine, where it cannot be told)."""
-    if record.get("status") != "running":
+    """A run marked running whose process is alive on this machine."""
+    if record.get("status") != "running" or not _on_this_host(record):
         return False
-    host = record.get("host")
-    return host not in (None, socket.gethostname()) or pid_alive(record.get("pid"))
+    return pid_alive(record.get("pid"))
+
+
+def _on_this_host(record: dict[str, Any]) -> bool:
+    return record.get("host") in (None, socket.gethostname())
 
 
 def find_resumable(runs_dir: Path, kind: str, *, languages: dict[str, str] | None = None, task: str | None = None,
-                   run_id: str | None = None) -> RunInfo | None:
-    """The run an interrupted training continues: ``run_id`` when given (``None`` when that
-    directory does not exist yet), else the latest unfinished run of the same kind, languages and
-    task. A finished run, or one whose process is still alive, is refused."""
+                   run_id: str | None = None) -> tuple[RunInfo | None, list[str]]:
+    """The run an interrupted training continues, and the runs passed over.
+
+    With ``run_id``: that run (``None`` when the directory does not exist yet); refused when it
+    finished or its process is alive here. A run marked running on another machine (killed there,
+    requeued here) is taken: naming it says it is not running any more. Without: the latest
+    unfinished run of the same kind, languages and task whose process is gone; runs marked running
+    on another machine are passed over (their ids are returned, to be named) since this machine
+    cannot tell whether they still run."""
     runs_dir = Path(runs_dir)
     if run_id is not None:
         path = runs_dir / run_id
         if not (path / RUN_JSON).exists():
-            return None
+            return None, []
         info = read_run(path)
         if not info.readable:
             raise UsageError(f"cannot resume run {run_id}: {info.error}")
-        _check_resumable(info)
-        return info
-    candidates = []
+        record = info.record
+        if record.get("status") == "finished":
+            raise UsageError(f"run {run_id} already finished", hint="nothing to resume; choose another --run-id")
+        if still_running(record):
+            raise UsageError(f"run {run_id} is still running (process {record.get('pid')})",
+                             hint="stop it first, or choose another --run-id")
+        return info, []
+    candidates, elsewhere = [], []
     for info in list_runs(runs_dir):
         record = info.record
         if not info.readable or record.get("kind") != kind or record.get("status") == "finished":
             continue
         if (record.get("languages") or {}) != (languages or {}) or record.get("task") != task:
             continue
+        if record.get("status") == "running" and not _on_this_host(record):
+            elsewhere.append(info.run_id)
+            continue
         if still_running(record):
             continue
         candidates.append(info)
     if not candidates:
-        return None
-    return max(candidates, key=lambda i: (parse_iso(i.get("started_at")) or 0.0, i.run_id))
-
-
-def _check_resumable(info: RunInfo) -> None:
-    record = info.record
-    if record.get("status") == "finished":
-        raise UsageError(f"run {info.run_id} already finished", hint="nothing to resume; choose another --run-id")
-    if still_running(record):
-        raise UsageError(f"run {info.run_id} is still running (process {record.get('pid')})",
-                         hint="stop it first, or choose another --run-id")
+        return None, elsewhere
+    return max(candidates, key=lambda i: (parse_iso(i.get("started_at")) or 0.0, i.run_id)), elsewhere
 
 
 # ----------------------------------------------------------------------------------------------

@@ -274,3 +274,32 @@ def test_phase_two_only_with_a_given_mask_resumes_exactly(tiny_model_dir, tmp_pa
     assert resumed.entries.keys() == expected.entries.keys()
     for name, (index, values) in expected.entries.items():
         assert torch.equal(resumed.entries[name][0], index) and torch.equal(resumed.entries[name][1], values), name
+
+
+def test_which_run_resume_continues(tmp_path):
+    import socket
+
+    from deftx.errors import UsageError
+    from deftx.runs import find_resumable
+
+    def run(run_id, started, **fields):
+        (tmp_path / run_id).mkdir()
+        record = {"run_id": run_id, "kind": "language", "languages": {"target": "ind"}, "task": None,
+                  "status": "interrupted", "started_at": f"2026-12-04T{started}+00:00", "host": socket.gethostname(),
+                  "pid": 99_999_999, **fields}
+        (tmp_path / run_id / "run.json").write_text(json.dumps(record))
+
+    run("old", "10:00:00")
+    run("killed", "11:00:00", status="running")  # kill -9 here: marked running, its process gone
+    run("other-language", "12:00:00", languages={"target": "ace"})
+    run("done", "13:00:00", status="finished")
+    run("alive", "14:00:00", status="running", pid=os.getpid())
+    run("elsewhere", "15:00:00", status="running", host="node-17")  # cannot tell from here
+    found, elsewhere = find_resumable(tmp_path, "language", languages={"target": "ind"})
+    assert found.run_id == "killed" and elsewhere == ["elsewhere"]
+    # named, a run killed on another machine is continued here; a live or finished one is refused
+    assert find_resumable(tmp_path, "language", run_id="elsewhere")[0].run_id == "elsewhere"
+    assert find_resumable(tmp_path, "language", run_id="new") == (None, [])
+    for run_id, why in (("alive", "is still running"), ("done", "already finished")):
+        with pytest.raises(UsageError, match=why):
+            find_resumable(tmp_path, "language", run_id=run_id)
