@@ -105,7 +105,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 
 # Steps between checkpoints inside a phase (0: none but the one at the end of phase 1). Not a
 # TrainConfig field: it does not change the SFT, so it stays out of the settings that name a run.
-SAVE_EVERY: dict[str, int] = {"paper": 1000, "cpu": 20, "quick": 10, "smoke": 0}
+SAVE_EVERY: dict[str, int] = {"paper": 1000, "cpu": 50, "quick": 100, "smoke": 0}
 
 
 def default_save_every(preset: str) -> int:
