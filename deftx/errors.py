@@ -7,6 +7,7 @@ Exit codes:
     4   bad data (missing columns, labels outside the task's label set, empty file)
     5   bad or mismatched artifact (checksum, format version, base-model fingerprint, label set)
     130 interrupted (Ctrl-C)
+    143 terminated (SIGTERM); a checkpoint was saved first, rerun with --resume
 """
 
 from __future__ import annotations
@@ -83,3 +84,10 @@ class TrainingInterrupted(DeftxError):
     """Training was stopped with Ctrl-C; the run is marked interrupted."""
 
     exit_code = 130
+
+
+class TrainingTerminated(TrainingInterrupted):
+    """Training received SIGTERM (a scheduler's notice before it kills the job): a checkpoint was
+    saved and the run is marked interrupted."""
+
+    exit_code = 143

@@ -208,12 +208,23 @@ def _mask_file(runs_dir: Path, run_id: str) -> Path:
     return runs_dir / f".mask-{run_id}.safetensors"
 
 
-def _clear(runs_dir: Path, step: Step) -> None:
-    """Remove what a failed or interrupted try of the step left: it runs again from scratch."""
+def _resumable(run_dir: Path) -> bool:
+    """Whether an unfinished training step continues in its run directory (from its last checkpoint)."""
+    info = read_run(run_dir)
+    return bool(info.readable and info.get("status") != "finished" and info.get("resume_settings"))
+
+
+def _clear(runs_dir: Path, step: Step) -> bool:
+    """Remove what a failed or interrupted try of the step left that cannot be continued: a training
+    that checkpointed is resumed (returns True), anything else runs again from scratch. A
+    ``.mask-*`` file of the step is always removed (it is selected again)."""
+    _mask_file(runs_dir, step.run_id).unlink(missing_ok=True)
     run_dir = runs_dir / step.run_id
+    if step.kind != "evaluation" and _resumable(run_dir):
+        return True
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    _mask_file(runs_dir, step.run_id).unlink(missing_ok=True)
+    return False
 
 
 def _eta(steps: list[Step], index: int, seconds: dict[str, list[float]]) -> float | None:
@@ -237,10 +248,12 @@ def execute(
     notify: Notify = lambda message: None,
     callbacks_for: Callable[[str], Iterable[Any]] = lambda label: (),
     on_step: StepProgress | None = None,
+    save_every: int | None = None,
     run_step: Callable[..., dict[str, Any] | None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run the uncached steps in order; returns every evaluation's result record. ``run_step``
-    (for tests) replaces the training and evaluation of one step."""
+    """Run the uncached steps in order; returns every evaluation's result record. A training step
+    that was interrupted continues from its last checkpoint (every ``save_every`` steps; ``None``:
+    the preset's default). ``run_step`` (for tests) replaces the training and evaluation of one step."""
     plan = plan.resolved()
     runs_dir = Path(runs_dir)
     run_step = run_step or _run_step
@@ -255,10 +268,10 @@ def execute(
             if step.kind == "evaluation":
                 results.append(json.loads((run_dir / RESULTS_JSON).read_text()))
             continue
-        _clear(runs_dir, step)
+        resume = _clear(runs_dir, step)
         started = time.monotonic()
         record = run_step(plan, step, model=model, data_dir=data_dir, runs_dir=runs_dir, notify=notify,
-                          callbacks=callbacks_for(step.label))
+                          callbacks=callbacks_for(step.label), save_every=save_every, resume=resume)
         seconds.setdefault(step.kind, []).append(time.monotonic() - started)
         if step.kind == "evaluation" and record is not None:
             notify(f"{step.label}: {record['metric']} {record['metrics'][record['metric']]:.4f}")
@@ -267,9 +280,10 @@ def execute(
 
 
 def _run_step(plan: TransferPlan, step: Step, *, model, data_dir, runs_dir: Path, notify: Notify,
-              callbacks: Iterable[Any]) -> dict[str, Any] | None:
-    """Train or evaluate one step into ``runs_dir / step.run_id``."""
-    from deftx.pipeline import evaluate_transfer, train_language_sft, train_task_sft
+              callbacks: Iterable[Any], save_every: int | None = None, resume: bool = False) -> dict[str, Any] | None:
+    """Train or evaluate one step into ``runs_dir / step.run_id`` (a training continues from its
+    last checkpoint with ``resume``)."""
+    from deftx.pipeline import Checkpointing, evaluate_transfer, train_language_sft, train_task_sft
 
     def sft(run_id: str | None) -> Path | None:
         return runs_dir / run_id / "sft" if run_id is not None else None
@@ -279,20 +293,23 @@ def _run_step(plan: TransferPlan, step: Step, *, model, data_dir, runs_dir: Path
                                       model=model, split=plan.split, data_dir=data_dir, runs_dir=runs_dir,
                                       run_id=step.run_id, system=step.system)
         return record
+    checkpointing = Checkpointing(save_every=save_every, resume=resume)
+    doing = "resuming" if resume else "training"
     if step.kind == "task":
-        notify(f"{step.label}: training")
+        notify(f"{step.label}: {doing}")
         train_task_sft(plan.train_task, plan.source_lang, step.config, model=model, lang_sft=sft(step.lang_sft),
-                       data_dir=data_dir, runs_dir=runs_dir, run_id=step.run_id, callbacks=callbacks)
+                       data_dir=data_dir, runs_dir=runs_dir, run_id=step.run_id, callbacks=callbacks,
+                       checkpointing=checkpointing)
         return None
     mask_file = None
     if step.mask_from is not None:
         mask_file = _select_shared_mask(step, runs_dir)
         notify(f"{step.label}: phase 1 shared with {get_method(plan.methods[0]).label}; mask selected from its difference")
-    notify(f"{step.label}: training")
+    notify(f"{step.label}: {doing}")
     try:
         train_language_sft(step.language, step.config, model=model, data_dir=data_dir, runs_dir=runs_dir,
                            run_id=step.run_id, keep_phase1_diff=step.keep_phase1_diff, mask_file=mask_file,
-                           callbacks=callbacks)
+                           callbacks=callbacks, checkpointing=checkpointing)
     finally:
         if mask_file is not None:
             mask_file.unlink(missing_ok=True)
@@ -313,6 +330,6 @@ def _select_shared_mask(step: Step, runs_dir: Path) -> Path:
 
 def run_transfer(plan: TransferPlan, *, model: str | Path, runs_dir: Path, **options: Any) -> list[dict[str, Any]]:
     """Plan and run (or resume) the experiment; returns every result record. ``options``: those of
-    :func:`execute` (``data_dir``, ``notify``, ``callbacks_for``, ``on_step``)."""
+    :func:`execute` (``data_dir``, ``notify``, ``callbacks_for``, ``on_step``, ``save_every``)."""
     steps = plan_steps(plan, model=model, runs_dir=Path(runs_dir))
     return execute(plan, steps, model=model, runs_dir=Path(runs_dir), **options)

@@ -92,3 +92,10 @@ L1Opt = Annotated[Optional[float], typer.Option("--l1", min=0.0, help="L1 pull t
 WdOpt = Annotated[Optional[float], typer.Option("--weight-decay", min=0.0, help="Weight decay (masked in phase 2).", rich_help_panel=TRAINING)]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.", rich_help_panel=TRAINING)]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...", rich_help_panel=TRAINING)]
+
+CHECKPOINTS = "Checkpoints"
+SaveEveryOpt = Annotated[Optional[int], typer.Option("--save-every", min=0, help="Checkpoint every N steps (0: only at the end of phase 1 and on SIGTERM). Default from the preset: paper 1000, cpu 50, quick 100, smoke 0.", rich_help_panel=CHECKPOINTS)]
+KeepCheckpointsOpt = Annotated[bool, typer.Option("--keep-checkpoints", metavar="", help="Keep the checkpoints when the run finishes (deleted by default).", rich_help_panel=CHECKPOINTS)]
+ResumeOpt = Annotated[bool, typer.Option("--resume", metavar="", help="Continue an interrupted run from its last valid checkpoint: the one named by --run-id, else the latest unfinished run of this kind and language in --runs-dir (a new run when there is none). Refused if a setting differs.", rich_help_panel=CHECKPOINTS)]
+
+RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Branch, tag or commit of SFTs given as hub ids (default: main).")]

@@ -167,7 +167,7 @@ def test_help_shows_a_worked_example():
 
 def test_missing_paths(tiny_model_dir, tmp_path):
     r = run("evaluate", "--task", "nusax-senti", "--lang", "ace", "--task-sft", tmp_path / "nope", ok=False)
-    one_error_line(r, 3, "--task-sft", "does not exist")
+    one_error_line(r, 3, "does not exist")
     r = run("train-lang", "--lang", "ace", "--model", tmp_path / "no-model", "--text", __file__, *SMOKE, ok=False)
     one_error_line(r, 3, "does not exist")
 
@@ -218,7 +218,7 @@ def test_a_missing_path_is_an_input_error_for_every_command(command, option, tmp
 def test_a_file_where_a_directory_is_wanted_is_an_input_error(tmp_path):
     a_file = tmp_path / "f.txt"
     a_file.write_text("x")
-    one_error_line(run("info", a_file, ok=False), 3, "not a directory")
+    one_error_line(run("info", a_file, ok=False), 3, "is a file")
     one_error_line(run("results", "--runs-dir", a_file, ok=False), 3, "--runs-dir", "not a directory")
     one_error_line(run("train-lang", "--lang", "ind", "--text", tmp_path, ok=False), 3, "--text", "not a file")
 

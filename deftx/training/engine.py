@@ -29,6 +29,7 @@ from deftx.model import fingerprint, full_name, maskable_parameters
 from deftx.objectives.base import Objective
 from deftx.sparsity import resolve_k
 from deftx.sft import SparseDiff, save_difference
+from deftx.training.checkpoint import Checkpoint, Checkpointer, index_masks
 
 EventCallback = Callable[[str, dict[str, Any]], None]
 
@@ -78,8 +79,10 @@ class _Phase:
         start: dict[str, torch.Tensor],
         masks: dict[str, torch.Tensor] | None,
         emit: Callable[..., None],
+        checkpoints: Checkpointer | None = None,
     ) -> None:
         self.phase = phase
+        self.checkpoints = checkpoints
         self.model, self.objective, self.config = model, objective, config
         self.maskable, self.dense, self.start, self.emit = maskable, dense, start, emit
         self.masks = {n: m.to(next(iter(maskable.values())).device) for n, m in masks.items()} if masks else None
@@ -145,16 +148,29 @@ class _Phase:
         self.scheduler.step()
         return float(loss.detach())
 
-    def run(self) -> dict[str, Any]:
+    def run(self, resume: Checkpoint | None = None) -> dict[str, Any]:
+        """Train to the end of the phase; from ``resume`` (a checkpoint inside this phase) when given."""
         cfg = self.config
         self.model.train()
-        self.emit("phase", phase=self.phase, total_steps=self.total_steps, masked=self.masks is not None)
-        step, epoch = 0, 0
+        step, epoch, skip = 0, 0, 0  # skip: batches of the current epoch already trained on
         window_loss, window_n, window_examples, window_start = 0.0, 0, 0, time.perf_counter()
         last_loss = float("nan")
         last_eval: dict[str, Any] | None = None
+        if resume is None:
+            self.emit("phase", phase=self.phase, total_steps=self.total_steps, masked=self.masks is not None)
+        else:
+            loop = resume.loop
+            step, epoch, skip = loop["step"], loop["epoch"], loop["position"]
+            window_loss, window_n, window_examples = loop["window_loss"], loop["window_n"], loop["window_examples"]
+            last_loss, last_eval = loop["last_loss"], loop["last_eval"]
+            resume.restore_optimizer(self.optimizer, self.scheduler, index_masks(self.optimizer, self.maskable, self.masks))
+            resume.restore_rng()
         while step < self.total_steps:
+            position = 0
             for batch in self.objective.batches(cfg.batch_size, seed=cfg.seed * 1000 + self.phase * 100 + epoch):
+                position += 1
+                if position <= skip:
+                    continue
                 loss = self.step(batch, step_seed=cfg.seed * 1_000_003 + epoch * 100_003 + step)
                 if not math.isfinite(loss):
                     from deftx.errors import DeftxError
@@ -185,9 +201,14 @@ class _Phase:
                     window_loss, window_n, window_examples, window_start = 0.0, 0, 0, time.perf_counter()
                 if cfg.eval_every and step % cfg.eval_every == 0 and step < self.total_steps:
                     last_eval = self.evaluate(step)
+                if self.checkpoints is not None:
+                    self.checkpoints.after_step(self, dict(
+                        step=step, epoch=epoch, position=position, window_loss=window_loss, window_n=window_n,
+                        window_examples=window_examples, last_loss=last_loss, last_eval=last_eval))
                 if step >= self.total_steps:
                     break
             epoch += 1
+            skip = 0
         last_eval = self.evaluate(step) or last_eval
         return {"steps": step, "final_loss": last_loss, "eval": last_eval}
 
@@ -211,11 +232,17 @@ def train_sft(
     callbacks: Iterable[EventCallback] = (),
     force: bool = False,
     mask_info: Mapping[str, Any] | None = None,
+    checkpoints: Checkpointer | None = None,
+    resume: Checkpoint | None = None,
 ) -> TrainResult:
     """Train one SFT. ``dense_parameters`` are full names of head parameters trained densely (and
     stored whole). ``start_sft`` (the source language's SFT, for a task SFT) is applied first, and the
     diff is measured from there. ``mask`` skips phase 1 and the selection; ``mask_info`` (the settings
-    and denoising summary saved with the mask) is recorded as the selection."""
+    and denoising summary saved with the mask) is recorded as the selection.
+
+    ``checkpoints`` writes checkpoints inside the phases and always one at the end of phase 1;
+    ``resume`` continues from one (the model must be loaded as for the first attempt): on CPU the
+    SFT is bit for bit the one an uninterrupted run gives."""
     callbacks = list(callbacks)
 
     def emit(event: str, **fields: Any) -> None:
@@ -245,11 +272,37 @@ def train_sft(
         k_count = resolve_k(config.k, summary["maskable"])  # a K that cannot work fails before any training
     selection: MaskSelection | None = None
     started = time.perf_counter()
+    if checkpoints is not None:
+        _announce_checkpoints(checkpoints, config, maskable, dense, mask, summary["maskable"], emit)
+    resume_phase2 = resume is not None and resume.phase == 2
 
-    if mask is None:
-        phase1 = _Phase(1, model, objective, config, maskable, dense, start, None, emit)
-        summary["phase1"] = phase1.run()
-        del phase1
+    if mask is None and resume_phase2:  # phase 1 and the selection are behind
+        masks = resume.masks({n: tuple(p.shape) for n, p in maskable.items()})
+        summary["phase1"] = resume.context.get("phase1")
+        summary["mask_info"] = resume.context.get("selection_info") or {}
+        if keep_phase1_diff is not None and keep_phase1_diff.exists():
+            summary["phase1_diff"] = str(keep_phase1_diff)
+    elif mask is None:
+        if resume is not None and resume.phase_done:
+            resume.restore_parameters(maskable, dense, start, None)
+            resume.restore_rng()
+            summary["phase1"] = resume.context.get("phase1")
+        else:
+            phase1 = _Phase(1, model, objective, config, maskable, dense, start, None, emit, checkpoints)
+            if resume is not None:
+                resume.restore_parameters(maskable, dense, start, None)
+            summary["phase1"] = phase1.run(resume)
+            if checkpoints is not None:
+                checkpoints.context["phase1"] = summary["phase1"]
+                checkpoints.save(phase1, {"step": phase1.total_steps}, phase_done=True)
+                if checkpoints.stop_requested():
+                    from deftx.errors import TrainingTerminated
+
+                    raise TrainingTerminated("terminated (SIGTERM) at the end of phase 1; checkpoint saved",
+                                             hint="rerun the same command with --resume")
+            del phase1
+        if checkpoints is not None:
+            checkpoints.context["phase1"] = summary["phase1"]
         differences = {name: (p.detach() - start[name]) for name, p in maskable.items()}
         if keep_phase1_diff is not None:
             save_difference(
@@ -266,10 +319,16 @@ def train_sft(
             )
             summary["k"] = sft.n_entries
             return _finish(sft, summary, None, config, manifest, base_fp, started, emit)
-        selection = method.select(differences, k_count, in_place=True)
+        with _anytime(checkpoints):  # a SIGTERM here loses nothing: the phase-1 checkpoint holds it all
+            selection = method.select(differences, k_count, in_place=True)
         del differences
         emit("selection", **selection.event())
         masks = selection.masks
+        if checkpoints is not None and selection.denoise:
+            checkpoints.context["selection_info"] = {
+                "denoise": [info.to_json() for info in selection.denoise],
+                "overlap_with_magnitude": selection.overlap_with_magnitude,
+            }
         with torch.no_grad():  # reset to the start point, the head too
             for name, p in maskable.items():
                 p.copy_(start[name])
@@ -279,16 +338,44 @@ def train_sft(
         masks = _check_mask(mask, maskable)
         k_count = sum(int(m.sum()) for m in masks.values())
         info = {k: v for k, v in (mask_info or {}).items() if k in ("rank_rule", "tail_keep", "denoise", "overlap_with_magnitude")}
-        emit("selection", method=config.method, k=k_count, maskable=summary["maskable"],
-             density=k_count / summary["maskable"], from_file=True, **info)
+        if resume is None:
+            emit("selection", method=config.method, k=k_count, maskable=summary["maskable"],
+                 density=k_count / summary["maskable"], from_file=True, **info)
         summary["mask_info"] = info
 
-    phase2 = _Phase(2, model, objective, config, maskable, dense, start, masks, emit)
-    summary["phase2"] = phase2.run()
+    phase2 = _Phase(2, model, objective, config, maskable, dense, start, masks, emit, checkpoints)
+    if resume_phase2:
+        resume.restore_parameters(maskable, dense, start, phase2.masks)
+    summary["phase2"] = phase2.run(resume if resume_phase2 else None)
     current = {name: p.detach() for name, p in maskable.items()}
     sft = SparseDiff.from_difference(current, start, masks, head={n: p.detach() for n, p in dense.items()})
     summary["k"] = sum(int(m.sum()) for m in masks.values())
     return _finish(sft, summary, selection, config, manifest, base_fp, started, emit)
+
+
+def _anytime(checkpoints: Checkpointer | None):
+    from contextlib import nullcontext
+
+    if checkpoints is None or checkpoints.stop is None:
+        return nullcontext()
+    return checkpoints.stop.anytime()
+
+
+def _announce_checkpoints(checkpoints: Checkpointer, config: TrainConfig, maskable: dict[str, nn.Parameter],
+                          dense: dict[str, nn.Parameter], mask: dict[str, torch.Tensor] | None, n_maskable: int,
+                          emit: Callable[..., None]) -> None:
+    """The ``checkpointing`` event: how often, where, and about how big each phase's checkpoints are."""
+    if mask is not None:
+        k = sum(int(m.sum()) for m in mask.values())
+    elif not method_of(config).sparse:
+        k = None
+    else:
+        k = resolve_k(config.k, n_maskable)
+    sizes = Checkpointer.estimate_bytes(maskable, dense, k)
+    if mask is not None:
+        sizes.pop("phase1", None)
+    emit("checkpointing", save_every=checkpoints.save_every, directory=str(checkpoints.directory),
+         keep=checkpoints.keep, **{f"{phase}_bytes": size for phase, size in sizes.items()})
 
 
 def _check_mask(mask: dict[str, torch.Tensor], maskable: dict[str, nn.Parameter]) -> dict[str, torch.Tensor]:

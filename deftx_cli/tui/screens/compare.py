@@ -18,6 +18,7 @@ from deftx_cli.tui.messages import ComparisonExported, ReadFailed, ResultsLoaded
 from deftx_cli.tui.polling import FilePoller
 from deftx_cli.tui.watch import read_results_safely
 from deftx_cli.tui.widgets.compare_table import BETTER_MARK, CompareTable
+from deftx_cli.tui.widgets.overlap_panel import OverlapPanel
 
 RELOAD_SECONDS = 2.0
 
@@ -35,6 +36,7 @@ class CompareScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.pivots: list[Pivot] = []
+        self.records: list[dict] = []
         self.skipped: list[str] = []
         self.current: TableKey | None = None
         self.loads = 0  # completed loads (tests wait on it)
@@ -47,6 +49,7 @@ class CompareScreen(Screen):
         yield Static("", id="compare-caption")
         yield CompareTable(id="compare-table")
         yield Static("", id="compare-notes")
+        yield OverlapPanel(id="compare-overlap")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -69,6 +72,7 @@ class CompareScreen(Screen):
         if signature == self._signature:
             return
         self._signature = signature
+        self.records = message.records
         self.pivots, skipped = build_pivots(message.records)
         self.skipped = message.unreadable + skipped
         keys = [p.key for p in self.pivots]
@@ -99,6 +103,7 @@ class CompareScreen(Screen):
         caption_widget = self.query_one("#compare-caption", Static)
         notes = self.query_one("#compare-notes", Static)
         self.query_one(CompareTable).show(pivot)
+        self.query_one(OverlapPanel).show_for(self.records, self.current, self.app.runs_dir)
         if pivot is None:
             caption_widget.update(
                 Text(

@@ -77,7 +77,7 @@ class LiveScreen(Screen):
         if update.info is not None:
             messages.append(RunRecordChanged(update.info))
         if update.batch is not None:
-            messages.append(MetricsAppended(update.batch, update.bad_lines))
+            messages.append(MetricsAppended(update.batch, update.bad_lines, update.restarted))
         if update.result is not None:
             messages.append(ResultLoaded(update.result))
         return [*messages, RunUpdated(update.row, update.behind)]
@@ -99,7 +99,9 @@ class LiveScreen(Screen):
 
     def on_metrics_appended(self, message: MetricsAppended) -> None:
         batch = message.batch
-        grew = self.series.merge(batch)
+        if message.restarted:
+            self.series = RunSeries()
+        grew = self.series.merge(batch) or message.restarted
         if batch.selection is not None:
             self.query_one(SelectionPanel).show(batch.selection)
         if grew:
