@@ -166,3 +166,25 @@ def test_the_executor_reads_cached_results_and_skips_cached_steps(tmp_path):
         raise AssertionError("a cached step ran")
 
     assert execute(p, steps, model="m", data_dir=None, runs_dir=tmp_path, run_step=must_not_run) == [{"system": "lt-sft"}]
+
+
+def test_the_executor_resumes_a_training_step_that_checkpointed(tmp_path):
+    p = plan(methods=["lt-sft"])
+    steps = plan_steps(p, model="m", runs_dir=tmp_path)
+    first = steps[0]
+    (tmp_path / first.run_id).mkdir()
+    (tmp_path / first.run_id / "run.json").write_text(json.dumps(
+        {"run_id": first.run_id, "status": "interrupted", "resume_settings": {"save_every": 2}}))
+    (tmp_path / f".mask-{first.run_id}.safetensors").write_bytes(b"stale")
+    calls = {}
+
+    def fake_step(plan, step, *, runs_dir, resume, **_):
+        calls[step.run_id] = (resume, (runs_dir / step.run_id / "run.json").exists())
+        if step.kind == "evaluation":
+            return {"metric": "macro_f1", "metrics": {"macro_f1": 0.5}, "system": step.system}
+        return None
+
+    execute(p, steps, model="m", data_dir=None, runs_dir=tmp_path, run_step=fake_step)
+    assert calls[first.run_id] == (True, True), "the checkpointed run is continued in place"
+    assert not (tmp_path / f".mask-{first.run_id}.safetensors").exists()
+    assert all(resume is False for run_id, (resume, _) in calls.items() if run_id != first.run_id)
