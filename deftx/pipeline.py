@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,8 @@ PHASE1_DIFF = "phase1_diff.safetensors"
 
 @dataclass
 class TrainOutcome:
-    sft_dir: Path
-    run_dir: Path
+    sft_dir: Path | None  # None (and run_dir None) in the non-main processes of a multi-process launch
+    run_dir: Path | None
     summary: dict[str, Any]
 
 
@@ -44,8 +45,45 @@ def _mlm_head_mode(config: TrainConfig, model_id: str | Path, missing: Iterable[
     return "freeze"
 
 
-def _record_sft(run: Run, result, out: Path | None) -> Path:
+class _NoRunFiles:
+    """The run directory as seen from a process other than the main one of a multi-process launch:
+    only the main process writes run files and the SFT."""
+
+    path = None
+
+    def log(self, *_: Any, **__: Any) -> None:
+        pass
+
+    def update(self, **_: Any) -> None:
+        pass
+
+
+def _start_run(settings: TrainConfig, runs_dir: Path, kind: str, **kwargs: Any):
+    """``Run.start`` in the main process; elsewhere a stand-in that writes nothing. Refuses first
+    what this machine cannot run (fp16 on a CPU, more processes than GPUs)."""
+    from contextlib import nullcontext
+
+    from deftx.training.distributed import check_launch, is_main_process
+
+    check_launch(settings.device, settings.mixed_precision)
+    if is_main_process(settings.device):
+        return _with_peer_failures(Run.start(runs_dir, kind, **kwargs))
+    return _with_peer_failures(nullcontext(_NoRunFiles()))
+
+
+@contextmanager
+def _with_peer_failures(run_context):
+    """Inside the run's context, so that the run is marked failed with the peer's error."""
+    from deftx.training.distributed import peer_failures
+
+    with run_context as run, peer_failures():
+        yield run
+
+
+def _record_sft(run: Run, result, out: Path | None) -> Path | None:
     """Save the SFT into the run directory (and a copy to ``out`` when asked)."""
+    if run.path is None:
+        return None
     result.sft.save(run.path / SFT_SUBDIR)
     outputs = {"sft": SFT_SUBDIR}
     if out is not None:
@@ -56,7 +94,7 @@ def _record_sft(run: Run, result, out: Path | None) -> Path:
 
 
 def _summary_for_run(summary: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in summary.items() if k in ("k", "maskable", "entries", "seconds")}
+    out = {k: v for k, v in summary.items() if k in ("k", "maskable", "entries", "seconds", "processes")}
     for phase in ("phase1", "phase2"):
         if phase in summary:
             out[phase] = {k: summary[phase].get(k) for k in ("steps", "final_loss", "eval")}
@@ -148,14 +186,14 @@ def train_language_sft(
         "mlm_head": mode,
     }
     resolved = {**config.model_dump(mode="json"), "mlm_head_resolved": mode, "text_sources": sources}
-    with Run.start(
-        runs_dir, "language", config=resolved, run_id=run_id, method=config.method, languages={"target": lang},
+    with _start_run(
+        config, runs_dir, "language", config=resolved, run_id=run_id, method=config.method, languages={"target": lang},
         base_model=str(model), seed=config.seed, command=command,
         total_steps=_total_steps(config, objective.num_examples(), mask is not None),
     ) as run:
         result = train_sft(
             mlm, objective, config, manifest=manifest, dense_parameters=dense, mask=mask,
-            keep_phase1_diff=run.path / PHASE1_DIFF if keep_phase1_diff else None,
+            keep_phase1_diff=run.path / PHASE1_DIFF if keep_phase1_diff and run.path else None,
             callbacks=[lambda e, f: run.log(e, **f), *callbacks], mask_info=mask_meta,
         )
         final = _record_sft(run, result, out)
@@ -229,8 +267,8 @@ def train_task_sft(
             "method": start_sft.manifest.get("method"),
             "diff_sha256": start_sft.manifest.get("files", {}).get("diff.safetensors"),
         }]
-    with Run.start(
-        runs_dir, "task", config=config.model_dump(mode="json"), run_id=run_id, method=config.method,
+    with _start_run(
+        config, runs_dir, "task", config=config.model_dump(mode="json"), run_id=run_id, method=config.method,
         languages={"source": source_lang}, task=spec.name, base_model=str(model), seed=config.seed,
         command=command, total_steps=_total_steps(config, objective.num_examples(), mask is not None),
     ) as run:
@@ -238,7 +276,7 @@ def train_task_sft(
             run.update(config={"lang_sft": str(lang_sft)})
         result = train_sft(
             clf, objective, config, manifest=manifest, dense_parameters=dense, start_sft=start_sft, mask=mask,
-            keep_phase1_diff=run.path / PHASE1_DIFF if keep_phase1_diff else None,
+            keep_phase1_diff=run.path / PHASE1_DIFF if keep_phase1_diff and run.path else None,
             callbacks=[lambda e, f: run.log(e, **f), *callbacks], force=force, mask_info=mask_meta,
         )
         final = _record_sft(run, result, out)

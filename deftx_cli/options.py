@@ -61,3 +61,13 @@ L1Opt = Annotated[Optional[float], typer.Option("--l1", min=0.0, help="L1 pull t
 WdOpt = Annotated[Optional[float], typer.Option("--weight-decay", min=0.0, help="Weight decay (masked in phase 2).", rich_help_panel=TRAINING)]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.", rich_help_panel=TRAINING)]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...", rich_help_panel=TRAINING)]
+
+
+class MixedPrecision(str, Enum):
+    no = "no"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+MixedPrecisionOpt = Annotated[MixedPrecision, typer.Option("--mixed-precision", help="Autocast precision of forward and backward: no, bf16, or fp16 (CUDA only). Weights, the phase-1 difference and the SFT stay float32.", rich_help_panel=TRAINING)]
+GradAccumOpt = Annotated[int, typer.Option("--grad-accum", min=1, help="Micro-batches per optimizer step and process: the batch size stays the global batch.", rich_help_panel=TRAINING)]

@@ -148,3 +148,22 @@ def test_task_sft_on_a_language_sft_stores_only_its_own_diff(tiny_model_dir, tmp
     assert not all(torch.allclose(p, trained[n], atol=1e-6) for n, p in fresh2.named_parameters())
     task.save(tmp_path / "task")
     assert SparseDiff.load(tmp_path / "task").n_entries == task.n_entries
+
+
+def test_gradient_accumulation_trains_the_sft_of_one_batch(tiny_model_dir):
+    """--grad-accum 3 cuts each batch of 8 into micro-batches (3, 2, 3 rows) whose summed losses
+    are divided by the whole batch's predicted-token count: the same SFT as one batch, to 1e-6."""
+    sfts = []
+    for accum in (1, 3):
+        model, objective = mlm_setup(tiny_model_dir)
+        model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = 0.0
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        cfg = config(method="lt-sft", batch_size=8, grad_accum=accum, l1=0.5, weight_decay=0.1)
+        sfts.append(train_sft(model, objective, cfg, manifest={"kind": "language"}).sft)
+    one, accumulated = sfts
+    assert one.entries.keys() == accumulated.entries.keys()
+    for name, (index, values) in one.entries.items():
+        assert torch.equal(index, accumulated.entries[name][0]), name
+        assert torch.allclose(values, accumulated.entries[name][1], rtol=0, atol=1e-6), name

@@ -21,18 +21,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 from typing import Any
 
 import torch
 from torch import nn
 
-from deftx.errors import UsageError
+from deftx.errors import ProcessFailedError, UsageError
 
 PRECISIONS = ("no", "bf16", "fp16")
 TIMEOUT_ENV = "DEFTX_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 60.0  # a process that died is noticed by the others within this time
+
+
+# What gloo and NCCL say when a peer died or a collective timed out (they raise plain RuntimeErrors).
+_PEER_FAILURE_SIGNS = ("connection closed by peer", "connection reset", "timed out", "timeout", "gloo", "nccl",
+                       "broken pipe")
 
 
 def launched_processes() -> tuple[int, int]:
@@ -174,3 +179,22 @@ def check_same_masks(masks: dict[str, torch.Tensor], accelerator) -> None:
     if any(not torch.equal(o.cpu(), checksum) for o in out):
         raise DeftxError("the processes selected different masks after phase 1",
                          hint="their phase-1 weights diverged; rerun with one process to check")
+
+
+@contextmanager
+def peer_failures() -> Iterator[None]:
+    """In a multi-process launch, turn the process group's error about a dead or silent peer (after
+    at most the process-group timeout, ``DEFTX_DIST_TIMEOUT`` seconds, default 60) into one line."""
+    try:
+        yield
+    except RuntimeError as exc:
+        text = str(exc)
+        if launched_processes()[0] == 1 or not (
+            isinstance(exc, torch.distributed.DistError) or any(s in text.lower() for s in _PEER_FAILURE_SIGNS)
+        ):
+            raise
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        raise ProcessFailedError(
+            f"another training process died or stopped answering ({first[:200]})",
+            hint="the run is marked failed and no SFT was written; see the launcher's log for the process that failed",
+        ) from exc

@@ -370,7 +370,8 @@ def train_sft(
         p.requires_grad_(True)
     start = {name: p.detach().clone() for name, p in maskable.items()}
     dense_start = {name: p.detach().clone() for name, p in dense.items()}
-    summary: dict[str, Any] = {"maskable": sum(p.numel() for p in maskable.values())}
+    summary: dict[str, Any] = {"maskable": sum(p.numel() for p in maskable.values()),
+                               "processes": accelerator.num_processes}
     selection: MaskSelection | None = None
     started = time.perf_counter()
     # One loss module for both phases: under N processes it is wrapped once for data parallelism.

@@ -9,8 +9,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from deftx_cli.options import (
-    BatchOpt, DataDirOpt, DeviceOpt, JsonOpt, KeepDiffOpt, KOpt, L1Opt, LrOpt, MaskOpt, MaxLenOpt, Method,
-    MethodOpt, ModelOpt, OutOpt, Phase1EpochsOpt, Phase1StepsOpt, Phase2EpochsOpt, Phase2StepsOpt, Preset,
+    BatchOpt, DataDirOpt, DeviceOpt, GradAccumOpt, JsonOpt, KeepDiffOpt, KOpt, L1Opt, LrOpt, MaskOpt, MaxLenOpt, Method,
+    MethodOpt, MixedPrecision, MixedPrecisionOpt, ModelOpt, OutOpt, Phase1EpochsOpt, Phase1StepsOpt, Phase2EpochsOpt, Phase2StepsOpt, Preset,
     PresetOpt, QuietOpt, RankRuleOpt, RunIdOpt, RunsDirOpt, SeedOpt, TailKeepOpt, TRAINING, WdOpt,
 )
 from deftx_cli.output import TrainingProgress, handle_errors, note, print_json
@@ -25,6 +25,8 @@ def _config(kind: str, preset: Preset, method: Method, **overrides: Any):
 
 
 def _report(outcome, as_json: bool, label: str) -> None:
+    if outcome.run_dir is None:  # not the main process of a multi-process launch: it reports nothing
+        return
     summary = outcome.summary
     result = {
         "sft": str(outcome.sft_dir),
@@ -64,6 +66,8 @@ def train_lang(
     weight_decay: WdOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
+    mixed_precision: MixedPrecisionOpt = MixedPrecision.no,
+    grad_accum: GradAccumOpt = 1,
     mask: MaskOpt = None,
     keep_phase1_diff: KeepDiffOpt = False,
     data_dir: DataDirOpt = None,
@@ -87,7 +91,7 @@ def train_lang(
     config = _config("language", preset, method, k=k, rank_rule=rank_rule, tail_keep=tail_keep,
                      max_examples=max_lines, phase1_steps=phase1_steps, phase2_steps=phase2_steps,
                      batch_size=batch_size, max_length=max_length, lr=lr, l1=l1, weight_decay=weight_decay,
-                     seed=seed, device=device)
+                     seed=seed, device=device, mixed_precision=mixed_precision.value, grad_accum=grad_accum)
     label = f"language SFT {lang} ({config.method})"
     outcome = train_language_sft(
         lang, config, model=model, data_dir=data_dir, text_files=text, runs_dir=runs_dir, run_id=run_id, out=out,
@@ -122,6 +126,8 @@ def train_task(
     weight_decay: WdOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
+    mixed_precision: MixedPrecisionOpt = MixedPrecision.no,
+    grad_accum: GradAccumOpt = 1,
     mask: MaskOpt = None,
     keep_phase1_diff: KeepDiffOpt = False,
     force: Annotated[bool, typer.Option("--force", help="Apply a language SFT even if its base-model fingerprint differs.")] = False,
@@ -143,7 +149,8 @@ def train_task(
     config = _config("task", preset, method, k=k, rank_rule=rank_rule, tail_keep=tail_keep,
                      max_examples=max_examples, phase1_epochs=phase1_epochs, phase2_epochs=phase2_epochs,
                      phase1_steps=phase1_steps, phase2_steps=phase2_steps, batch_size=batch_size,
-                     max_length=max_length, lr=lr, l1=l1, weight_decay=weight_decay, seed=seed, device=device)
+                     max_length=max_length, lr=lr, l1=l1, weight_decay=weight_decay, seed=seed, device=device,
+                     mixed_precision=mixed_precision.value, grad_accum=grad_accum)
     label = f"task SFT {task}/{source_lang} ({config.method})"
     outcome = train_task_sft(
         task, source_lang, config, model=model, lang_sft=lang_sft, data_dir=data_dir, train_file=train_file,
