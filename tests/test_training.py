@@ -167,3 +167,26 @@ def test_gradient_accumulation_trains_the_sft_of_one_batch(tiny_model_dir):
     for name, (index, values) in one.entries.items():
         assert torch.equal(index, accumulated.entries[name][0]), name
         assert torch.allclose(values, accumulated.entries[name][1], rtol=0, atol=1e-6), name
+
+
+def test_bf16_autocast_trains_float32_weights_and_sft(tiny_model_dir):
+    """--mixed-precision bf16 on the CPU: forward and backward in bfloat16 autocast; the weights,
+    the phase-1 difference, the selection and the stored values stay float32."""
+    model, objective = mlm_setup(tiny_model_dir)
+    autocast = []
+    loss = objective.loss
+
+    def recording_loss(*args, **kwargs):
+        autocast.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return loss(*args, **kwargs)
+
+    objective.loss = recording_loss
+    result = train_sft(model, objective, config(method="deftx", mixed_precision="bf16"), manifest={"kind": "language"})
+    assert autocast and all(autocast), "every training forward ran under bfloat16 autocast"
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(values.dtype == torch.float32 for _, values in result.sft.entries.values())
+    assert result.sft.n_entries == result.summary["k"]
+    assert result.sft.manifest["training"]["mixed_precision"] == "bf16"
+    # and a later training in the same process may go back to float32
+    model, objective = mlm_setup(tiny_model_dir)
+    assert train_sft(model, objective, config(), manifest={"kind": "language"}).sft.n_entries > 0
