@@ -17,13 +17,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from deftx import __version__
-from deftx.config import TrainConfig
 from deftx.denoise import DenoiseInfo, denoise_difference, denoise_targets, matrix_type
 from deftx.model import fingerprint, full_name, maskable_parameters
 from deftx.objectives.base import Objective
@@ -38,6 +37,9 @@ from deftx.training.distributed import (
     no_sync_unless,
 )
 from deftx.training.sparse_adamw import SparseAdamW
+
+if TYPE_CHECKING:  # the engine reads settings from any object with TrainConfig's fields (pydantic not needed)
+    from deftx.config import TrainConfig
 
 EventCallback = Callable[[str, dict[str, Any]], None]
 
