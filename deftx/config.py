@@ -36,6 +36,7 @@ class TrainConfig(BaseModel):
     phase2_epochs: float | None = Field(None, gt=0)
     batch_size: int = Field(16, ge=1)
     max_length: int = Field(128, ge=8, le=8192)
+    group_by_length: bool = Field(True, description="task SFTs: batches of similar length (less padding)")
     lr: float = Field(5e-5, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.0, ge=0, lt=1)

@@ -251,7 +251,9 @@ def train_task_sft(
     _check_mask_base(mask_meta, clf)
     named = dict(clf.named_parameters())
     dense = sorted(set(head_parameters(clf)) | {n for n in missing if n in named})
-    objective = ClassificationObjective(tokenizer, train, validation, max_length=config.max_length)
+    objective = ClassificationObjective(
+        tokenizer, train, validation, max_length=config.max_length, group_by_length=config.group_by_length
+    )
     manifest: dict[str, Any] = {
         "kind": "task",
         "task": spec.name,

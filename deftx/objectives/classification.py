@@ -65,12 +65,36 @@ def predict(model: nn.Module, tokenizer, encoded: dict[str, Any], batch_size: in
     return out
 
 
+# Examples shuffled together before the length sort: batches of similar length, yet a random mix.
+GROUP_BATCHES = 50
+
+
+def batch_rows(input_ids: Sequence[Sequence[int]], batch_size: int, seed: int, group_by_length: bool) -> list[list[int]]:
+    """The rows of each batch of one epoch, in a seeded random order. Grouped by length: the shuffled
+    examples are cut into pools of ``GROUP_BATCHES`` batches, each pool sorted by length and cut into
+    batches, and the batches shuffled (as the length-grouped samplers of common trainers do)."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(input_ids), generator=generator).tolist()
+    if not group_by_length:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    pool = batch_size * GROUP_BATCHES
+    batches: list[list[int]] = []
+    for i in range(0, len(order), pool):
+        block = sorted(order[i : i + pool], key=lambda row: len(input_ids[row]))
+        batches.extend(block[j : j + batch_size] for j in range(0, len(block), batch_size))
+    return [batches[b] for b in torch.randperm(len(batches), generator=generator).tolist()]
+
+
 class ClassificationObjective:
     name = "sequence-classification"
 
-    def __init__(self, tokenizer, train, validation=None, *, max_length: int = 128) -> None:
-        """``train`` and ``validation`` are :class:`deftx.data.LabelledData`."""
+    def __init__(
+        self, tokenizer, train, validation=None, *, max_length: int = 128, group_by_length: bool = False
+    ) -> None:
+        """``train`` and ``validation`` are :class:`deftx.data.LabelledData`. With ``group_by_length``,
+        each batch holds examples of similar length (less padding, so less time per example)."""
         self.tokenizer = tokenizer
+        self.group_by_length = group_by_length
         self.label_names = tuple(train.label_names)
         self.train = encode_labelled(tokenizer, train, max_length)
         self.validation = (
@@ -81,9 +105,8 @@ class ClassificationObjective:
         return len(self.train["labels"])
 
     def batches(self, batch_size: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
-        order = torch.randperm(self.num_examples(), generator=torch.Generator().manual_seed(seed)).tolist()
-        for i in range(0, len(order), batch_size):
-            yield collate(self.tokenizer, self.train, order[i : i + batch_size])
+        for rows in batch_rows(self.train["input_ids"], batch_size, seed, self.group_by_length):
+            yield collate(self.tokenizer, self.train, rows)
 
     def prepare_batch(self, batch: dict[str, torch.Tensor], step_seed: int) -> dict[str, torch.Tensor]:
         return batch
