@@ -25,7 +25,6 @@ shares phase 1's optimizer (its state is not counted twice).
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import statistics
 import sys
@@ -113,7 +112,8 @@ def worker(args, config, model_dir, text_file) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 layers, hidden size 256 (a fast check)")
-    parser.add_argument("--rounds", type=int, default=8, help="measured rounds; each times one step of every kind (default 8)")
+    parser.add_argument("--rounds", type=int, default=8,
+                        help="measured rounds; each times one step of every kind (default 8; 0: the whole-step peaks only)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--no-bf16", action="store_true", help="leave out the bf16 autocast step")
@@ -139,6 +139,17 @@ def main() -> None:
           f"{config.num_hidden_layers} layers, hidden {config.hidden_size}, vocab {config.vocab_size:,}; "
           f"masked-LM, batch {args.batch_size} x {args.max_length}")
     print(f"load      {os.getloadavg()[0]:.2f} (1-min load average at the start)", flush=True)
+
+    # Each phase alone first, in fresh processes, while this one holds no model yet.
+    flags = [f"--batch-size={args.batch_size}", f"--max-length={args.max_length}"] + (["--quick"] if args.quick else [])
+    alone = {kind: run_worker(Path(__file__), [kind, *flags])["peak"] for kind in ("phase 1", "phase 2")}
+    print("whole step alone: each phase in a fresh process (model, start copy, gradients, its optimizer state, "
+          "masks, activations), peak resident set over 3 steps")
+    for kind, peak in alone.items():
+        print(f"  {kind}: {mib(peak):,.0f} MiB")
+    print(f"  phase 2 / phase 1: {alone['phase 2'] / alone['phase 1']:.3f}\n", flush=True)
+    if args.rounds == 0:
+        return
 
     model, maskable, start, masks, k, n_maskable, objective, batch, cfg = build(config, args, model_dir, text_file)
     print(f"setup     {n_maskable:,} maskable parameters, K = {k:,}; preset paper: lr {cfg.lr}, L1 {cfg.l1}, "
@@ -207,15 +218,6 @@ def main() -> None:
     print(f"target    phase-2 moments <= 2 x K x 4 bytes + dense head: "
           f"{'MET' if moments['phase 2']['moments'] <= target_bytes else 'NOT MET'} "
           f"({moments['phase 2']['moments']:,} <= {target_bytes:,} bytes)")
-    print("\nwhole step alone: each phase in a fresh process (model, start copy, gradients, its optimizer state, "
-          "masks, activations), peak resident set over 3 steps", flush=True)
-    del phases, model, maskable, start, masks, objective
-    gc.collect()
-    flags = [f"--batch-size={args.batch_size}", f"--max-length={args.max_length}"] + (["--quick"] if args.quick else [])
-    alone = {kind: run_worker(Path(__file__), [kind, *flags])["peak"] for kind in ("phase 1", "phase 2")}
-    for kind, peak in alone.items():
-        print(f"  {kind}: {mib(peak):,.0f} MiB")
-    print(f"  phase 2 / phase 1: {alone['phase 2'] / alone['phase 1']:.3f}")
     if "phase 1 bf16" in times:
         print(f"bf16      autocast phase-1 step / fp32 phase-1 step: "
               f"{statistics.median(times['phase 1 bf16']) / base:.3f} (median)")

@@ -59,13 +59,11 @@ class _NoRunFiles:
 
 
 def _start_run(settings: TrainConfig, runs_dir: Path, kind: str, **kwargs: Any):
-    """``Run.start`` in the main process; elsewhere a stand-in that writes nothing. Refuses first
-    what this machine cannot run (fp16 on a CPU, more processes than GPUs)."""
+    """``Run.start`` in the main process; elsewhere a stand-in that writes nothing."""
     from contextlib import nullcontext
 
-    from deftx.training.distributed import check_launch, is_main_process
+    from deftx.training.distributed import is_main_process
 
-    check_launch(settings.device, settings.mixed_precision)
     if is_main_process(settings.device):
         return _with_peer_failures(Run.start(runs_dir, kind, **kwargs))
     return _with_peer_failures(nullcontext(_NoRunFiles()))
@@ -105,7 +103,9 @@ def _prepare_outputs(out: Path | None, mask_file: Path | None, config: TrainConf
     """Refuse an ``--out`` that already holds files, and load a phase-2 mask (whose method then
     applies). Returns ``(mask, mask_meta, config)``."""
     from deftx.sft import load_mask
+    from deftx.training.distributed import check_launch
 
+    check_launch(config.device, config.mixed_precision)  # before any data or model is loaded
     if out is not None and Path(out).exists() and any(Path(out).iterdir()):
         raise UsageError(f"{out} already exists and is not empty", hint="choose another --out")
     if mask_file is None:
