@@ -7,6 +7,7 @@ dropout 0; each takes some seconds on two cores.
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -52,12 +53,10 @@ main()
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, tiny_model_dir):
     """A tiny BERT without dropout (so both layouts see the same forward pass) and some text."""
-    from conftest import build_tiny_model_dir
-
     path = tmp_path_factory.mktemp("dp")
-    build_tiny_model_dir(path / "model")
+    shutil.copytree(tiny_model_dir, path / "model")
     config = json.loads((path / "model" / "config.json").read_text())
     config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     (path / "model" / "config.json").write_text(json.dumps(config))
