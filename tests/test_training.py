@@ -190,3 +190,31 @@ def test_bf16_autocast_trains_float32_weights_and_sft(tiny_model_dir):
     # and a later training in the same process may go back to float32
     model, objective = mlm_setup(tiny_model_dir)
     assert train_sft(model, objective, config(), manifest={"kind": "language"}).sft.n_entries > 0
+
+
+def test_gradient_accumulation_of_a_task_sft_trains_the_sft_of_one_batch(tiny_model_dir):
+    """The classification objective's summed loss over the batch's example count: micro-batches of
+    3, 2 and 3 examples give the task SFT (and its dense head) of one batch of 8, to 1e-6."""
+    from deftx.data import LabelledData
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    texts = sentences(40, seed=1)
+    data = LabelledData(texts=texts, pairs=None, labels=[int("bagus" in t) for t in texts],
+                        label_names=("negative", "positive"), source="test")
+    sfts = []
+    for accum in (1, 3):
+        clf, missing = load_model(tiny_model_dir, "classification", labels=data.label_names)
+        for module in clf.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        dense = sorted(set(head_parameters(clf)) | set(missing))
+        objective = ClassificationObjective(tokenizer, data, None, max_length=16)
+        cfg = resolve_config("task", "smoke", phase1_steps=3, phase2_steps=3, batch_size=8, lr=1e-2, k=0.05,
+                             device="cpu", grad_accum=accum, weight_decay=0.1)
+        sfts.append(train_sft(clf, objective, cfg, manifest={"kind": "task"}, dense_parameters=dense).sft)
+    one, accumulated = sfts
+    for name, (index, values) in one.entries.items():
+        assert torch.equal(index, accumulated.entries[name][0]), name
+        assert torch.allclose(values, accumulated.entries[name][1], rtol=0, atol=1e-6), name
+    for name, value in one.head.items():
+        assert torch.allclose(value, accumulated.head[name], rtol=0, atol=1e-6), name
