@@ -203,6 +203,7 @@ def test_gradient_accumulation_of_a_task_sft_trains_the_sft_of_one_batch(tiny_mo
                         label_names=("negative", "positive"), source="test")
     sfts = []
     for accum in (1, 3):
+        torch.manual_seed(0)  # the same new classifier for both
         clf, missing = load_model(tiny_model_dir, "classification", labels=data.label_names)
         for module in clf.modules():
             if isinstance(module, torch.nn.Dropout):

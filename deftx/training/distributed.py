@@ -110,6 +110,8 @@ def make_accelerator(device: str, mixed_precision: str):
     from accelerate.state import AcceleratorState
 
     kind = check_launch(device, mixed_precision)
+    if kind == "cuda" and device != "auto" and torch.device(device).index is not None and launched_processes()[0] == 1:
+        torch.cuda.set_device(torch.device(device))  # one process on a chosen GPU (--device cuda:1)
     process_state(device)
     state = AcceleratorState._shared_state
     if state and state.get("_mixed_precision") != mixed_precision:
