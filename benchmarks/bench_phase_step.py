@@ -117,6 +117,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--no-bf16", action="store_true", help="leave out the bf16 autocast step")
+    parser.add_argument("--no-alone", action="store_true", help="leave out each phase's whole step alone (fresh processes)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -140,14 +141,14 @@ def main() -> None:
           f"masked-LM, batch {args.batch_size} x {args.max_length}")
     print(f"load      {os.getloadavg()[0]:.2f} (1-min load average at the start)", flush=True)
 
-    # Each phase alone first, in fresh processes, while this one holds no model yet.
-    flags = [f"--batch-size={args.batch_size}", f"--max-length={args.max_length}"] + (["--quick"] if args.quick else [])
-    alone = {kind: run_worker(Path(__file__), [kind, *flags])["peak"] for kind in ("phase 1", "phase 2")}
-    print("whole step alone: each phase in a fresh process (model, start copy, gradients, its optimizer state, "
-          "masks, activations), peak resident set over 3 steps")
-    for kind, peak in alone.items():
-        print(f"  {kind}: {mib(peak):,.0f} MiB")
-    print(f"  phase 2 / phase 1: {alone['phase 2'] / alone['phase 1']:.3f}\n", flush=True)
+    if not args.no_alone:  # each phase alone first, in fresh processes, while this one holds no model yet
+        flags = [f"--batch-size={args.batch_size}", f"--max-length={args.max_length}"] + (["--quick"] if args.quick else [])
+        alone = {kind: run_worker(Path(__file__), [kind, *flags])["peak"] for kind in ("phase 1", "phase 2")}
+        print("whole step alone: each phase in a fresh process (model, start copy, gradients, its optimizer state, "
+              "masks, activations), peak resident set over 3 steps")
+        for kind, peak in alone.items():
+            print(f"  {kind}: {mib(peak):,.0f} MiB")
+        print(f"  phase 2 / phase 1: {alone['phase 2'] / alone['phase 1']:.3f}\n", flush=True)
     if args.rounds == 0:
         return
 

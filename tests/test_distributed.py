@@ -165,3 +165,13 @@ def test_micro_batches_cover_the_global_batch_once():
             assert len(parts) == accum
             seen += [int(x) for part, real in parts if real for x in part["input_ids"].view(-1)]
         assert seen == list(range(10))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given where no CUDA device is visible")
+def test_gpu_check_without_a_gpu_stops_in_one_line():
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
+    out = subprocess.run([sys.executable, str(script), "--steps", "2"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert out.stderr.strip().startswith("gpu_check: error: no CUDA device is visible")
+    assert len(out.stderr.strip().splitlines()) == 1
