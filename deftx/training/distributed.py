@@ -169,11 +169,12 @@ def check_same_masks(masks: dict[str, torch.Tensor], accelerator) -> None:
         return
     from deftx.errors import DeftxError
 
-    checksum = torch.zeros(2, dtype=torch.float64)
-    for i, mask in enumerate(masks.values()):
-        index = torch.nonzero(mask.reshape(-1)).reshape(-1).to(torch.float64).cpu()
-        checksum[0] += float(index.numel()) * (i + 1)
-        checksum[1] += float((index * ((index % 7919) + 1)).sum()) * (i + 1)
+    count, weighted = 0, 0
+    for i, mask in enumerate(masks.values()):  # integer arithmetic: exact on every process
+        index = torch.nonzero(mask.reshape(-1)).reshape(-1).cpu()
+        count += index.numel() * (i + 1)
+        weighted = (weighted + int((index * ((index % 7919) + 1)).sum()) * (i + 1)) % (1 << 61)
+    checksum = torch.tensor([count, weighted], dtype=torch.int64)
     gathered = [torch.zeros_like(checksum) for _ in range(accelerator.num_processes)]
     t = checksum.to(accelerator.device)
     out = [g.to(accelerator.device) for g in gathered]
