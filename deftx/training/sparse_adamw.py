@@ -8,8 +8,9 @@ the moments and scatters the new values back. Weight decay (decoupled, as AdamW)
 entries only. Parameters given without a mask (a new classifier or MLM head) are trained densely, as
 AdamW does.
 
-The arithmetic of a step is AdamW's (``torch.optim.AdamW``, foreach form), entry by entry, so the
-result equals a dense masked AdamW on the same gradients to float rounding.
+The arithmetic of a step is AdamW's (``torch.optim.AdamW``, foreach form: one multi-tensor kernel per
+operation over all of a group's tensors), entry by entry, so the result equals a dense masked AdamW on
+the same gradients to float rounding.
 """
 
 from __future__ import annotations
@@ -98,11 +99,14 @@ class SparseAdamW(torch.optim.Optimizer):
         gathered, self._gathered = self._gathered, None
         for group in self.param_groups:
             lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            values, grads, exp_avgs, exp_avg_sqs, steps, scatter = [], [], [], [], [], []
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 state = self.state[p]
                 index = state.get(INDEX)
+                if index is not None and index.numel() == 0:
+                    continue
                 g = gathered.get(id(p)) if gathered is not None else None
                 if g is None:
                     g = p.grad if index is None else p.grad.reshape(-1).index_select(0, index)
@@ -110,23 +114,29 @@ class SparseAdamW(torch.optim.Optimizer):
                     state["step"] = torch.tensor(0.0)
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                if index is not None and index.numel() == 0:
-                    continue
                 state["step"] += 1
-                step = float(state["step"])
-                flat = p.view(-1) if index is not None else None
-                values = flat.index_select(0, index) if index is not None else p
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                # The order of torch.optim.AdamW's foreach step: decay, moments, bias-corrected update.
-                if wd != 0:
-                    values.mul_(1 - lr * wd)
-                exp_avg.lerp_(g, 1 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                step_size = (lr / (1 - beta1**step)) * -1
-                denom = exp_avg_sq.sqrt().div_((1 - beta2**step) ** 0.5).add_(eps)
-                values.addcdiv_(exp_avg, denom, value=step_size)
+                steps.append(float(state["step"]))
+                values.append(p if index is None else p.view(-1).index_select(0, index))
+                scatter.append((p, index))
+                grads.append(g)
+                exp_avgs.append(state["exp_avg"])
+                exp_avg_sqs.append(state["exp_avg_sq"])
+            if not values:
+                continue
+            # torch.optim.AdamW's foreach step, on the selected entries: decay, moments, bias-corrected update.
+            if wd != 0:
+                torch._foreach_mul_(values, 1 - lr * wd)
+            torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+            torch._foreach_mul_(exp_avg_sqs, beta2)
+            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+            step_sizes = [(lr / (1 - beta1**step)) * -1 for step in steps]
+            denom = torch._foreach_sqrt(exp_avg_sqs)
+            torch._foreach_div_(denom, [(1 - beta2**step) ** 0.5 for step in steps])
+            torch._foreach_add_(denom, eps)
+            torch._foreach_addcdiv_(values, exp_avgs, denom, step_sizes)
+            for (p, index), updated in zip(scatter, values):
                 if index is not None:
-                    flat.index_copy_(0, index, values)
+                    p.view(-1).index_copy_(0, index, updated)
         return loss
 
 
