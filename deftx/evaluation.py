@@ -7,6 +7,10 @@ from typing import Any
 
 from deftx.errors import LabelMismatchError
 
+COLLAPSE_SHARE = 0.02
+"""A class predicted for fewer than this share of the examples counts as collapsed (never or almost
+never predicted): the classifier has not learned it."""
+
 
 def classification_metrics(preds: Sequence[int], golds: Sequence[int], label_names: Sequence[str]) -> dict[str, Any]:
     """Accuracy, macro-F1 (mean of per-class F1 over every class in ``label_names``), per-class
@@ -29,6 +33,7 @@ def classification_metrics(preds: Sequence[int], golds: Sequence[int], label_nam
         per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
         f1s.append(f1)
     n = len(golds)
+    shares = prediction_shares(preds, label_names)
     return {
         "accuracy": sum(confusion[i][i] for i in range(n_labels)) / n if n else 0.0,
         "macro_f1": sum(f1s) / n_labels if n_labels else 0.0,
@@ -36,7 +41,47 @@ def classification_metrics(preds: Sequence[int], golds: Sequence[int], label_nam
         "per_class": per_class,
         "confusion": confusion,
         "labels": list(label_names),
+        "prediction_shares": shares,
+        "collapsed_classes": collapsed_classes(shares),
     }
+
+
+def prediction_shares(preds: Sequence[int], label_names: Sequence[str]) -> dict[str, float]:
+    """The share of the examples predicted as each class (0.0 for a class never predicted)."""
+    counts = [0] * len(label_names)
+    for p in preds:
+        counts[p] += 1
+    n = len(preds)
+    return {name: (counts[i] / n if n else 0.0) for i, name in enumerate(label_names)}
+
+
+def collapsed_classes(shares: dict[str, float], threshold: float = COLLAPSE_SHARE) -> list[str]:
+    """The classes predicted for fewer than ``threshold`` of the examples (none when there are no
+    examples or a single class)."""
+    if len(shares) < 2 or not any(shares.values()):
+        return []
+    return [name for name, share in shares.items() if share < threshold]
+
+
+def collapse_warning(metrics: dict[str, Any] | None, where: str) -> str | None:
+    """One line naming the classes a classifier (almost) never predicts, with every class's share;
+    ``None`` when every class is predicted. ``where`` says which evaluation (``ace test``)."""
+    if not isinstance(metrics, dict):
+        return None
+    shares = metrics.get("prediction_shares")
+    collapsed = metrics.get("collapsed_classes")
+    if not isinstance(shares, dict) or not collapsed:
+        return None
+    names = ", ".join(repr(str(c)) for c in collapsed)
+    listing = ", ".join(f"{name} {_percent(share)}" for name, share in shares.items())
+    n = metrics.get("n")
+    over = f" of {n} examples" if isinstance(n, int) else ""
+    return (f"warning: {where}: the classifier (almost) never predicts {names} "
+            f"(predictions{over}: {listing}); it has not learned every class")
+
+
+def _percent(share: Any) -> str:
+    return f"{100 * share:.1f}%" if isinstance(share, (int, float)) else "?"
 
 
 def check_labels(sft_labels: Sequence[str] | None, eval_labels: Sequence[str]) -> list[str]:

@@ -7,9 +7,12 @@ of the same encoder. Dense head parameters keep their full names (``classifier.w
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import os
 import re
+import socket
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -102,17 +105,72 @@ def _quiet_transformers() -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
+def is_local_model(model_id: str | Path) -> bool:
+    """Whether a model argument names a local directory (else it is a hub id)."""
+    text = str(model_id)
+    return Path(text).expanduser().exists() or text.startswith((".", "/", "~")) or text.count("/") > 1
+
+
+def model_reference(model_id: str | Path) -> str:
+    """How a base model is recorded in run and SFT manifests, so that it resolves from any working
+    directory: a local directory as an absolute path, a hub id as it is."""
+    if is_local_model(model_id):
+        return str(Path(str(model_id)).expanduser().resolve())
+    return str(model_id)
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub is out of reach: ``HF_HUB_OFFLINE`` set, or no connection to it."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    return not _hub_reachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+
+
+@functools.lru_cache(maxsize=4)
+def _hub_reachable(endpoint: str) -> bool:
+    """One quick connection attempt (a few seconds at most), instead of the hub client's retries."""
+    from urllib.parse import urlparse
+
+    url = urlparse(endpoint)
+    port = url.port or (80 if url.scheme == "http" else 443)
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # a malformed id, an unreadable cache: not there
+        return False
+
+
 def check_model_source(model_id: str | Path) -> str:
-    """A local directory must hold a config.json; anything else is treated as a hub id."""
+    """A local directory must hold a config.json; anything else is treated as a hub id, which must be
+    in the local cache when the hub is out of reach (failing at once, not after the client's retries)."""
     text = str(model_id)
     path = Path(text).expanduser()
-    if path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1:
+    if is_local_model(text):
         if not path.exists():
             raise InputNotFoundError(f"model directory {text} does not exist")
         if not (path / "config.json").is_file():
             raise InputNotFoundError(f"{text} is not a Hugging Face model directory (no config.json)")
         return str(path)
+    if hub_offline() and not _in_hub_cache(text):
+        raise InputNotFoundError(
+            f"model {text} is not a local directory, and the Hugging Face hub is out of reach (offline)",
+            hint="give a local model directory with --model, e.g. ../shared/models/me5-small-mlm",
+        )
     return text
+
+
+def _local_only(source: str) -> bool:
+    """Load a hub model from the cache alone when the hub is out of reach."""
+    return not is_local_model(source) and hub_offline()
 
 
 def load_tokenizer(model_id: str | Path):
@@ -121,7 +179,7 @@ def load_tokenizer(model_id: str | Path):
     _quiet_transformers()
     source = check_model_source(model_id)
     try:
-        return AutoTokenizer.from_pretrained(source)
+        return AutoTokenizer.from_pretrained(source, local_files_only=_local_only(source))
     except OSError as exc:
         raise InputNotFoundError(
             f"could not load the tokenizer of {source}: {_first_line(exc)}",
@@ -146,7 +204,8 @@ def load_model(
     source = check_model_source(model_id)
     try:
         if kind == "mlm":
-            model, info = AutoModelForMaskedLM.from_pretrained(source, output_loading_info=True, dtype=dtype)
+            model, info = AutoModelForMaskedLM.from_pretrained(source, output_loading_info=True, dtype=dtype,
+                                                               local_files_only=_local_only(source))
         elif kind == "classification":
             labels = list(labels or [])
             if not labels:
@@ -158,6 +217,7 @@ def load_model(
                 label2id={label: i for i, label in enumerate(labels)},
                 output_loading_info=True,
                 dtype=dtype,
+                local_files_only=_local_only(source),
             )
         else:
             raise ValueError(f"unknown model kind {kind!r}")

@@ -17,7 +17,7 @@ from typing import Any
 from deftx import __version__
 from deftx.config import TrainConfig
 from deftx.errors import ArtifactError, UsageError
-from deftx.runs import Run, atomic_write_json, now_iso, write_results
+from deftx.runs import Run, atomic_write_json, now_iso, use_umask, write_results
 
 EventCallback = Callable[[str, dict[str, Any]], None]
 SFT_SUBDIR = "sft"
@@ -86,7 +86,7 @@ def _record_sft(run: Run, result, out: Path | None) -> Path | None:
     outputs = {"sft": SFT_SUBDIR}
     if out is not None:
         result.sft.save(Path(out))
-        outputs["copy"] = str(out)
+        outputs["copy"] = str(Path(out).resolve())
     run.update(outputs=outputs, summary=_summary_for_run(result.summary))
     return Path(out) if out is not None else run.path / SFT_SUBDIR
 
@@ -158,7 +158,7 @@ def train_language_sft(
 ) -> TrainOutcome:
     """A language SFT by masked-LM on unlabelled ``lang`` text."""
     from deftx.data import canonical_language, load_unlabelled_text
-    from deftx.model import head_parameters, load_model, load_tokenizer, untie_output_embeddings
+    from deftx.model import head_parameters, load_model, load_tokenizer, model_reference, untie_output_embeddings
     from deftx.objectives import MaskedLMObjective
     from deftx.training import train_sft
 
@@ -181,14 +181,14 @@ def train_language_sft(
     manifest = {
         "kind": "language",
         "language": lang,
-        "base_model": str(model),
+        "base_model": model_reference(model),
         "data": {"sources": sources, "lines": len(lines), "blocks": objective.num_examples()},
         "mlm_head": mode,
     }
     resolved = {**config.model_dump(mode="json"), "mlm_head_resolved": mode, "text_sources": sources}
     with _start_run(
         config, runs_dir, "language", config=resolved, run_id=run_id, method=config.method, languages={"target": lang},
-        base_model=str(model), seed=config.seed, command=command,
+        base_model=model_reference(model), seed=config.seed, command=command,
         total_steps=_total_steps(config, objective.num_examples(), mask is not None),
     ) as run:
         result = train_sft(
@@ -221,7 +221,7 @@ def train_task_sft(
 ) -> TrainOutcome:
     """A task SFT on labelled source-language data, trained with the source language's SFT applied."""
     from deftx.data import canonical_language, get_task, load_labelled_file, load_task_split
-    from deftx.model import head_parameters, load_model, load_tokenizer
+    from deftx.model import head_parameters, load_model, load_tokenizer, model_reference
     from deftx.objectives import ClassificationObjective
     from deftx.sft import SparseDiff
     from deftx.training import train_sft
@@ -259,23 +259,23 @@ def train_task_sft(
         "task": spec.name,
         "labels": list(spec.labels),
         "language": source_lang,
-        "base_model": str(model),
+        "base_model": model_reference(model),
         "data": {"train": train.source, "examples": len(train),
                  "validation": validation.source if validation is not None else None},
     }
     if start_sft is not None:
         manifest["trained_with"] = [{
-            "path": str(lang_sft), "language": start_sft.manifest.get("language"),
+            "path": str(Path(lang_sft).resolve()), "language": start_sft.manifest.get("language"),
             "method": start_sft.manifest.get("method"),
             "diff_sha256": start_sft.manifest.get("files", {}).get("diff.safetensors"),
         }]
     with _start_run(
         config, runs_dir, "task", config=config.model_dump(mode="json"), run_id=run_id, method=config.method,
-        languages={"source": source_lang}, task=spec.name, base_model=str(model), seed=config.seed,
+        languages={"source": source_lang}, task=spec.name, base_model=model_reference(model), seed=config.seed,
         command=command, total_steps=_total_steps(config, objective.num_examples(), mask is not None),
     ) as run:
         if start_sft is not None:
-            run.update(config={"lang_sft": str(lang_sft)})
+            run.update(config={"lang_sft": str(Path(lang_sft).resolve())})
         result = train_sft(
             clf, objective, config, manifest=manifest, dense_parameters=dense, start_sft=start_sft, mask=mask,
             keep_phase1_diff=run.path / PHASE1_DIFF if keep_phase1_diff and run.path else None,
@@ -340,26 +340,13 @@ def evaluate_transfer(
     """Evaluate theta0 + phi_lang + phi_task on ``task`` in ``lang``; writes a results record."""
     from deftx.data import canonical_language, get_task, load_labelled_file, load_task_split
     from deftx.evaluation import check_labels, evaluate_classifier
-    from deftx.model import load_model, load_tokenizer
-    from deftx.sft import SparseDiff, compose
 
     spec = get_task(task)
     lang = canonical_language(lang)
-    task_diff = SparseDiff.load(task_sft)
-    if task_diff.manifest.get("kind") != "task":
-        raise ArtifactError(f"{task_sft} is a {task_diff.manifest.get('kind')} SFT, not a task SFT")
+    task_diff, lang_diff = load_transfer_sfts(task_sft, lang_sft)
     labels = check_labels(task_diff.manifest.get("labels"), spec.labels)
-    lang_diff = SparseDiff.load(lang_sft) if lang_sft is not None else None
-    if lang_diff is not None and lang_diff.manifest.get("kind") != "language":
-        raise ArtifactError(f"{lang_sft} is a {lang_diff.manifest.get('kind')} SFT, not a language SFT")
     data = load_labelled_file(eval_file, spec) if eval_file else load_task_split(spec, lang, split, data_dir)
-    model = model or task_diff.manifest.get("base_model")
-    if not model:
-        raise UsageError("the task SFT records no base model", hint="give --model")
-    tokenizer = load_tokenizer(model)
-    clf, _ = load_model(model, "classification", labels=labels)
-    combined = compose([lang_diff, task_diff]) if lang_diff is not None else task_diff
-    combined.apply(clf, force=force)
+    clf, tokenizer = composed_classifier(task_diff, lang_diff, model=model, labels=labels, force=force)
     if max_length is None:
         max_length = int((task_diff.manifest.get("training") or {}).get("max_length") or 128)
     system = system or system_of(task_diff.manifest, lang_diff is not None)
@@ -385,12 +372,12 @@ def evaluate_transfer(
             "task_examples": (training.get("max_examples") or "all") if training else None,
         },
         "metric": spec.metric,
-        "task_sft": str(task_sft),
-        "lang_sft": str(lang_sft) if lang_sft is not None else None,
+        "task_sft": str(Path(task_sft).resolve()),
+        "lang_sft": str(Path(lang_sft).resolve()) if lang_sft is not None else None,
         "created_at": now_iso(),
     }
     with Run.start(
-        runs_dir, "evaluation", config={"task_sft": str(task_sft), "lang_sft": str(lang_sft) if lang_sft else None,
+        runs_dir, "evaluation", config={"task_sft": record["task_sft"], "lang_sft": record["lang_sft"],
                                         "split": split, "batch_size": batch_size, "max_length": max_length},
         run_id=run_id, method=system, languages={"target": lang, "source": str(record["source_language"])},
         task=spec.name, base_model=record["base_model"], seed=record["seed"], command=command,
@@ -399,14 +386,103 @@ def evaluate_transfer(
         record["metrics"] = metrics
         record["run_id"] = run.run_id
         write_results(run.path, record)
-        run.log("eval", phase=None, step=None, metrics={"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]})
-        run.update(summary={"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"], "n": metrics["n"]},
-                   outputs={"results": "results.json"})
+        headline = {k: metrics[k] for k in ("accuracy", "macro_f1", "prediction_shares", "collapsed_classes")}
+        run.log("eval", phase=None, step=None, metrics=headline)
+        run.update(summary={**headline, "n": metrics["n"]}, outputs={"results": "results.json"})
     return record, run.path
 
 
+def load_transfer_sfts(task_sft: Path, lang_sft: Path | None = None):
+    """The task SFT and (optionally) a language SFT, each checked to be of its kind."""
+    from deftx.sft import SparseDiff
+
+    task_diff = SparseDiff.load(task_sft)
+    if task_diff.manifest.get("kind") != "task":
+        raise ArtifactError(f"{task_sft} is a {task_diff.manifest.get('kind')} SFT, not a task SFT")
+    lang_diff = SparseDiff.load(lang_sft) if lang_sft is not None else None
+    if lang_diff is not None and lang_diff.manifest.get("kind") != "language":
+        raise ArtifactError(f"{lang_sft} is a {lang_diff.manifest.get('kind')} SFT, not a language SFT")
+    return task_diff, lang_diff
+
+
+def recorded_base_model(sfts: Sequence[Any]) -> str:
+    """The base model the SFTs record (the first that records one)."""
+    for sft in sfts:
+        if sft is not None and sft.manifest.get("base_model"):
+            return str(sft.manifest["base_model"])
+    raise UsageError("the SFTs record no base model", hint="give --model")
+
+
+def composed_classifier(task_diff, lang_diff=None, *, model: str | Path | None = None,
+                        labels: Sequence[str] | None = None, force: bool = False):
+    """theta0 + phi_lang + phi_task as a sequence classifier, and its tokenizer. The base model is the
+    one the SFTs record unless ``model`` is given; ``labels`` default to the task SFT's."""
+    from deftx.errors import LabelMismatchError
+    from deftx.model import load_model, load_tokenizer
+    from deftx.sft import compose
+
+    model = model or recorded_base_model([task_diff, lang_diff])
+    labels = list(labels or task_diff.manifest.get("labels") or [])
+    if not labels:
+        raise LabelMismatchError("the task SFT records no label names", hint="was it trained with deftx train-task?")
+    tokenizer = load_tokenizer(model)
+    clf, _ = load_model(model, "classification", labels=labels)
+    combined = compose([lang_diff, task_diff], force=force) if lang_diff is not None else task_diff
+    combined.apply(clf, force=force)
+    return clf, tokenizer
+
+
+def predict_texts(
+    task_sft: Path,
+    texts: Sequence[str],
+    *,
+    lang_sft: Path | None = None,
+    model: str | Path | None = None,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """The label and the class probabilities of each text under theta0 + phi_lang + phi_task.
+
+    For a sentence-pair task (NLI) a text holds the two sentences separated by a tab."""
+    from deftx.objectives.classification import class_probabilities
+
+    texts = [str(t) for t in texts]
+    if not texts:
+        raise UsageError("nothing to predict", hint="give sentences as arguments or --file")
+    task_diff, lang_diff = load_transfer_sfts(task_sft, lang_sft)
+    clf, tokenizer = composed_classifier(task_diff, lang_diff, model=model, force=force)
+    labels = [clf.config.id2label[i] for i in range(clf.config.num_labels)]
+    if max_length is None:
+        max_length = int((task_diff.manifest.get("training") or {}).get("max_length") or 128)
+    paired = any("\t" in t for t in texts)
+    if paired and not all("\t" in t for t in texts):
+        raise UsageError("some texts hold a tab (a sentence pair) and others do not",
+                         hint="for a sentence-pair task give every text as 'premise<TAB>hypothesis'")
+    firsts = [t.split("\t", 1)[0] for t in texts] if paired else texts
+    seconds = [t.split("\t", 1)[1] for t in texts] if paired else None
+    encoded = tokenizer(firsts, seconds, truncation=True, max_length=max_length)
+    encoded = {"input_ids": encoded["input_ids"], "token_type_ids": encoded.get("token_type_ids"),
+               "labels": [0] * len(texts)}
+    probabilities = class_probabilities(clf, tokenizer, encoded, batch_size)
+    predictions = []
+    for text, probs in zip(texts, probabilities):
+        best = max(range(len(labels)), key=lambda i: probs[i])
+        predictions.append({"text": text, "label": labels[best],
+                            "probabilities": {name: p for name, p in zip(labels, probs)}})
+    return {
+        "task": task_diff.manifest.get("task"),
+        "labels": labels,
+        "base_model": str(model or recorded_base_model([task_diff, lang_diff])),
+        "task_sft": str(Path(task_sft).resolve()),
+        "lang_sft": str(Path(lang_sft).resolve()) if lang_sft is not None else None,
+        "language": lang_diff.manifest.get("language") if lang_diff is not None else None,
+        "predictions": predictions,
+    }
+
+
 def compose_model(
-    model: str | Path,
+    model: str | Path | None,
     sft_dirs: Sequence[Path],
     out: Path,
     *,
@@ -414,8 +490,10 @@ def compose_model(
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """theta0 + sum of SFTs, saved with ``save_pretrained`` (and the tokenizer) into ``out``, with
-    the task head when a task SFT is among them. Written to a temporary directory, then renamed."""
-    from deftx.model import load_model, load_tokenizer
+    the task head when a task SFT is among them. Written to a temporary directory, then renamed.
+    ``model`` None: the base model the SFTs record. ``force`` composes and applies SFTs whose base
+    fingerprints differ (from each other or from the model)."""
+    from deftx.model import load_model, load_tokenizer, model_reference
     from deftx.sft import SparseDiff, compose
 
     out = Path(out)
@@ -424,7 +502,8 @@ def compose_model(
     if not sft_dirs:
         raise UsageError("give at least one --sft")
     sfts = [SparseDiff.load(p) for p in sft_dirs]
-    combined = compose(sfts)
+    model = model or recorded_base_model(sfts)
+    combined = compose(sfts, force=force)
     labels = combined.manifest.get("labels")
     kind = "classification" if labels else "mlm"
     tokenizer = load_tokenizer(model)
@@ -432,13 +511,14 @@ def compose_model(
     combined.apply(target, force=force)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    use_umask(tmp, directory=True)
     try:
         target.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         provenance = {
             "composed_by": f"deftx {__version__}",
-            "base_model": str(model),
-            "sfts": [{"path": str(p), **{k: s.manifest.get(k) for k in ("kind", "method", "language", "task")}}
+            "base_model": model_reference(model),
+            "sfts": [{"path": str(Path(p).resolve()), **{k: s.manifest.get(k) for k in ("kind", "method", "language", "task")}}
                      for p, s in zip(sft_dirs, sfts)],
             "entries": combined.n_entries,
             "created_at": now_iso(),

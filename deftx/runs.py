@@ -73,12 +73,28 @@ def parse_iso(value: str | None) -> float | None:
 # atomic writes
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()  # read once, at import: os.umask is process-wide and not thread-safe
+
+
+def use_umask(path: str | Path, directory: bool = False) -> None:
+    """Give a file or directory made by ``tempfile`` (private: 0600 / 0700) the mode a plain ``open``
+    or ``mkdir`` would give it under the user's umask (typically 0644 / 0755)."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_UMASK)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory, then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        use_umask(tmp)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -280,15 +296,36 @@ def read_run(path: Path) -> RunInfo:
 
 
 def list_runs(runs_dir: Path) -> list[RunInfo]:
-    """Every run directory under ``runs_dir``, newest first (by directory name)."""
+    """Every run directory under ``runs_dir``, newest first by start time (``started_at``); runs that
+    do not say when they started (unreadable ones) last, by name."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         return []
-    out = []
-    for child in sorted(runs_dir.iterdir(), key=lambda p: p.name, reverse=True):
-        if child.is_dir() and not child.name.startswith("."):
-            out.append(read_run(child))
-    return out
+    out = [read_run(child) for child in runs_dir.iterdir() if child.is_dir() and not child.name.startswith(".")]
+    return sorted(out, key=started_key, reverse=True)
+
+
+def started_key(info: RunInfo) -> tuple[bool, float, str]:
+    """A sort key, newest last: runs by start time, then those that do not say when they started
+    (unreadable ones) by name, before them all."""
+    started = parse_iso(info.get("started_at")) if isinstance(info.get("started_at"), str) else None
+    return started is not None, started or 0.0, info.path.name
+
+
+def latest_run(runs_dir: Path, kind: str, method: str | None, languages: dict[str, str]) -> RunInfo | None:
+    """The newest run of this kind, method and languages under ``runs_dir`` (``None`` if there is none);
+    among runs started in the same second, the one whose ``run.json`` was written last."""
+    matching = [info for info in list_runs(runs_dir)
+                if (info.get("kind"), info.get("method"), info.get("languages")) == (kind, method, languages)]
+
+    def newest(info: RunInfo) -> tuple[tuple[bool, float], int]:
+        try:
+            written = (info.path / RUN_JSON).stat().st_mtime_ns
+        except OSError:
+            written = 0
+        return started_key(info)[:2], written
+
+    return max(matching, key=newest, default=None)
 
 
 class MetricsTail:

@@ -36,6 +36,12 @@ def resolve_k(k: int | float | str, n_maskable: int) -> int:
                     raise UsageError(f"K = {k} is not a percentage in (0%, 100%]")
                 return _fraction_to_count(value, n_maskable, k)
             value = float(text)
+            if "." in text and value >= 1:
+                raise UsageError(
+                    f"K = {k} is ambiguous: a count or a fraction?",
+                    hint=(f"write {int(value)} for a count of entries, or " if value == int(value) else "write ")
+                    + f"a fraction below 1 ({value / 100:g}) or a percentage ({value:g}%)",
+                )
         except ValueError:
             raise UsageError(
                 f"K = {k!r} is neither a count, a fraction nor a percentage",

@@ -38,6 +38,7 @@ from deftx.errors import (
     UsageError,
 )
 from deftx.model import base_parameters, fingerprint
+from deftx.runs import use_umask
 
 SFT_FORMAT = "deftx-sft"
 SFT_FORMAT_VERSION = 1
@@ -211,6 +212,7 @@ class SparseDiff:
             raise UsageError(f"{directory} already exists and is not empty", hint="choose another --out or remove it")
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+        use_umask(tmp, directory=True)
         try:
             tensors: dict[str, torch.Tensor] = {}
             for name, (idx, values) in self.entries.items():
@@ -237,6 +239,8 @@ class SparseDiff:
                 "files": {name: sha256_file(tmp / name) for name in files},
             }
             (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+            for name in files:  # safetensors writes private files (0600)
+                use_umask(tmp / name)
             _replace_directory(tmp, directory)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -300,15 +304,19 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     return manifest
 
 
-def compose(sfts: Iterable[SparseDiff]) -> SparseDiff:
-    """Sum of SFTs: entries at the same position add. All must share one base model; at most one may
-    carry each head parameter."""
+def compose(sfts: Iterable[SparseDiff], *, force: bool = False) -> SparseDiff:
+    """Sum of SFTs: entries at the same position add. All must share one base model (``force``
+    composes them anyway: the sum keeps the first SFT's base); at most one may carry each head
+    parameter."""
     sfts = list(sfts)
     if not sfts:
         raise UsageError("nothing to compose")
     fingerprints = {s.base_fingerprint for s in sfts if s.base_fingerprint}
-    if len(fingerprints) > 1:
-        raise FingerprintMismatchError("the SFTs were trained on different base models", hint=", ".join(sorted(fingerprints)))
+    if len(fingerprints) > 1 and not force:
+        raise FingerprintMismatchError(
+            "the SFTs were trained on different base models",
+            hint=f"{', '.join(sorted(fingerprints))}; --force composes them anyway",
+        )
     names: dict[str, tuple[int, ...]] = {}
     for s in sfts:
         for name, shape in s.shapes.items():
@@ -423,6 +431,7 @@ def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[st
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        use_umask(tmp)  # both mkstemp and safetensors make private files (0600)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

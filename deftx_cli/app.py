@@ -6,19 +6,51 @@ their bodies, so ``deftx --help`` and ``deftx tui`` stay fast.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Annotated, Any
+
 import typer
 
 from deftx import __version__
-from deftx_cli.commands import compose, denoise, evaluate, info, results, train, transfer, tui
+from deftx_cli.commands import compose, denoise, evaluate, info, predict, results, train, transfer, tui
 
 app = typer.Typer(
     name="deftx",
     help="Zero-shot cross-lingual transfer with composable sparse fine-tuning (LT-SFT and DeFT-X).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": []},  # each command gets HelpOpt (a flag without a <bool> type)
     add_completion=False,
 )
+
+
+def _show_help(ctx: typer.Context, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        typer.echo(ctx.get_help(), color=ctx.color)
+        raise typer.Exit()
+
+
+HelpOpt = Annotated[bool, typer.Option("--help", "-h", metavar="", is_eager=True, callback=_show_help,
+                                       help="Show this message and exit.")]
+
+
+def with_help(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The command with a ``--help``/``-h`` flag added to its parameters (shown without a type)."""
+    hints = typing.get_type_hints(command, include_extras=True)  # the modules' annotations are strings
+    parameters = [p.replace(annotation=hints.get(p.name, p.annotation))
+                  for p in inspect.signature(command).parameters.values()]
+    parameters.append(inspect.Parameter("show_help", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=HelpOpt))
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, show_help: bool = False, **kwargs: Any) -> Any:
+        return command(*args, **kwargs)
+
+    wrapper.__signature__ = inspect.Signature(parameters)
+    wrapper.__annotations__ = {**hints, "show_help": HelpOpt}
+    return wrapper
 
 
 def _version(value: bool) -> None:
@@ -29,21 +61,23 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    show_help: HelpOpt = False,
+    version: bool = typer.Option(False, "--version", metavar="", callback=_version, is_eager=True, help="Show the version and exit."),
 ) -> None:
     """deftx: train language and task SFTs, compose them, evaluate transfer, watch it all in a dashboard."""
 
 
-app.command("train-lang", no_args_is_help=True)(train.train_lang)
-app.command("train-task", no_args_is_help=True)(train.train_task)
-app.command("denoise", no_args_is_help=True)(denoise.denoise)
-app.command("compose", no_args_is_help=True)(compose.compose)
-app.command("evaluate", no_args_is_help=True)(evaluate.evaluate)
-app.command("transfer", no_args_is_help=True)(transfer.transfer)
-app.command("info", no_args_is_help=True)(info.info)
-app.command("datasets")(info.datasets)
-app.command("results")(results.results)
-app.command("tui")(tui.tui)
+app.command("train-lang", no_args_is_help=True)(with_help(train.train_lang))
+app.command("train-task", no_args_is_help=True)(with_help(train.train_task))
+app.command("denoise", no_args_is_help=True)(with_help(denoise.denoise))
+app.command("compose", no_args_is_help=True)(with_help(compose.compose))
+app.command("evaluate", no_args_is_help=True)(with_help(evaluate.evaluate))
+app.command("transfer", no_args_is_help=True)(with_help(transfer.transfer))
+app.command("predict", no_args_is_help=True)(with_help(predict.predict))
+app.command("info", no_args_is_help=True)(with_help(info.info))
+app.command("datasets")(with_help(info.datasets))
+app.command("results")(with_help(results.results))
+app.command("tui")(with_help(tui.tui))
 
 
 def main() -> None:

@@ -39,8 +39,8 @@ RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", envvar="DEFTX_RUNS_DIR",
                                           help="Where run directories are written.", rich_help_panel=OUTPUT)]
 RunIdOpt = Annotated[Optional[str], typer.Option("--run-id", help="Name of the run directory (default: time, kind, method, language).", rich_help_panel=OUTPUT)]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Also write the SFT to this directory.", rich_help_panel=OUTPUT)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (for scripts).", rich_help_panel=OUTPUT)]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.", rich_help_panel=OUTPUT)]
+JsonOpt = Annotated[bool, typer.Option("--json", metavar="", help="Print one JSON document on stdout (for scripts).", rich_help_panel=OUTPUT)]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="No progress on stderr.", rich_help_panel=OUTPUT)]
 
 MethodOpt = Annotated[Method, typer.Option("--method", help="deftx (SVD-denoised selection), lt-sft (magnitude), or full-ft (dense baseline).", rich_help_panel=SELECTION)]
 PresetOpt = Annotated[Preset, typer.Option("--preset", help="Budget and hyper-parameters: smoke (seconds), quick (minutes), cpu (benchmark), paper (XLM-R paper scale).", rich_help_panel=TRAINING)]
@@ -48,7 +48,7 @@ KOpt = Annotated[Optional[str], typer.Option("--k", "-k", help="Entries kept: a 
 RankRuleOpt = Annotated[Optional[str], typer.Option("--rank-rule", help="DeFT-X rank per matrix: energy:F (default energy:0.9) or rank:R.", rich_help_panel=SELECTION)]
 TailKeepOpt = Annotated[Optional[float], typer.Option("--tail-keep", min=0.0, max=1.0, help="DeFT-X: fraction of the SVD residual kept (0 = pure truncation).", rich_help_panel=SELECTION)]
 MaskOpt = Annotated[Optional[Path], typer.Option("--mask", exists=True, dir_okay=False, help="A mask from 'deftx denoise': skip phase 1 and run phase 2 only.", rich_help_panel=SELECTION)]
-KeepDiffOpt = Annotated[bool, typer.Option("--keep-phase1-diff", help="Save the dense phase-1 difference in the run directory (for 'deftx denoise').", rich_help_panel=SELECTION)]
+KeepDiffOpt = Annotated[bool, typer.Option("--keep-phase1-diff", metavar="", help="Save the dense phase-1 difference in the run directory (for 'deftx denoise').", rich_help_panel=SELECTION)]
 
 Phase1StepsOpt = Annotated[Optional[int], typer.Option("--phase1-steps", min=1, help="Phase 1 steps (overrides the preset).", rich_help_panel=TRAINING)]
 Phase2StepsOpt = Annotated[Optional[int], typer.Option("--phase2-steps", min=1, help="Phase 2 steps (overrides the preset).", rich_help_panel=TRAINING)]

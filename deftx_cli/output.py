@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 
 from deftx.errors import DeftxError
+from deftx.evaluation import collapse_warning
 
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False)
@@ -80,6 +81,12 @@ def note(message: str) -> None:
     stderr.print(message)
 
 
+def warn(message: str | None) -> None:
+    """A warning line on stderr (nothing for ``None``)."""
+    if message:
+        print(message, file=sys.stderr, flush=True)
+
+
 class TrainingProgress:
     """Engine events -> a Rich progress bar on a terminal, plain periodic lines otherwise."""
 
@@ -94,6 +101,12 @@ class TrainingProgress:
         self._last: dict[str, Any] = {}
 
     def __call__(self, event: str, fields: dict[str, Any]) -> None:
+        if event == "done":  # the end: a warning about the result shows even with --quiet
+            self._stop()
+            final = fields.get("summary") or {}
+            final_eval = (final.get("phase2") or final.get("phase1") or {}).get("eval")
+            warn(collapse_warning(final_eval, f"{self.label}, validation after training"))
+            return
         if self.quiet:
             return
         if event == "phase":
@@ -111,8 +124,6 @@ class TrainingProgress:
                 if fields.get("overlap_with_magnitude") is not None:
                     line += f", {fields['overlap_with_magnitude']:.1%} shared with the magnitude mask"
             self._line(line)
-        elif event == "done":
-            self._stop()
 
     def _start_phase(self, fields: dict[str, Any]) -> None:
         self._stop()

@@ -81,7 +81,7 @@ def test_json_to_a_file(tmp_path):
     assert result.stdout == ""
     [table] = json.loads(out.read_text())
     assert table["split"] == "valid" and table["results"] == 1
-    assert table["rows"][0] == {"language": "ace", "cells": {"lt-sft": {"mean": 0.61, "std": None, "n": 1}, "deftx": None},
+    assert table["rows"][0] == {"language": "ace", "cells": {"lt-sft": {"mean": 0.61, "std": None, "n": 1, "collapsed": 0}, "deftx": None},
                                 "delta_deftx_minus_lt_sft": None, "better": None}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs", "tables.json"]  # no temporary left behind
 

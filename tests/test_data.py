@@ -53,10 +53,11 @@ def test_smsa_defaults_to_the_nusax_filtered_files(shared_data):
 
 
 def test_americasnli_sizes_and_dev_alias(shared_data):
-    dev_sizes = {"aym": 743, "bzd": 743, "cni": 658, "gn": 743, "hch": 743, "nah": 585, "oto": 222, "quy": 743,
+    dev_sizes = {"aym": 743, "bzd": 743, "cni": 658, "grn": 743, "hch": 743, "nah": 585, "oto": 222, "quy": 743,
                  "shp": 743, "tar": 743}
     for lang, size in dev_sizes.items():
         assert len(load_task_split("americasnli", lang, "dev", shared_data)) == size
+    assert len(load_task_split("americasnli", "gn", "dev", shared_data)) == 743  # the data set's own code
     quy = load_task_split("anli", "Quechua", "valid", shared_data)
     assert len(quy) == 743 and quy.label_names == NLI and len(quy.pairs) == 743
     assert len(load_task_split("americasnli", "quy", "test", shared_data)) == 750
@@ -176,9 +177,9 @@ def test_describe_data_lists_tasks_and_text(shared_data):
 
 def test_language_codes_names_and_aliases():
     assert canonical_language("Quechua") == "quy"
-    assert canonical_language("grn") == "gn" and canonical_language("GN") == "gn"
+    assert canonical_language("grn") == "grn" and canonical_language("GN") == "grn"  # ISO 639-3, "gn" accepted
     assert canonical_language("btk") == "bbc" and canonical_language("toba_batak") == "bbc"
-    assert canonical_language("acehnese") == "ace" and canonical_language("Guarani") == "gn"
+    assert canonical_language("acehnese") == "ace" and canonical_language("Guarani") == "grn"
     assert language_name("quy") == "Quechua"
     assert set(LANGUAGES) >= set(TASKS["nusax-senti"].languages) | set(TASKS["americasnli"].languages)
 

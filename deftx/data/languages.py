@@ -24,7 +24,7 @@ LANGUAGES: dict[str, str] = {
     "aym": "Aymara",
     "bzd": "Bribri",
     "cni": "Asháninka",
-    "gn": "Guaraní",
+    "grn": "Guaraní",
     "hch": "Wixarika",
     "nah": "Nahuatl",
     "oto": "Otomí",
@@ -52,12 +52,15 @@ NUSAX_DIRS: dict[str, str] = {
 # NusaWrites spells Toba Batak "btk"; the others are the ISO codes.
 NUSAWRITES_CODES: dict[str, str] = {"jav": "jav", "sun": "sun", "min": "min", "mad": "mad", "bug": "bug", "bbc": "btk"}
 
-AMERICASNLI_LANGUAGES: tuple[str, ...] = ("aym", "bzd", "cni", "gn", "hch", "nah", "oto", "quy", "shp", "tar")
+AMERICASNLI_LANGUAGES: tuple[str, ...] = ("aym", "bzd", "cni", "grn", "hch", "nah", "oto", "quy", "shp", "tar")
+# AmericasNLI and AmericasNLP name their files (and hub configurations) by these codes where they differ
+# from ISO 639-3: Guarani is "gn" (ISO 639-1) there.
+AMERICAS_FILE_CODES: dict[str, str] = {"grn": "gn"}
 NUSAX_LANGUAGES: tuple[str, ...] = tuple(NUSAX_DIRS)
 
 # Other spellings people use: ISO 639-1/-3 variants, data-set labels and alternative names.
 _EXTRA_ALIASES: dict[str, str] = {
-    "grn": "gn",
+    "gn": "grn",
     "btk": "bbc",
     "batak": "bbc",
     "toba": "bbc",
@@ -93,7 +96,7 @@ _ALIASES: dict[str, str] = {
 
 
 def canonical_language(code_or_name: str) -> str:
-    """The ISO 639-3 code for a code, alias or English name (``"Quechua"`` -> ``"quy"``, ``"grn"`` -> ``"gn"``)."""
+    """The ISO 639-3 code for a code, alias or English name (``"Quechua"`` -> ``"quy"``, ``"gn"`` -> ``"grn"``)."""
     key = _key(code_or_name)
     if key in _ALIASES:
         return _ALIASES[key]

@@ -17,7 +17,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from deftx.data.languages import AMERICASNLI_LANGUAGES, NUSAX_DIRS, NUSAX_LANGUAGES, canonical_language
+from deftx.data.languages import (
+    AMERICAS_FILE_CODES, AMERICASNLI_LANGUAGES, NUSAX_DIRS, NUSAX_LANGUAGES, canonical_language,
+)
 from deftx.errors import InputNotFoundError, UnknownNameError, UsageError
 
 DATA_DIR_ENV = "DEFTX_DATA_DIR"
@@ -220,7 +222,8 @@ def local_split(spec: TaskSpec, lang: str, split: str, root: Path, variant: str 
         return LocalSplit(root / "smsa" / f"{split}{suffix}", "tsv", "text", None, "label", ("text", "label"))
     if spec.name == "americasnli":
         folder = "dev" if split == "valid" else split
-        return LocalSplit(root / "americasnli" / folder / f"{lang}.tsv", "tsv", "premise", "hypothesis", "label")
+        stem = AMERICAS_FILE_CODES.get(lang, lang)
+        return LocalSplit(root / "americasnli" / folder / f"{stem}.tsv", "tsv", "premise", "hypothesis", "label")
     if spec.name == "sick":
         name = {"train": "SICK_train.txt", "valid": "SICK_trial.txt", "test": "SICK_test_annotated.txt"}[split]
         return LocalSplit(root / "english_nli" / "sick2014" / name, "tsv", "sentence_A", "sentence_B",
@@ -265,7 +268,8 @@ def hub_split(spec: TaskSpec, lang: str, split: str) -> HubSplit | None:
         return HubSplit(spec.hub_id, hub, "text", None, data_dir="smsa", revision=_PARQUET_EXPORT,
                         label_order=("positive", "neutral", "negative"))
     if spec.name == "americasnli":
-        return HubSplit(spec.hub_id, hub, "premise", "hypothesis", config=lang, label_order=NLI_LABELS)
+        return HubSplit(spec.hub_id, hub, "premise", "hypothesis", config=AMERICAS_FILE_CODES.get(lang, lang),
+                        label_order=NLI_LABELS)
     if spec.name == "xnli-en":
         return HubSplit(spec.hub_id, hub, "premise", "hypothesis", config="en", label_order=NLI_LABELS)
     if spec.name == "multinli":

@@ -17,7 +17,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from deftx.data.languages import AMERICASNLI_LANGUAGES, NUSAWRITES_CODES, NUSAX_DIRS, canonical_language
+from deftx.data.languages import (
+    AMERICAS_FILE_CODES, AMERICASNLI_LANGUAGES, NUSAWRITES_CODES, NUSAX_DIRS, canonical_language,
+)
 from deftx.data.registry import DATA_DIR_ENV, resolve_data_dir
 from deftx.data.tables import TABLE_FORMATS, read_table, text_lines
 from deftx.errors import DataFormatError, InputNotFoundError, UsageError
@@ -72,11 +74,11 @@ def text_sources(lang: str, data_dir: Path | str | None) -> list[TextSource]:
         candidates.append(TextSource(folder / f"{prefix}.nusaparagraph.txt", None, "NusaWrites NusaParagraph"))
         candidates.append(TextSource(folder / f"{prefix}.nusatranslation.txt", None, "NusaWrites NusaTranslation"))
     if code in AMERICASNLI_LANGUAGES:
-        folder = root / "americasnlp_unlabeled"
-        candidates.append(TextSource(folder / "train" / f"{code}.txt", None, "AmericasNLP 2021 train, target side"))
+        folder, stem = root / "americasnlp_unlabeled", AMERICAS_FILE_CODES.get(code, code)
+        candidates.append(TextSource(folder / "train" / f"{stem}.txt", None, "AmericasNLP 2021 train, target side"))
         candidates.extend(
             TextSource(path, None, f"AmericasNLP extra, {path.name.split('.')[1]}")
-            for path in sorted((folder / "extra").glob(f"{code}.*.txt"))
+            for path in sorted((folder / "extra").glob(f"{stem}.*.txt"))
         )
     return [source for source in candidates if source.path.is_file()]
 

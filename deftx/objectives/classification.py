@@ -46,23 +46,32 @@ def collate(tokenizer, encoded: dict[str, Any], rows: Sequence[int]) -> dict[str
 
 
 @torch.no_grad()
-def predict(model: nn.Module, tokenizer, encoded: dict[str, Any], batch_size: int) -> list[int]:
-    """Predicted label ids (the model's order) for every encoded row."""
+def _logits(model: nn.Module, tokenizer, encoded: dict[str, Any], batch_size: int) -> torch.Tensor:
+    """Logits (rows in input order, float32 on the CPU) for every encoded row."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     n = len(encoded["labels"])
-    # Sorting by length keeps padding (and so time) low; predictions go back in input order.
+    # Sorting by length keeps padding (and so time) low; rows go back in input order.
     order = sorted(range(n), key=lambda i: len(encoded["input_ids"][i]))
-    out = [0] * n
+    out = torch.zeros(n, model.config.num_labels)
     for start in range(0, n, batch_size):
         rows = order[start : start + batch_size]
         batch = collate(tokenizer, encoded, rows)
         batch.pop("labels")
-        for row, p in zip(rows, model(**move(batch, device)).logits.argmax(-1).tolist()):
-            out[row] = p
+        out[rows] = model(**move(batch, device)).logits.float().cpu()
     model.train(was_training)
     return out
+
+
+def predict(model: nn.Module, tokenizer, encoded: dict[str, Any], batch_size: int) -> list[int]:
+    """Predicted label ids (the model's order) for every encoded row."""
+    return _logits(model, tokenizer, encoded, batch_size).argmax(-1).tolist()
+
+
+def class_probabilities(model: nn.Module, tokenizer, encoded: dict[str, Any], batch_size: int) -> list[list[float]]:
+    """The softmax over the model's labels (its order) for every encoded row."""
+    return torch.softmax(_logits(model, tokenizer, encoded, batch_size), dim=-1).tolist()
 
 
 # Examples shuffled together before the length sort: batches of similar length, yet a random mix.
@@ -133,4 +142,4 @@ class ClassificationObjective:
 
         preds = predict(model, self.tokenizer, self.validation, batch_size)
         metrics = classification_metrics(preds, self.validation["labels"], self.label_names)
-        return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+        return {k: metrics[k] for k in ("accuracy", "macro_f1", "prediction_shares", "collapsed_classes")}

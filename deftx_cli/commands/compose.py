@@ -3,28 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
-from deftx_cli.options import JsonOpt, ModelOpt
+from deftx_cli.options import JsonOpt
 from deftx_cli.output import handle_errors, note, print_json
 
 
 @handle_errors
 def compose(
-    sft: Annotated[list[Path], typer.Option("--sft", exists=True, file_okay=False, help="An SFT directory (repeat: language SFT, task SFT, ...).")],
+    sft: Annotated[list[Path], typer.Option("--sft", metavar="<dir>", exists=True, file_okay=False, help="An SFT directory (repeat: language SFT, task SFT, ...).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Directory for the composed model (save_pretrained).")],
-    model: ModelOpt = "xlm-roberta-base",
-    force: Annotated[bool, typer.Option("--force", help="Apply SFTs even if their base-model fingerprint differs.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Base model: a hub id or a local directory (default: the one the SFTs record).")] = None,
+    force: Annotated[bool, typer.Option("--force", metavar="", help="Compose and apply SFTs even if their base-model fingerprints differ (from each other or from --model).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", metavar="", help="Replace --out if it exists.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Compose SFTs by addition onto the base model and save a ready model (with the task head).
 
     Example (Acehnese sentiment model from a language SFT and an Indonesian task SFT):
 
-        deftx compose --model ../shared/models/me5-small-mlm --sft runs/<ace-run>/sft --sft runs/<task-run>/sft --out models/ace-senti
+        deftx compose --sft runs/<ace-run>/sft --sft runs/<task-run>/sft -o ace-senti
     """
     from deftx.pipeline import compose_model
 

@@ -29,8 +29,8 @@ def denoise(
     rank_rule: Annotated[str, typer.Option("--rank-rule", help="energy:F or rank:R.")] = "energy:0.9",
     tail_keep: Annotated[float, typer.Option("--tail-keep", min=0.0, max=1.0, help="Fraction of the SVD residual kept.")] = 0.0,
     method: Annotated[SelectMethod, typer.Option("--method", help="deftx (denoised scores) or lt-sft (plain magnitude).")] = SelectMethod.deftx,
-    include: Annotated[Optional[list[str]], typer.Option("--include", help="Denoise only matrices whose name matches (glob; repeatable).")] = None,
-    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", help="Do not denoise matrices whose name matches (glob; repeatable).")] = None,
+    include: Annotated[Optional[list[str]], typer.Option("--include", metavar="<str>", help="Denoise only matrices whose name matches (glob; repeatable).")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option("--exclude", metavar="<str>", help="Do not denoise matrices whose name matches (glob; repeatable).")] = None,
     svd: Annotated[Svd, typer.Option("--svd", help="auto (a randomized SVD for small ranks, else the exact spectrum from the Gram matrix) or full (dense SVD everywhere).")] = Svd.auto,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", dir_okay=False, help="Write the mask here (a .safetensors file) for 'train-lang/train-task --mask'.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the randomized SVD.")] = 0,
@@ -44,7 +44,8 @@ def denoise(
 
     Example:
 
-        deftx denoise --diff runs/<run>/phase1_diff.safetensors --k 0.03 --rank-rule energy:0.8 --out mask.safetensors
+        deftx denoise --diff runs/<run> --k 0.03 --rank-rule energy:0.8
+        deftx denoise --diff runs/<run> --k 0.03 --out mask.safetensors
     """
     from deftx.denoise import RankRule, check_tail_keep
     from deftx.sft import load_difference, save_mask
@@ -83,12 +84,18 @@ def denoise(
     if selection.denoise:
         from rich.table import Table
 
+        from deftx_cli.tui.denoise_summary import layer_order, parse_denoise
+
+        svd_of = {info.name: info.svd for info in selection.denoise}
         table = Table(title=f"DeFT-X denoising ({rank_rule}, tail_keep {tail_keep:g})")
         for column in ("matrix", "shape", "rank", "energy kept", "svd"):
-            table.add_column(column, justify="left" if column == "matrix" else "right")
-        for info in selection.denoise:
-            table.add_row(info.name, "x".join(map(str, info.shape)), str(info.rank), f"{info.energy_kept:.3f}", info.svd)
+            table.add_column(column, justify="left" if column == "matrix" else "right", no_wrap=True)
+        for m in sorted(parse_denoise([info.to_json() for info in selection.denoise]), key=layer_order):
+            table.add_row(m.short_name, f"{m.rows}x{m.cols}", str(m.rank),
+                          f"{m.energy_kept:.3f}" if m.energy_kept is not None else "-", svd_of.get(m.name, ""))
         stdout.print(table)
+        stdout.print("matrix: L<layer> and the type (attn.query = attention.self.query, ffn.in = "
+                     "intermediate.dense ...); --json has the full names")
     stdout.print(f"K = {selection.k:,} of {selection.maskable:,} maskable ({result['density']:.3%})")
     if selection.overlap_with_magnitude is not None:
         stdout.print(f"overlap with the magnitude (LT-SFT) mask: {selection.overlap_with_magnitude:.1%} of K")

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from deftx_cli.options import DataDirOpt, JsonOpt, RunIdOpt, RunsDirOpt
-from deftx_cli.output import handle_errors, note, print_json, stdout
+from deftx_cli.output import handle_errors, note, print_json, stdout, warn
 
 
 @handle_errors
@@ -21,7 +21,7 @@ def evaluate(
     split: Annotated[str, typer.Option("--split", help="test, valid (dev) ...")] = "test",
     eval_file: Annotated[Optional[Path], typer.Option("--eval-file", exists=True, dir_okay=False, help="A labelled file instead of the task's split.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Batch size.")] = 64,
-    force: Annotated[bool, typer.Option("--force", help="Apply SFTs even if their base-model fingerprint differs.")] = False,
+    force: Annotated[bool, typer.Option("--force", metavar="", help="Apply SFTs even if their base-model fingerprint differs.")] = False,
     data_dir: DataDirOpt = None,
     runs_dir: RunsDirOpt = Path("runs"),
     run_id: RunIdOpt = None,
@@ -34,25 +34,34 @@ def evaluate(
 
     Example:
 
-        deftx evaluate --task nusax-senti --lang ace --task-sft runs/<task-run>/sft --lang-sft runs/<ace-run>/sft --data-dir ../shared/data
+        export DEFTX_DATA_DIR=../shared/data
+        TASK=runs/<task-run>/sft ACE=runs/<ace-run>/sft
+        deftx evaluate -t nusax-senti -l ace --task-sft $TASK --lang-sft $ACE
     """
+    from deftx.evaluation import collapse_warning
     from deftx.pipeline import evaluate_transfer
 
     record, run_path = evaluate_transfer(
         task, lang, task_sft, lang_sft=lang_sft, model=model, split=split, data_dir=data_dir, eval_file=eval_file,
         runs_dir=runs_dir, run_id=run_id, batch_size=batch_size, force=force,
     )
+    warning = collapse_warning(record["metrics"], f"{record['language']} {record['split']} ({record['system']})")
     if as_json:
         print_json(record)
+        warn(warning)
         return
     from rich.table import Table
 
     metrics = record["metrics"]
     table = Table(title=f"{record['task']} / {record['language']} ({record['split']}, {record['system']}, n={metrics['n']})")
-    for column in ("class", "precision", "recall", "f1", "support"):
+    for column in ("class", "precision", "recall", "f1", "support", "predicted"):
         table.add_column(column, justify="left" if column == "class" else "right")
+    shares = metrics.get("prediction_shares") or {}
     for name, scores in metrics["per_class"].items():
-        table.add_row(name, f"{scores['precision']:.4f}", f"{scores['recall']:.4f}", f"{scores['f1']:.4f}", str(scores["support"]))
+        share = f"{100 * shares[name]:.1f}%" if name in shares else "-"
+        table.add_row(name, f"{scores['precision']:.4f}", f"{scores['recall']:.4f}", f"{scores['f1']:.4f}",
+                      str(scores["support"]), share)
     stdout.print(table)
     stdout.print(f"accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}")
+    warn(warning)
     note(f"results written to {run_path / 'results.json'}")

@@ -8,21 +8,23 @@ from typing import Annotated
 import typer
 
 from deftx_cli.options import DataDirOpt, JsonOpt
-from deftx_cli.output import handle_errors, print_json, stdout
+from deftx_cli.output import handle_errors, print_json, stdout, warn
 
 
 @handle_errors
 def info(
     sft: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="An SFT directory.")],
-    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the files' checksums.")] = True,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", metavar="", help="Check the files' checksums.")] = True,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show an SFT's manifest: kind, method, language, K, base model, entries per parameter.
+    """Show an SFT: kind, method, language, K and density, base model, final metrics, and its entries
+    per parameter type.
 
     Example:
 
         deftx info runs/<run>/sft
     """
+    from deftx.evaluation import collapse_warning
     from deftx.sft import SparseDiff
 
     diff = SparseDiff.load(sft, verify=verify)
@@ -41,9 +43,39 @@ def info(
         ("trained with", ", ".join(str(t.get("path")) for t in m.get("trained_with") or []) or None),
         ("deftx version", m.get("library_version")), ("created", m.get("created_at")),
     ]
+    maskable = m.get("maskable")
+    if maskable:
+        rows.insert(9, ("density", f"{stats['entries'] / maskable:.3%} of the maskable parameters"))
+    final = (m.get("metrics") or {}).get("final_eval")
+    if isinstance(final, dict):
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in final.items() if isinstance(v, float))
+        rows.append(("final metrics", f"{shown} (validation after training)" if shown else None))
     for key, value in rows:
         if value not in (None, ""):
-            stdout.print(f"{key:>17}: {value}")
+            stdout.print(f"{key:>17}: {value}", markup=False)
+    warn(collapse_warning(final, "validation after training"))
+    if stats["per_parameter"]:
+        stdout.print(_per_type_table(stats["per_parameter"]))
+
+
+def _per_type_table(per_parameter: dict[str, dict[str, int]]):
+    """Entries per parameter type (summed over layers), in the order the types first appear."""
+    from rich.table import Table
+
+    from deftx_cli.tui.denoise_summary import parameter_type
+
+    groups: dict[str, list[int]] = {}  # type -> [parameters, entries, numel]
+    for name, s in per_parameter.items():
+        group = groups.setdefault(parameter_type(name), [0, 0, 0])
+        group[0] += 1
+        group[1] += s["entries"]
+        group[2] += s["numel"]
+    table = Table(title="entries per parameter type (all layers; --json lists each parameter)")
+    for column in ("type", "parameters", "entries", "density"):
+        table.add_column(column, justify="left" if column == "type" else "right")
+    for kind, (n, entries, numel) in groups.items():
+        table.add_row(kind, str(n), f"{entries:,}", f"{entries / numel:.2%}" if numel else "-")
+    return table
 
 
 @handle_errors

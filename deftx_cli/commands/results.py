@@ -24,7 +24,7 @@ def results(
     fmt: Annotated[TableFormat, typer.Option("--format", "-f", help="markdown (one table per task, split, metric and preset), csv or json.")] = TableFormat.markdown,
     task: Annotated[Optional[str], typer.Option("--task", "-t", help="Only tables of this task (e.g. nusax-senti).")] = None,
     split: Annotated[Optional[str], typer.Option("--split", help="Only tables of this evaluation split (valid, test).")] = None,
-    languages: Annotated[Optional[list[str]], typer.Option("--languages", "-l", help="Only these languages, comma-separated or repeated; the average row is then over them (e.g. the paper's five).")] = None,
+    languages: Annotated[Optional[list[str]], typer.Option("--languages", "-l", metavar="<str>", help="Only these languages, comma-separated or repeated; the average row is then over them (e.g. the paper's five).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", dir_okay=False, help="Write to this file (atomically) instead of stdout.")] = None,
 ) -> None:
     """Print the LT-SFT vs DeFT-X comparison: languages x systems, mean ± std over seeds.
@@ -35,7 +35,7 @@ def results(
     Example:
 
         deftx results --runs-dir runs/nusax --split valid
-        deftx results --runs-dir runs/nusax --split test --languages ace,ban,bjn,mad,min
+        deftx results --runs-dir runs/nusax --languages ace,ban,bjn,mad,min
     """
     from deftx.errors import InputNotFoundError
     from deftx.runs import atomic_write_bytes, read_results

@@ -9,8 +9,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 from deftx_cli.options import (
-    BatchOpt, DataDirOpt, DeviceOpt, GradAccumOpt, JsonOpt, KeepDiffOpt, KOpt, L1Opt, LrOpt, MaskOpt, MaxLenOpt, Method,
-    MethodOpt, MixedPrecision, MixedPrecisionOpt, ModelOpt, OutOpt, Phase1EpochsOpt, Phase1StepsOpt, Phase2EpochsOpt, Phase2StepsOpt, Preset,
+    BatchOpt, DataDirOpt, DeviceOpt, GradAccumOpt, JsonOpt, KeepDiffOpt, KOpt, L1Opt, LrOpt, MaskOpt, MaxLenOpt,
+    Method, MethodOpt, MixedPrecision, MixedPrecisionOpt, ModelOpt, OutOpt, Phase1EpochsOpt, Phase1StepsOpt,
+    Phase2EpochsOpt, Phase2StepsOpt, Preset,
     PresetOpt, QuietOpt, RankRuleOpt, RunIdOpt, RunsDirOpt, SeedOpt, TailKeepOpt, TRAINING, WdOpt,
 )
 from deftx_cli.output import TrainingProgress, handle_errors, note, print_json
@@ -22,6 +23,16 @@ def _config(kind: str, preset: Preset, method: Method, **overrides: Any):
     from deftx.config import resolve_config
 
     return resolve_config(kind, preset.value, method=method.value, **overrides)
+
+
+def _note_restart(runs_dir: Path, run_id: str | None, kind: str, method: str, languages: dict[str, str]) -> None:
+    """Say so when the same training was interrupted last time: this run starts over from scratch."""
+    from deftx.runs import latest_run
+
+    last = latest_run(runs_dir, kind, method, languages)
+    if last is not None and last.get("status") == "interrupted" and run_id != last.run_id:
+        note(f"note: the last run of this training ({last.path}) was interrupted; this one starts over "
+             f"in a new run directory")
 
 
 def _report(outcome, as_json: bool, label: str) -> None:
@@ -55,7 +66,7 @@ def train_lang(
     k: KOpt = None,
     rank_rule: RankRuleOpt = None,
     tail_keep: TailKeepOpt = None,
-    text: Annotated[Optional[list[Path]], typer.Option("--text", exists=True, dir_okay=False, help="Unlabelled text file(s) (.txt one segment per line, or .csv/.tsv/.jsonl with a text column) instead of the built-in sources.", rich_help_panel=TRAINING)] = None,
+    text: Annotated[Optional[list[Path]], typer.Option("--text", metavar="<file>", exists=True, dir_okay=False, help="Unlabelled text file(s) (.txt one segment per line, or .csv/.tsv/.jsonl with a text column) instead of the built-in sources.", rich_help_panel=TRAINING)] = None,
     max_lines: Annotated[Optional[int], typer.Option("--max-lines", min=1, help="Use at most this many text lines (a seeded random subset).", rich_help_panel=TRAINING)] = None,
     phase1_steps: Phase1StepsOpt = None,
     phase2_steps: Phase2StepsOpt = None,
@@ -84,7 +95,9 @@ def train_lang(
 
     Example:
 
-        deftx train-lang --lang quy --method deftx --preset cpu --data-dir ../shared/data --model ../shared/models/me5-small-mlm
+        export DEFTX_DATA_DIR=../shared/data
+        export DEFTX_MODEL=../shared/models/me5-small-mlm
+        deftx train-lang --lang quy --method deftx --preset cpu
     """
     from deftx.pipeline import train_language_sft
 
@@ -93,6 +106,9 @@ def train_lang(
                      batch_size=batch_size, max_length=max_length, lr=lr, l1=l1, weight_decay=weight_decay,
                      seed=seed, device=device, mixed_precision=mixed_precision.value, grad_accum=grad_accum)
     label = f"language SFT {lang} ({config.method})"
+    from deftx.data import canonical_language
+
+    _note_restart(runs_dir, run_id, "language", config.method, {"target": canonical_language(lang)})
     outcome = train_language_sft(
         lang, config, model=model, data_dir=data_dir, text_files=text, runs_dir=runs_dir, run_id=run_id, out=out,
         keep_phase1_diff=keep_phase1_diff, mask_file=mask, callbacks=[TrainingProgress(label, quiet=quiet)],
@@ -130,7 +146,7 @@ def train_task(
     grad_accum: GradAccumOpt = 1,
     mask: MaskOpt = None,
     keep_phase1_diff: KeepDiffOpt = False,
-    force: Annotated[bool, typer.Option("--force", help="Apply a language SFT even if its base-model fingerprint differs.")] = False,
+    force: Annotated[bool, typer.Option("--force", metavar="", help="Apply a language SFT even if its base-model fingerprint differs.")] = False,
     data_dir: DataDirOpt = None,
     runs_dir: RunsDirOpt = Path("runs"),
     run_id: RunIdOpt = None,
@@ -142,7 +158,9 @@ def train_task(
 
     Example (Indonesian sentiment, for zero-shot transfer to NusaX languages):
 
-        deftx train-task --task smsa --source-lang ind --lang-sft runs/<ind-run>/sft --data-dir ../shared/data --model ../shared/models/me5-small-mlm
+        export DEFTX_DATA_DIR=../shared/data
+        export DEFTX_MODEL=../shared/models/me5-small-mlm
+        deftx train-task --task smsa --source-lang ind --lang-sft runs/<ind-run>/sft
     """
     from deftx.pipeline import train_task_sft
 
@@ -152,6 +170,9 @@ def train_task(
                      max_length=max_length, lr=lr, l1=l1, weight_decay=weight_decay, seed=seed, device=device,
                      mixed_precision=mixed_precision.value, grad_accum=grad_accum)
     label = f"task SFT {task}/{source_lang} ({config.method})"
+    from deftx.data import canonical_language
+
+    _note_restart(runs_dir, run_id, "task", config.method, {"source": canonical_language(source_lang)})
     outcome = train_task_sft(
         task, source_lang, config, model=model, lang_sft=lang_sft, data_dir=data_dir, train_file=train_file,
         validation_file=validation_file, runs_dir=runs_dir, run_id=run_id, out=out,

@@ -8,16 +8,16 @@ from typing import Annotated, Optional
 import typer
 
 from deftx_cli.options import DataDirOpt, JsonOpt, ModelOpt, Preset, PresetOpt, QuietOpt, RunsDirOpt, split_list
-from deftx_cli.output import TrainingProgress, handle_errors, note, print_json, stdout
+from deftx_cli.output import TrainingProgress, handle_errors, note, print_json, stdout, warn
 
 
 @handle_errors
 def transfer(
-    targets: Annotated[list[str], typer.Option("--target", "--targets", help="Target language(s), comma-separated or repeated.")],
+    targets: Annotated[list[str], typer.Option("--target", "--targets", metavar="<str>", help="Target language(s), comma-separated or repeated.")],
     task: Annotated[str, typer.Option("--task", "-t", help="Evaluation task: nusax-senti (source ind, trained on SmSA) or americasnli (source eng, trained on SICK offline).")] = "nusax-senti",
-    methods: Annotated[list[str], typer.Option("--methods", help="lt-sft and/or deftx, comma-separated.")] = ["lt-sft,deftx"],
-    baselines: Annotated[list[str], typer.Option("--baselines", help="no-lang-sft and/or full-ft, comma-separated ('' for none).")] = ["no-lang-sft"],
-    seeds: Annotated[list[int], typer.Option("--seed", help="Seed(s); repeat for several.")] = [0],
+    methods: Annotated[list[str], typer.Option("--methods", metavar="<str>", help="lt-sft and/or deftx, comma-separated.")] = ["lt-sft,deftx"],
+    baselines: Annotated[list[str], typer.Option("--baselines", metavar="<str>", help="no-lang-sft and/or full-ft, comma-separated ('' for none).")] = ["no-lang-sft"],
+    seeds: Annotated[list[int], typer.Option("--seed", metavar="<int>", help="Seed(s); repeat for several.")] = [0],
     lang_seed: Annotated[Optional[int], typer.Option("--lang-seed", help="Train the language SFTs once with this seed and share them across --seed runs (default: one per seed).")] = None,
     train_task: Annotated[Optional[str], typer.Option("--train-task", help="Task of the source training data (default from the recipe).")] = None,
     source_lang: Annotated[Optional[str], typer.Option("--source-lang", help="Source language (default from the recipe).")] = None,
@@ -44,7 +44,9 @@ def transfer(
 
     Example (a few minutes on a laptop CPU):
 
-        deftx transfer --targets ace --preset quick --data-dir ../shared/data --model ../shared/models/me5-small-mlm
+        export DEFTX_DATA_DIR=../shared/data
+        export DEFTX_MODEL=../shared/models/me5-small-mlm
+        deftx transfer --targets ace --preset quick
     """
     from deftx.transfer import TransferPlan, results_table, run_transfer
 
@@ -62,7 +64,15 @@ def transfer(
         notify=(lambda m: None) if quiet else note,
         callbacks_for=lambda label: [TrainingProgress(label, quiet=quiet)],
     )
+    from deftx.evaluation import collapse_warning
+
     table = results_table(records)
+    collapsed = set()
+    for r in records:
+        line = collapse_warning(r.get("metrics"), f"{r['language']} {r['split']} ({r['system']}, seed {r.get('seed')})")
+        if line:
+            collapsed.add((r["language"], r["system"]))
+            warn(line)
     if as_json:
         print_json({"table": table, "records": records})
         return
@@ -76,16 +86,19 @@ def transfer(
     if {"lt-sft", "deftx"} <= set(table["systems"]):
         out.add_column("DeFT-X - LT-SFT", justify="right")
 
-    def cell(c):
+    def cell(c, marked):
         if c["mean"] is None:
             return "-"
         text = f"{100 * c['mean']:.1f}"
-        return text + (f" ± {100 * c['std']:.1f}" if c["std"] else "")
+        return text + (f" ± {100 * c['std']:.1f}" if c["std"] else "") + (" †" if marked else "")
 
     for row in [*table["rows"], table["average"]]:
-        cells = [cell(row[s]) for s in table["systems"]]
+        cells = [cell(row[s], (row["language"], s) in collapsed) for s in table["systems"]]
         if {"lt-sft", "deftx"} <= set(table["systems"]) and row["deftx"]["mean"] is not None:
             cells.append(f"{100 * (row['deftx']['mean'] - row['lt-sft']['mean']):+.1f}")
         out.add_row(row["language"], *cells, end_section=row is table["rows"][-1])
     stdout.print(out)
+    if collapsed:
+        stdout.print("† a classifier that (almost) never predicts one of its classes (under 2% of its "
+                     "predictions): it has not learned the task (see the warnings above)")
     note(f"runs and results in {runs_dir} (open the dashboard: deftx tui --runs-dir {runs_dir})")

@@ -12,6 +12,8 @@ values). Input is the list of ``results.json`` records that :func:`deftx.runs.re
   own, labelled by what differs (``DeFT-X energy:0.8``), after the system's column. Delta and the
   average Delta use the main columns.
 * Delta = DeFT-X - LT-SFT (difference of the two means); the better of the two is marked.
+* A cell where a classifier (almost) never predicts one of its classes (``collapsed_classes`` in a
+  record's metrics, for any of its seeds) carries :data:`COLLAPSE_MARK`, and the table a footnote.
 * The average row: each system's mean over its languages' means; its spread is the standard
   deviation over seeds of the per-seed language average, using the seeds that cover all of that
   system's languages (n = how many such seeds). The average Delta is the mean of the per-language
@@ -36,6 +38,7 @@ from deftx_cli.tui.progress import higher_is_better, pick_metric
 PAIR = ("lt-sft", "deftx")  # the two methods compared head to head
 BASELINES = ("no-lang-sft", "full-ft")
 DELTA_LABEL = "Δ"
+COLLAPSE_MARK = "†"
 
 
 def system_label(system: str) -> str:
@@ -77,6 +80,7 @@ class ResultPoint:
     run_id: str
     created: float  # seconds since the epoch; 0 when unknown
     variant: Variant = ()  # the settings the result was made with, except the preset
+    collapsed: tuple[str, ...] = ()  # classes (almost) never predicted
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ class Cell:
     mean: float
     std: float | None
     n: int
+    collapsed: int = 0  # results (seeds) whose classifier (almost) never predicts a class
 
 
 @dataclass
@@ -146,7 +151,10 @@ def collect(records: Iterable[dict[str, Any]]) -> tuple[list[ResultPoint], list[
         variant = tuple(sorted((name, _setting_text(v)) for name, v in settings.items()
                                if name != "preset" and _setting_text(v)))
         created = parse_iso(as_str(record.get("created_at"))) or 0.0
-        points.append(ResultPoint(key, language, system, as_int(record.get("seed")), value, run_id, created, variant))
+        collapsed = metrics.get("collapsed_classes")
+        collapsed = tuple(str(c) for c in collapsed) if isinstance(collapsed, list) else ()
+        points.append(ResultPoint(key, language, system, as_int(record.get("seed")), value, run_id, created, variant,
+                                  collapsed))
     return points, skipped
 
 
@@ -225,8 +233,10 @@ def _order_systems(present: set[str]) -> list[str]:
     return out + sorted(s for s in present if base[s] not in SYSTEMS)
 
 
-def _cell(values: list[float]) -> Cell:
-    return Cell(fmean(values), stdev(values) if len(values) > 1 else None, len(values))
+def _cell(points: list[ResultPoint]) -> Cell:
+    values = [p.value for p in points]
+    return Cell(fmean(values), stdev(values) if len(values) > 1 else None, len(values),
+                sum(bool(p.collapsed) for p in points))
 
 
 def _better(delta: float | None, higher: bool) -> str | None:
@@ -251,7 +261,7 @@ def build_pivot(key: TableKey, points: Iterable[ResultPoint]) -> Pivot:
         for system in systems:
             members = by_cell.get((language, system))
             if members:
-                cells[system] = _cell([p.value for p in sorted(members, key=lambda p: (p.seed is None, p.seed or 0))])
+                cells[system] = _cell(sorted(members, key=lambda p: (p.seed is None, p.seed or 0)))
         delta = cells["deftx"].mean - cells["lt-sft"].mean if "deftx" in cells and "lt-sft" in cells else None
         rows.append(PivotRow(language, cells, delta, _better(delta, higher)))
 
@@ -283,6 +293,10 @@ def build_pivot(key: TableKey, points: Iterable[ResultPoint]) -> Pivot:
             notes.append(f"{system_label(system)}: " + " · ".join(
                 f"{SETTING_LABELS.get(n, n.replace('_', ' ')) or n.replace('_', ' ')} {v}" for n, v in main[system]))
 
+    collapsed = sum(bool(p.collapsed) for p in points)
+    if collapsed:
+        notes.append(f"{COLLAPSE_MARK} {collapse_note(collapsed, len(points))}")
+
     values = [p.value for p in points]
     scale = 100.0 if values and all(0.0 <= v <= 1.0 for v in values) else 1.0
     return Pivot(key, systems, rows, average, scale, higher, len(points), notes, labels)
@@ -306,14 +320,19 @@ def format_value(value: float | None, scale: float) -> str:
     return f"{value * scale:.1f}" if scale != 1.0 else f"{value:.4g}"
 
 
+def collapse_note(collapsed: int, results: int) -> str:
+    return (f"{collapsed} of {results} results come from a classifier that (almost) never predicts one of its "
+            f"classes (under 2% of its predictions): it has not learned the task")
+
+
 def format_cell(cell: Cell | None, scale: float) -> str:
-    """``69.1±1.2 (3)``; a single seed has no spread: ``69.1 (1)``."""
+    """``69.1±1.2 (3)``; a single seed has no spread: ``69.1 (1)``; a collapsed classifier: ``18.3 (1)†``."""
     if cell is None:
         return DASH
     text = format_value(cell.mean, scale)
     if cell.std is not None:
         text += f"±{format_value(cell.std, scale)}"
-    return f"{text} ({cell.n})"
+    return f"{text} ({cell.n})" + (COLLAPSE_MARK if cell.collapsed else "")
 
 
 def format_delta(delta: float | None, scale: float) -> str:
@@ -372,7 +391,7 @@ def to_json(pivots: list[Pivot]) -> str:
     """The tables as a JSON document: raw values (not scaled), mean/std/n per system and language."""
 
     def cell(c: Cell | None) -> dict[str, Any] | None:
-        return None if c is None else {"mean": c.mean, "std": c.std, "n": c.n}
+        return None if c is None else {"mean": c.mean, "std": c.std, "n": c.n, "collapsed": c.collapsed}
 
     document = [
         {

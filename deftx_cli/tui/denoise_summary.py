@@ -7,7 +7,9 @@ Pure and torch-free. Input is the ``denoise`` list of a ``selection`` event::
 
 Grouping ``type`` merges every layer's matrix of one kind (``attention.self.query``), ``layer``
 merges the matrices of one transformer layer (``layer 0``; parameters outside the layer stack,
-such as the embeddings, form ``other``), and ``matrix`` lists each matrix on its own, in the order of the list.
+such as the embeddings, form ``other``), and ``matrix`` lists each matrix on its own: the matrices outside
+the layer stack first, then layer by layer in numeric order (L2 before L10), each layer's in the order of
+the list.
 """
 
 from __future__ import annotations
@@ -87,6 +89,14 @@ class DenoiseGroup:
     rank_fraction_mean: float | None
 
 
+def parameter_type(name: str) -> str:
+    """A parameter's short type over all layers: ``attn.query``, ``attn.query bias``, ``emb.word``, or
+    its full type (``pooler.dense``) when it is not a known one."""
+    bias = name.endswith(".bias")
+    kind = DenoisedMatrix(name[: -len(".bias")] + ".weight" if bias else name, None, None, 0, None).short_type
+    return f"{kind} bias" if bias else kind
+
+
 def parse_denoise(entries: Any) -> list[DenoisedMatrix]:
     """The well-formed entries of a ``denoise`` list (others are skipped)."""
     out = []
@@ -114,7 +124,13 @@ def _group_key(matrix: DenoisedMatrix, grouping: str) -> tuple[tuple[Any, ...], 
         return ((0, layer), f"layer {layer}") if layer is not None else ((1, 0), "other")
     if grouping == "type":
         return ((matrix.short_type,), matrix.short_type)
-    return ((matrix.index,), matrix.short_name)
+    return (layer_order(matrix), matrix.short_name)
+
+
+def layer_order(matrix: DenoisedMatrix) -> tuple[int, int]:
+    """A sort key: matrices outside the layer stack first, then by layer number, then the list's order."""
+    layer = matrix.layer
+    return (-1 if layer is None else layer, matrix.index)
 
 
 def _group(label: str, members: list[DenoisedMatrix]) -> DenoiseGroup:

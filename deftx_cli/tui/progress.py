@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from deftx.evaluation import collapse_warning
 from deftx.runs import RunInfo, parse_iso
 
 from deftx_cli.tui.format import (
@@ -37,6 +38,15 @@ Clock = Callable[[], float]
 # Metrics where higher is better, in the order one is picked as "the" metric of a run.
 PRIMARY_METRICS = ("macro_f1", "f1", "accuracy", "acc")
 LOWER_IS_BETTER = re.compile(r"loss|perplexity|ppl|error", re.IGNORECASE)
+
+
+# Short names for the runs table's narrow "Best" column.
+METRIC_SHORT = {"macro_f1": "F1", "accuracy": "acc", "mlm_loss": "mlm", "mlm_accuracy": "mlm acc", "perplexity": "ppl"}
+
+
+def metric_text(name: str, value: float | None) -> str:
+    """``F1 0.79``: a metric's short name and its value."""
+    return f"{METRIC_SHORT.get(name, name)} {format_number(value, 3)}"
 
 
 def higher_is_better(metric: str) -> bool:
@@ -80,6 +90,8 @@ class RunProgress:
     last_time: float | None = None
     first_time: float | None = None
     best: dict[str, float] = field(default_factory=dict)  # metric name -> best value seen
+    phase_best: dict[int, dict[str, float]] = field(default_factory=dict)  # the same, per phase
+    collapse: dict[str, Any] | None = None  # the latest evaluation's classes (almost) never predicted
     latest_eval: dict[str, float] = field(default_factory=dict)
     rates: dict[int, _PhaseRate] = field(default_factory=dict)
     selection: dict[str, Any] | None = None
@@ -106,7 +118,8 @@ class RunProgress:
                     if total is not None:
                         self.phase_totals[phase] = total
             elif kind == "eval":
-                self._eval(as_dict(event.get("metrics")))
+                phase = as_int(event.get("phase"))
+                self._eval(as_dict(event.get("metrics")), self.phase if phase is None else phase)
             elif kind == "selection":
                 self.selection = {k: v for k, v in event.items() if k != "denoise"}
             elif kind == "done":
@@ -140,15 +153,19 @@ class RunProgress:
             elif step >= rate.last_step:
                 rate.last_step, rate.last_time = step, when
 
-    def _eval(self, metrics: dict[str, Any]) -> None:
+    def _eval(self, metrics: dict[str, Any], phase: int | None = None) -> None:
+        collapsed = metrics.get("collapsed_classes")
+        if isinstance(collapsed, list):
+            self.collapse = {"phase": phase, "metrics": metrics} if collapsed else None
         for name, raw in metrics.items():
             value = as_float(raw)
             if value is None:
                 continue
             self.latest_eval[name] = value
-            old = self.best.get(name)
-            if old is None or (value > old if higher_is_better(name) else value < old):
-                self.best[name] = value
+            for best in (self.best, self.phase_best.setdefault(phase or 0, {})):
+                old = best.get(name)
+                if old is None or (value > old if higher_is_better(name) else value < old):
+                    best[name] = value
 
     def steps_per_second(self) -> float | None:
         """The step rate of the current phase, else of the latest phase that has one."""
@@ -218,22 +235,26 @@ class RunRow:
     warning: bool = False  # readable, but something in it was skipped
 
 
-def _best_text(progress: RunProgress | None, result: dict[str, Any] | None) -> str:
+def _best_text(progress: RunProgress | None, result: dict[str, Any] | None, two_phase: bool = False) -> str:
+    """An evaluation's result, else the best evaluation of the run's last evaluated phase: the SFT's own
+    (phase 2) metric. A two-phase run evaluated only in phase 1 (dense fine-tuning, not the SFT) says so."""
     if result is not None:
         metrics = as_dict(result.get("metrics"))
         name = as_str(result.get("metric")) or pick_metric(k for k, v in metrics.items() if as_float(v) is not None)
         value = as_float(metrics.get(name)) if name else None
         if name and value is not None:
-            return f"{name} {format_number(value, 3)}"
-    if progress is not None and progress.best:
-        name = pick_metric(progress.best)
+            return metric_text(name, value)
+    if progress is not None and progress.phase_best:
+        phase = max(progress.phase_best)
+        best = progress.phase_best[phase]
+        name = pick_metric(best)
         if name is not None:
-            return f"{name} {format_number(progress.best[name], 3)}"
+            return metric_text(name, best[name]) + (" (p1)" if two_phase and phase == 1 else "")
     if progress is not None:
         summary_metrics = {k: v for k, v in progress.summary.items() if as_float(v) is not None}
         name = pick_metric(n for n in summary_metrics if n in PRIMARY_METRICS)
         if name:
-            return f"{name} {format_number(as_float(summary_metrics[name]), 3)}"
+            return metric_text(name, as_float(summary_metrics[name]))
     return DASH
 
 
@@ -330,6 +351,16 @@ def describe_run(
         eta_text = "done"
 
     task = as_str(record.get("task")) or DASH
+    two_phase = 2 in totals or as_str(record.get("method")) in ("lt-sft", "deftx")
+    collapse_line = None
+    if result is not None:
+        where = f"{as_str(result.get('language')) or '?'} {as_str(result.get('split')) or 'evaluation'}"
+        collapse_line = collapse_warning(as_dict(result.get("metrics")), where)
+    elif progress is not None and progress.collapse:
+        phase = progress.collapse["phase"]
+        collapse_line = collapse_warning(progress.collapse["metrics"], "valid" + (f", phase {phase}" if phase else ""))
+    if collapse_line:
+        details.append(collapse_line)
     return RunRow(
         key=key,
         run_id=info.run_id,
@@ -343,11 +374,11 @@ def describe_run(
         elapsed=format_duration(elapsed),
         eta=eta_text,
         loss=format_number(progress.last_loss) if progress is not None else DASH,
-        best=_best_text(progress, result),
+        best=_best_text(progress, result, two_phase),
         base_model=model_label(record.get("base_model")),
         started=_started_label(record),
         details=tuple(details + notes + ([result_error] if result_error else [])),
-        warning=bool(bad_lines or result_error),
+        warning=bool(bad_lines or result_error or collapse_line),
     )
 
 

@@ -29,6 +29,7 @@ from deftx.runs import (
     list_runs,
     read_results,
     read_run,
+    started_key,
 )
 
 from deftx_cli.tui.progress import Clock, RunProgress, RunRow, describe_run, pid_alive
@@ -65,7 +66,11 @@ def list_runs_safely(runs_dir: Path) -> list[RunInfo]:
         children = sorted(Path(runs_dir).iterdir(), key=lambda p: p.name, reverse=True)
     except OSError:
         return []
-    return [read_run_safely(c) for c in children if c.is_dir() and not c.name.startswith(".")]
+    infos = [read_run_safely(c) for c in children if c.is_dir() and not c.name.startswith(".")]
+    try:
+        return sorted(infos, key=started_key, reverse=True)
+    except Exception:
+        return infos
 
 
 def read_results_safely(runs_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:

@@ -64,12 +64,12 @@ async def test_runs_view_shows_every_run_with_its_state(runs_dir):
         assert cell(table, running, "loss") == str(F.loss_at(2, 200))[:5]
         task = "20261125-090000-task-lt-sft-ind"
         assert [cell(table, task, c) for c in ("status", "kind", "method", "task", "best", "eta")] == [
-            "finished", "task", "LT-SFT", "smsa", "macro_f1 0.79", "done"]
+            "finished", "task", "LT-SFT", "smsa", "F1 0.79", "done"]
         assert cell(table, "20261125-080000-language-lt-sft-ban", "status") == "failed"
         assert cell(table, "20261125-073000-language-deftx-ban", "status") == "interrupted"
         assert cell(table, "20261125-070000-language-deftx-bjn", "status") == "stale"
         evaluation = "20261124-120100-evaluation-lt-sft-ace-s0"
-        assert [cell(table, evaluation, c) for c in ("kind", "languages", "best")] == ["eval", "ind→ace", "macro_f1 0.652"]
+        assert [cell(table, evaluation, c) for c in ("kind", "languages", "best")] == ["eval", "ind→ace", "F1 0.652"]
         # the first row is highlighted and spelled out below the table
         detail = static_text(pilot.app, "#run-detail")
         assert running in detail and "ETA 1m50s" in detail and "started 2026-11-25 10:15 UTC" in detail
@@ -85,10 +85,13 @@ async def test_broken_runs_show_as_unreadable_with_the_reason(runs_dir):
         # a run with non-JSON lines in its metrics: readable, flagged, the reason below
         assert cell(table, F.BAD_LINES_ID, "status") == "finished ⚠"
         assert cell(table, F.BAD_LINES_ID, "step") == "400/400"
-        await pilot.press("down")
+        table.move_cursor(row=table.get_row_index(F.BAD_LINES_ID))
+        await pilot.pause()
         assert "2 lines not JSON, skipped" in static_text(pilot.app, "#run-detail")
         # and the unreadable run opens without crashing
-        await pilot.press("up", "enter")
+        table.move_cursor(row=table.get_row_index(F.CORRUPT_ID))
+        await pilot.pause()
+        await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(pilot.app.screen, LiveScreen) and pilot.app.screen.polls >= 1)
         assert "unreadable" in static_text(pilot.app, "#live-header")
         await pilot.press("escape")

@@ -101,7 +101,7 @@ def test_evaluation_best_comes_from_results():
     info = RunInfo(Path("r"), "r", record={"status": "finished", "kind": "evaluation", "method": "deftx",
                                             "languages": {"target": "ace", "source": "ind"}})
     row = describe_run(info, RunProgress(), F.NOW, result=F.result_record("deftx", "ace", 0, 0.69))
-    assert row.best == "macro_f1 0.69" and row.languages == "ind→ace"
+    assert row.best == "F1 0.69" and row.languages == "ind→ace"
 
 
 GARBAGE_EVENTS = [
@@ -146,3 +146,47 @@ def test_small_formatters():
     assert model_label("../shared/models/me5-small-mlm") == "me5-small-mlm"
     assert model_label("FacebookAI/xlm-roberta-base") == "FacebookAI/xlm-roberta-base"
     assert json.dumps(languages_label({"x": 1})) == '"1"'
+
+
+def _task_run(method: str = "lt-sft") -> RunInfo:
+    return RunInfo(Path("r"), "r", record={"status": "finished", "kind": "task", "method": method,
+                                            "started_at": "1970-01-01T00:00:00+00:00",
+                                            "total_steps": {"phase1": 10, "phase2": 10}})
+
+
+def test_best_is_the_sfts_own_phase_two_metric_and_phase_one_is_labelled():
+    """The dense phase 1 scored 0.531 but the SFT (phase 2) 0.248: the table must not show 0.531 as the SFT's."""
+    progress = RunProgress()
+    progress.update([
+        {"event": "eval", "phase": 1, "step": 10, "metrics": {"accuracy": 0.6, "macro_f1": 0.531}},
+    ])
+    assert describe_run(_task_run(), progress, 0.0, alive=always_alive).best == "F1 0.531 (p1)"
+    progress.update([{"event": "eval", "phase": 2, "step": 10, "metrics": {"accuracy": 0.5, "macro_f1": 0.248}}])
+    assert describe_run(_task_run(), progress, 0.0, alive=always_alive).best == "F1 0.248"
+    # dense fine-tuning has one phase: its phase-1 metric is its own
+    dense = RunProgress()
+    dense.update([{"event": "eval", "phase": 1, "step": 10, "metrics": {"macro_f1": 0.6}}])
+    info = RunInfo(Path("r"), "r", record={"status": "finished", "kind": "task", "method": "full-ft",
+                                            "total_steps": {"phase1": 10}})
+    assert describe_run(info, dense, 0.0, alive=always_alive).best == "F1 0.6"
+
+
+def test_a_classifier_that_never_predicts_a_class_is_a_warning_on_its_row():
+    progress = RunProgress()
+    shares = {"negative": 0.0, "neutral": 0.01, "positive": 0.99}
+    progress.update([{"event": "eval", "phase": 2, "step": 10, "metrics": {
+        "macro_f1": 0.25, "prediction_shares": shares, "collapsed_classes": ["negative", "neutral"]}}])
+    row = describe_run(_task_run(), progress, 0.0, alive=always_alive)
+    assert row.warning
+    line = next(d for d in row.details if d.startswith("warning:"))
+    assert "'negative', 'neutral'" in line and "positive 99.0%" in line and "phase 2" in line
+    # an evaluation: from its results record
+    info = RunInfo(Path("e"), "e", record={"status": "finished", "kind": "evaluation", "method": "deftx"})
+    result = {"language": "ace", "split": "test", "metric": "macro_f1",
+              "metrics": {"macro_f1": 0.183, "n": 400, "prediction_shares": shares, "collapsed_classes": ["negative"]}}
+    row = describe_run(info, RunProgress(), 0.0, alive=always_alive, result=result)
+    assert row.warning and any("ace test" in d and "'negative'" in d and "of 400" in d for d in row.details)
+    # every class predicted: no warning
+    fine = dict(result, metrics={"macro_f1": 0.6, "prediction_shares": {"a": 0.5, "b": 0.5}, "collapsed_classes": []})
+    row = describe_run(info, RunProgress(), 0.0, alive=always_alive, result=fine)
+    assert not row.warning and not any(d.startswith("warning:") for d in row.details)

@@ -65,7 +65,9 @@ def test_runs_view_small(runs_dir, snap_compare):
 def test_runs_view_large_on_the_unreadable_run(runs_dir, snap_compare):
     async def run_before(pilot) -> None:
         await runs_ready(pilot)
-        await pilot.press("down")
+        table = pilot.app.screen.query_one(RunsTable)
+        table.move_cursor(row=table.get_row_index(F.CORRUPT_ID))
+        await pilot.pause()
 
     assert snap_compare(app(runs_dir), terminal_size=LARGE, run_before=run_before)
 

@@ -78,7 +78,7 @@ def test_follower_reads_an_evaluation_result(tmp_path):
     (path,) = [p for p in F.evaluation_runs(runs, second_task=False) if p.name.endswith("deftx-ace-s0")]
     update = RunFollower(path, F.clock).poll()
     assert update.result is not None and update.result["system"] == "deftx"
-    assert update.row.best.startswith("macro_f1 0.671")
+    assert update.row.best.startswith("F1 0.671")
     (path / "results.json").write_text("{broken")
     update = RunFollower(path, F.clock).poll()
     assert update.result is None and update.row.warning

@@ -148,6 +148,8 @@ class CompareScreen(Screen):
 
     def action_next_table(self) -> None:
         if len(self.pivots) < 2:
+            self.notify("This is the only table." if self.pivots else "No tables yet: no evaluation results.",
+                        severity="information", timeout=3)
             return
         keys = [p.key for p in self.pivots]
         index = keys.index(self.current) if self.current in keys else -1

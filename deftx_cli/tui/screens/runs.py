@@ -16,6 +16,11 @@ from deftx_cli.tui.widgets.run_detail import RunDetail
 from deftx_cli.tui.widgets.runs_table import RunsTable
 
 
+def runs_title(runs_dir, total: int, running: int) -> str:
+    """``3 runs in runs/, 1 running``."""
+    return f"{total} run{'' if total == 1 else 's'} in {runs_dir}, {running} running"
+
+
 class RunsScreen(Screen):
     """Kind, method, languages, status, phase, step, elapsed, ETA, loss and best metric of every run."""
 
@@ -40,7 +45,7 @@ class RunsScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.sub_title = f"runs · {self.app.runs_dir}"
+        self.sub_title = f"runs in {self.app.runs_dir}"
         self._scanner = RunsScanner(self.app.runs_dir, self.app.clock)
         self.query_one(RunDetail).show(None, "Reading runs…")
         self.set_interval(self.app.poll_interval, self.poll)
@@ -74,7 +79,7 @@ class RunsScreen(Screen):
         table = self.query_one(RunsTable)
         table.show_rows(message.rows)
         running = sum(row.status == "running" for row in message.rows)
-        self.sub_title = f"runs · {self.app.runs_dir} · {len(message.rows)} runs, {running} running"
+        self.sub_title = runs_title(self.app.runs_dir, len(message.rows), running)
         self._show_detail()
         if message.behind:  # a big metrics file is still being read: go on without waiting
             self.poll()

@@ -8,6 +8,21 @@ from deftx_cli.tui.series import RunSeries, downsample
 
 PHASE_COLORS = {1: "cyan", 2: "orange"}
 MIN_POINTS = 60
+MIN_SPAN = 0.2  # the y-axis spans at least this fraction of the largest value's magnitude
+
+
+def y_range(values: list[float], min_span: float = MIN_SPAN) -> tuple[float, float]:
+    """The y-axis limits: the values' range, widened around its middle to at least ``min_span`` of the
+    largest magnitude, so that the first few steps' noise (a loss of 10.02-10.07) does not fill the
+    chart."""
+    low, high = min(values), max(values)
+    need = min_span * max(abs(low), abs(high))
+    if high - low < need:
+        middle = (low + high) / 2
+        low, high = middle - need / 2, middle + need / 2
+    if high == low:  # all zero
+        high = low + 1.0
+    return low, high
 
 
 def step_ticks(last: float, count: int = 5) -> list[int]:
@@ -35,6 +50,7 @@ class SeriesChart(PlotextPlot):
         super().__init__(**kwargs)
         self._series: RunSeries | None = None
         self.plotted_points = 0  # points drawn in the last replot (tests check the downsampling)
+        self.y_limits: tuple[float, float] | None = None  # the y-axis range of the last replot
 
     def on_resize(self) -> None:
         self.replot()
@@ -52,14 +68,18 @@ class SeriesChart(PlotextPlot):
         self.plotted_points = 0
         phases = [] if self._series is None else [p for p in self._series.phases() if len(self._series.curve(p, self.quantity))]
         last = 0.0
+        plotted: list[float] = []
         for phase in phases:
             curve = self._series.curve(phase, self.quantity)
             xs, ys = downsample(curve.steps, curve.values, self.max_points())
             self.plotted_points += len(xs)
+            plotted += ys
             last = max(last, xs[-1])
             plt.plot(xs, ys, label=f"phase {phase}", color=PHASE_COLORS.get(phase, "magenta"), marker="braille")
         if phases:
             plt.xticks(step_ticks(last))
+            self.y_limits = y_range(plotted)
+            plt.ylim(*self.y_limits)
         plt.title(self.chart_title if phases else f"{self.chart_title}: no training steps yet")
         self.refresh()
 

@@ -9,7 +9,8 @@ from textual.widgets.data_table import CellDoesNotExist
 
 from deftx_cli.tui.progress import RunRow
 
-# (column key, header, RunRow attribute); the most useful first, so 80 columns show the most.
+# (column key, header, RunRow attribute); the most useful first: 80 columns show every column up to
+# Best whole, the rest (the run id is also spelled out below the table) scroll into view.
 COLUMNS = (
     ("status", "Status", "status"),
     ("kind", "Kind", "kind"),
@@ -17,10 +18,10 @@ COLUMNS = (
     ("languages", "Lang", "languages"),
     ("phase", "Ph", "phase"),
     ("step", "Step", "step"),
-    ("elapsed", "Elapsed", "elapsed"),
     ("eta", "ETA", "eta"),
     ("loss", "Loss", "loss"),
     ("best", "Best", "best"),
+    ("elapsed", "Elapsed", "elapsed"),
     ("task", "Task", "task"),
     ("run", "Run", "run_id"),
 )
