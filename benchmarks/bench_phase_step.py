@@ -98,7 +98,7 @@ def worker(args, config, model_dir, text_file) -> None:
     if phase == 1:
         masks = None
     accelerator = make_accelerator("cpu", "no")
-    step = _Phase(phase, model, objective, cfg, maskable, {}, start, masks, lambda *a, **kw: None, accelerator,
+    step = _Phase(phase, model, objective, cfg, maskable, {}, start, masks, lambda *a, **kw: None, None, accelerator,
                   LossModule(model, objective))
     model.train()
     peaks = []
@@ -162,11 +162,12 @@ def main() -> None:
     accelerator = make_accelerator("cpu", "no")
     loss_module = LossModule(model, objective)
     phases = {
-        "phase 1": _Phase(1, model, objective, cfg, maskable, {}, start, None, noop, accelerator, loss_module),
-        "phase 2": _Phase(2, model, objective, cfg, maskable, {}, start, masks, noop, accelerator, loss_module),
+        "phase 1": _Phase(1, model, objective, cfg, maskable, {}, start, None, noop, None, accelerator, loss_module),
+        "phase 2": _Phase(2, model, objective, cfg, maskable, {}, start, masks, noop, None, accelerator, loss_module),
     }
     if not args.no_bf16:
-        bf16 = _Phase(1, model, objective, cfg, maskable, {}, start, None, noop, accelerator, Bf16Autocast(loss_module))
+        bf16 = _Phase(1, model, objective, cfg, maskable, {}, start, None, noop, None, accelerator,
+                      Bf16Autocast(loss_module))
         bf16.optimizer, bf16.scheduler = phases["phase 1"].optimizer, phases["phase 1"].scheduler
         phases["phase 1 bf16"] = bf16
     kinds = list(phases)

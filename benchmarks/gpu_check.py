@@ -156,7 +156,8 @@ def main() -> int:
             if event == "train":
                 losses.append(fields["loss"])
 
-        runner = _Phase(phase, model, objective, config, maskable, {}, start, masks, on_event, accelerator, loss_module)
+        runner = _Phase(phase, model, objective, config, maskable, {}, start, masks, on_event, None, accelerator,
+                        loss_module)
         model.train()
         step, timed_from = 0, None
         epoch = 0

@@ -106,6 +106,16 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+# Steps between checkpoints inside a phase (0: none but the one at the end of phase 1). Not a
+# TrainConfig field: it does not change the SFT, so it stays out of the settings that name a run.
+SAVE_EVERY: dict[str, int] = {"paper": 1000, "cpu": 50, "quick": 100, "smoke": 0}
+
+
+def default_save_every(preset: str) -> int:
+    """The preset's checkpoint interval in steps (0 for an unknown preset)."""
+    return SAVE_EVERY.get(preset, 0)
+
+
 def resolve_config(kind: str, preset: str = "cpu", **overrides: Any) -> TrainConfig:
     """A preset for a language or task SFT, with explicit settings (not None) on top."""
     if kind not in ("language", "task"):

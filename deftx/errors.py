@@ -8,6 +8,7 @@ Exit codes:
     5   bad or mismatched artifact (checksum, format version, base-model fingerprint, label set)
     6   another process of a multi-process training failed or stopped answering
     130 interrupted (Ctrl-C)
+    143 terminated (SIGTERM); a checkpoint was saved first, rerun with --resume
 """
 
 from __future__ import annotations
@@ -91,3 +92,10 @@ class TrainingInterrupted(DeftxError):
     """Training was stopped with Ctrl-C; the run is marked interrupted."""
 
     exit_code = 130
+
+
+class TrainingTerminated(TrainingInterrupted):
+    """Training received SIGTERM (a scheduler's notice before it kills the job): a checkpoint was
+    saved and the run is marked interrupted."""
+
+    exit_code = 143

@@ -7,12 +7,9 @@ of the same encoder. Dense head parameters keep their full names (``classifier.w
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
-import os
 import re
-import socket
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -20,6 +17,7 @@ import torch
 from torch import nn
 
 from deftx.errors import InputNotFoundError, UsageError
+from deftx.hub import hub_offline, looks_like_path
 
 LAYER_NORM = re.compile(r"(^|\.)(LayerNorm|layer_norm|layernorm|ln_\w+|norm)\.", re.IGNORECASE)
 FINGERPRINT_ATTR = "_deftx_base_fingerprint"
@@ -108,7 +106,7 @@ def _quiet_transformers() -> None:
 def is_local_model(model_id: str | Path) -> bool:
     """Whether a model argument names a local directory (else it is a hub id)."""
     text = str(model_id)
-    return Path(text).expanduser().exists() or text.startswith((".", "/", "~")) or text.count("/") > 1
+    return Path(text).expanduser().exists() or looks_like_path(text)
 
 
 def model_reference(model_id: str | Path) -> str:
@@ -117,27 +115,6 @@ def model_reference(model_id: str | Path) -> str:
     if is_local_model(model_id):
         return str(Path(str(model_id)).expanduser().resolve())
     return str(model_id)
-
-
-def hub_offline() -> bool:
-    """Whether the Hugging Face hub is out of reach: ``HF_HUB_OFFLINE`` set, or no connection to it."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        return True
-    return not _hub_reachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-
-
-@functools.lru_cache(maxsize=4)
-def _hub_reachable(endpoint: str) -> bool:
-    """One quick connection attempt (a few seconds at most), instead of the hub client's retries."""
-    from urllib.parse import urlparse
-
-    url = urlparse(endpoint)
-    port = url.port or (80 if url.scheme == "http" else 443)
-    try:
-        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=3):
-            return True
-    except OSError:
-        return False
 
 
 def _in_hub_cache(repo_id: str) -> bool:

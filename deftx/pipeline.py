@@ -5,19 +5,21 @@ notebook can call them directly.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from deftx import __version__
-from deftx.config import TrainConfig
+from deftx.config import TrainConfig, default_save_every
 from deftx.errors import ArtifactError, UsageError
-from deftx.runs import Run, atomic_write_json, now_iso, use_umask, write_results
+from deftx.runs import Run, atomic_write_json, find_resumable, now_iso, use_umask, write_results
 
 EventCallback = Callable[[str, dict[str, Any]], None]
 SFT_SUBDIR = "sft"
@@ -56,26 +58,6 @@ class _NoRunFiles:
 
     def update(self, **_: Any) -> None:
         pass
-
-
-def _start_run(settings: TrainConfig, runs_dir: Path, kind: str, **kwargs: Any):
-    """``Run.start`` in the main process; elsewhere a stand-in that writes nothing."""
-    from contextlib import nullcontext
-
-    from deftx.training.distributed import is_main_process
-
-    if is_main_process(settings.device):
-        return _with_peer_failures(Run.start(runs_dir, kind, **kwargs))
-    return _with_peer_failures(nullcontext(_NoRunFiles()))
-
-
-@contextmanager
-def _with_peer_failures(run_context):
-    """Inside the run's context, so that the run is marked failed with the peer's error."""
-    from deftx.training.distributed import peer_failures
-
-    with run_context as run, peer_failures():
-        yield run
 
 
 def _record_sft(run: Run, result, out: Path | None) -> Path | None:
@@ -141,6 +123,127 @@ def _total_steps(config: TrainConfig, n_examples: int, mask_given: bool) -> dict
     return totals
 
 
+@dataclass
+class Checkpointing:
+    """How a training run checkpoints and whether it continues an interrupted one.
+
+    ``save_every``: steps between checkpoints (``None``: the preset's default; 0: only the one at the
+    end of phase 1 and on SIGTERM). ``keep``: keep the checkpoints when the run finishes (they are
+    deleted otherwise). ``resume``: continue the run named by ``run_id``, or else the latest
+    unfinished run of the same kind and languages, from its last valid checkpoint."""
+
+    save_every: int | None = None
+    keep: bool = False
+    resume: bool = False
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _mask_digest(mask: dict[str, Any] | None) -> str | None:
+    if mask is None:
+        return None
+    digest = hashlib.sha256()
+    for name in sorted(mask):
+        digest.update(name.encode())
+        digest.update(mask[name].reshape(-1).nonzero().flatten().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _emit(callbacks: Iterable[EventCallback], event: str, **fields: Any) -> None:
+    for callback in callbacks:
+        callback(event, fields)
+
+
+@contextmanager
+def _training_run(
+    runs_dir: Path,
+    kind: str,
+    train_config: TrainConfig,
+    checkpointing: Checkpointing,
+    settings: dict[str, Any],
+    callbacks: list[EventCallback],
+    *,
+    run_id: str | None,
+    languages: dict[str, str],
+    task: str | None = None,
+    **run_fields: Any,
+) -> Iterator[tuple[Run, Any, Any, list[EventCallback]]]:
+    """A new run directory, or the interrupted one resumed (``metrics.jsonl`` cut back to its last
+    valid checkpoint), with SIGTERM caught and a :class:`Checkpointer` writing into it. Yields
+    ``(run, checkpointer, checkpoint to resume from or None, callbacks with the run's log)``. When
+    the body finishes, the checkpoints are deleted unless asked to keep them."""
+    from deftx.training.checkpoint import CHECKPOINTS_DIR, Checkpointer, StopRequest, latest_checkpoint, list_checkpoints, settings_difference
+    from deftx.training.distributed import is_main_process, launched_processes, peer_failures
+
+    if launched_processes()[0] > 1:
+        # Data-parallel: the main process alone writes the run; no checkpoints (a resume would have to
+        # restore every process), and a dead or silent peer fails the run in one line.
+        if checkpointing.resume:
+            raise UsageError("--resume is not available under a multi-process launch",
+                             hint="resume in one process, or start the launch again")
+        if not is_main_process(train_config.device):
+            with peer_failures():
+                yield _NoRunFiles(), None, None, []
+            return
+        with Run.start(runs_dir, kind, run_id=run_id, languages=languages, task=task, **run_fields) as run, \
+                peer_failures():
+            yield run, None, None, [lambda e, f: run.log(e, **f), *callbacks]
+        return
+
+    found = checkpoint = None
+    if checkpointing.resume:
+        found, elsewhere = find_resumable(runs_dir, kind, languages=languages, task=task, run_id=run_id)
+        if found is None:
+            also = (f" (marked running on another machine: {', '.join(elsewhere)}; give --run-id to continue one here)"
+                    if elsewhere else "")
+            _emit(callbacks, "notice", message=f"no interrupted run to resume in {runs_dir}: starting a new run{also}")
+        else:
+            difference = settings_difference(found.get("resume_settings"), settings)
+            if difference:
+                raise UsageError(f"cannot resume run {found.run_id}: {difference}",
+                                 hint="run with the same settings, or without --resume to start a new run")
+            checkpoint, skipped = latest_checkpoint(found.path / CHECKPOINTS_DIR)
+            for problem in skipped:
+                _emit(callbacks, "notice", message=f"skipped checkpoint {problem}")
+    save_every = default_save_every(train_config.preset) if checkpointing.save_every is None else checkpointing.save_every
+    if found is None:
+        context = Run.start(runs_dir, kind, run_id=run_id, languages=languages, task=task, **run_fields)
+    else:
+        where = ({"phase": checkpoint.phase, "step": checkpoint.step, "checkpoint": checkpoint.name}
+                 if checkpoint is not None else {"phase": None, "step": 0, "checkpoint": None})
+        context = Run.resume(found.path, metrics_offset=checkpoint.metrics_offset if checkpoint else 0, resumption=where)
+    with StopRequest() as stop, context as run:
+        checkpoints_dir = run.path / CHECKPOINTS_DIR
+
+        def saved(record: dict[str, Any]) -> None:
+            present = {p.name for p in list_checkpoints(checkpoints_dir)}
+            kept = [c for c in run.record.get("checkpoints") or [] if c.get("name") in present and c.get("name") != record["name"]]
+            run.update(checkpoints=[*kept, record], checkpoints_written=int(run.record.get("checkpoints_written") or 0) + 1)
+
+        checkpointer = Checkpointer(checkpoints_dir, save_every=save_every, settings=settings,
+                                    metrics_offset=run.metrics_offset, stop=stop, on_saved=saved)
+        logged = [lambda e, f: run.log(e, **f), *callbacks]
+        if found is None:
+            run.update(resume_settings=settings, checkpointing={"save_every": save_every, "keep": checkpointing.keep})
+        else:
+            checkpointer.discard_after(checkpoint)
+            present = {p.name for p in list_checkpoints(checkpoints_dir)}
+            run.update(checkpoints=[c for c in run.record.get("checkpoints") or [] if c.get("name") in present],
+                       checkpointing={"save_every": save_every, "keep": checkpointing.keep})
+            resumption = run.record["resumptions"][-1]
+            _emit(logged, "resume", run_id=run.run_id, attempt=len(run.record["resumptions"]) + 1,
+                  phase=resumption["phase"], step=resumption["step"], checkpoint=resumption["checkpoint"],
+                  total_steps=(run.record.get("total_steps") or {}).get(f"phase{resumption['phase']}"),
+                  phase_done=bool(checkpoint is not None and checkpoint.phase_done),
+                  dropped_metrics_lines=resumption["dropped_metrics_lines"])
+        yield run, checkpointer, checkpoint, logged
+        if not checkpointing.keep:
+            checkpointer.remove_all()
+            run.update(checkpoints=[])
+
+
 def train_language_sft(
     lang: str,
     config: TrainConfig,
@@ -155,10 +258,12 @@ def train_language_sft(
     mask_file: Path | None = None,
     callbacks: Iterable[EventCallback] = (),
     command: list[str] | None = None,
+    checkpointing: Checkpointing | None = None,
 ) -> TrainOutcome:
-    """A language SFT by masked-LM on unlabelled ``lang`` text."""
+    """A language SFT by masked-LM on unlabelled ``lang`` text. ``checkpointing``: how often to
+    checkpoint, and whether to resume an interrupted run (see :class:`Checkpointing`)."""
     from deftx.data import canonical_language, load_unlabelled_text
-    from deftx.model import head_parameters, load_model, load_tokenizer, model_reference, untie_output_embeddings
+    from deftx.model import fingerprint, head_parameters, load_model, load_tokenizer, model_reference, untie_output_embeddings
     from deftx.objectives import MaskedLMObjective
     from deftx.training import train_sft
 
@@ -186,15 +291,18 @@ def train_language_sft(
         "mlm_head": mode,
     }
     resolved = {**config.model_dump(mode="json"), "mlm_head_resolved": mode, "text_sources": sources}
-    with _start_run(
-        config, runs_dir, "language", config=resolved, run_id=run_id, method=config.method, languages={"target": lang},
-        base_model=model_reference(model), seed=config.seed, command=command,
-        total_steps=_total_steps(config, objective.num_examples(), mask is not None),
-    ) as run:
+    settings = {"config": config.model_dump(mode="json"), "base_model": model_reference(model), "base_fingerprint": fingerprint(mlm),
+                "mlm_head": mode, "text_sources": sources, "data_sha256": _digest(list(lines)),
+                "mask_sha256": _mask_digest(mask)}
+    with _training_run(
+        runs_dir, "language", config, checkpointing or Checkpointing(), settings, list(callbacks),
+        run_id=run_id, languages={"target": lang}, config=resolved, method=config.method, base_model=model_reference(model),
+        seed=config.seed, command=command, total_steps=_total_steps(config, objective.num_examples(), mask is not None),
+    ) as (run, checkpointer, checkpoint, logged):
         result = train_sft(
             mlm, objective, config, manifest=manifest, dense_parameters=dense, mask=mask,
             keep_phase1_diff=run.path / PHASE1_DIFF if keep_phase1_diff and run.path else None,
-            callbacks=[lambda e, f: run.log(e, **f), *callbacks], mask_info=mask_meta,
+            callbacks=logged, mask_info=mask_meta, checkpoints=checkpointer, resume=checkpoint,
         )
         final = _record_sft(run, result, out)
     return TrainOutcome(final, run.path, result.summary)
@@ -218,10 +326,12 @@ def train_task_sft(
     callbacks: Iterable[EventCallback] = (),
     command: list[str] | None = None,
     force: bool = False,
+    checkpointing: Checkpointing | None = None,
 ) -> TrainOutcome:
-    """A task SFT on labelled source-language data, trained with the source language's SFT applied."""
+    """A task SFT on labelled source-language data, trained with the source language's SFT applied.
+    ``checkpointing``: how often to checkpoint, and whether to resume (see :class:`Checkpointing`)."""
     from deftx.data import canonical_language, get_task, load_labelled_file, load_task_split
-    from deftx.model import head_parameters, load_model, load_tokenizer, model_reference
+    from deftx.model import fingerprint, head_parameters, load_model, load_tokenizer, model_reference
     from deftx.objectives import ClassificationObjective
     from deftx.sft import SparseDiff
     from deftx.training import train_sft
@@ -269,17 +379,21 @@ def train_task_sft(
             "method": start_sft.manifest.get("method"),
             "diff_sha256": start_sft.manifest.get("files", {}).get("diff.safetensors"),
         }]
-    with _start_run(
-        config, runs_dir, "task", config=config.model_dump(mode="json"), run_id=run_id, method=config.method,
-        languages={"source": source_lang}, task=spec.name, base_model=model_reference(model), seed=config.seed,
-        command=command, total_steps=_total_steps(config, objective.num_examples(), mask is not None),
-    ) as run:
+    settings = {"config": config.model_dump(mode="json"), "base_model": model_reference(model), "base_fingerprint": fingerprint(clf),
+                "lang_sft_sha256": (start_sft.manifest.get("files") or {}).get("diff.safetensors") if start_sft else None,
+                "data_sha256": _digest([train.texts, train.pairs, train.labels]), "mask_sha256": _mask_digest(mask)}
+    with _training_run(
+        runs_dir, "task", config, checkpointing or Checkpointing(), settings, list(callbacks),
+        run_id=run_id, languages={"source": source_lang}, task=spec.name, config=config.model_dump(mode="json"),
+        method=config.method, base_model=model_reference(model), seed=config.seed, command=command,
+        total_steps=_total_steps(config, objective.num_examples(), mask is not None),
+    ) as (run, checkpointer, checkpoint, logged):
         if start_sft is not None:
             run.update(config={"lang_sft": str(Path(lang_sft).resolve())})
         result = train_sft(
             clf, objective, config, manifest=manifest, dense_parameters=dense, start_sft=start_sft, mask=mask,
             keep_phase1_diff=run.path / PHASE1_DIFF if keep_phase1_diff and run.path else None,
-            callbacks=[lambda e, f: run.log(e, **f), *callbacks], force=force, mask_info=mask_meta,
+            callbacks=logged, force=force, mask_info=mask_meta, checkpoints=checkpointer, resume=checkpoint,
         )
         final = _record_sft(run, result, out)
     return TrainOutcome(final, run.path, result.summary)

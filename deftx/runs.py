@@ -9,6 +9,7 @@ Layout of one run::
         metrics.jsonl   one JSON object per line, whole lines, flushed as written
         sft/            the SFT the run produced (training runs)
         phase1_diff.safetensors   the dense phase-1 difference (when kept)
+        checkpoints/    phase<P>-step<S>/ checkpoints while training (see deftx.training.checkpoint)
         results.json    an evaluation's result record (evaluation runs)
 
 ``metrics.jsonl`` events (field ``event``):
@@ -17,7 +18,12 @@ Layout of one run::
     train      phase, step, total_steps, loss, lr, throughput (examples/s), [l1]
     eval       phase, step, metrics {name: value}
     selection  k, maskable, density, method, [rank_rule, tail_keep, denoise: [{name, shape, rank, energy_kept}]]
+    checkpointing  save_every, directory, keep, phase1_bytes / phase2_bytes (estimated checkpoint sizes)
+    resume     run_id, attempt, phase, step, checkpoint, total_steps, phase_done, dropped_metrics_lines
     done       summary of the run
+
+A resumed run's ``metrics.jsonl`` is first cut back to its size when the checkpoint was written (the
+lines after it are dropped, their count recorded in ``run.json``'s ``resumptions``), then continues.
 
 Every line carries ``time`` (seconds since the epoch).
 """
@@ -39,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from deftx import __version__
-from deftx.errors import DeftxError, TrainingInterrupted
+from deftx.errors import DeftxError, TrainingInterrupted, UsageError
 
 RUN_FORMAT_VERSION = 1
 RUNS_DIR_ENV = "DEFTX_RUNS_DIR"
@@ -217,8 +223,38 @@ class Run:
     @contextmanager
     def start(cls, runs_dir: Path, kind: str, **kwargs: Any) -> Iterator[Run]:
         run = cls.create(runs_dir, kind, **kwargs)
-        try:
+        with run._supervised():
             yield run
+
+    @classmethod
+    @contextmanager
+    def resume(cls, path: Path, *, metrics_offset: int, resumption: dict[str, Any]) -> Iterator[Run]:
+        """Reopen an interrupted run directory. ``metrics.jsonl`` is cut back to ``metrics_offset``
+        (its size when the checkpoint resumed from was written): lines the stopped attempt wrote
+        after that checkpoint are dropped, so the resumed run's curves have no duplicate. The
+        resumption (with the number of lines dropped) is appended to ``run.json``'s
+        ``resumptions``."""
+        path = Path(path)
+        info = read_run(path)
+        if not info.readable:
+            raise UsageError(f"cannot resume {path}: {info.error}")
+        dropped = truncate_metrics(path / METRICS_JSONL, metrics_offset)
+        record = dict(info.record)
+        record["resumptions"] = [
+            *(record.get("resumptions") or []),
+            {**resumption, "at": now_iso(), "dropped_metrics_lines": dropped, "status_before": record.get("status")},
+        ]
+        record.update(status="running", ended_at=None, error=None, pid=os.getpid(), host=socket.gethostname())
+        atomic_write_json(path / RUN_JSON, record)
+        run = cls(path, record)
+        with run._supervised():
+            yield run
+
+    @contextmanager
+    def _supervised(self) -> Iterator[None]:
+        run = self
+        try:
+            yield
         except KeyboardInterrupt:
             run.close("interrupted", error="interrupted by the user (Ctrl-C)")
             raise TrainingInterrupted(
@@ -248,12 +284,104 @@ class Run:
         self._metrics.write(json.dumps(line, default=_json_default) + "\n")
         self._metrics.flush()
 
+    def metrics_offset(self) -> int:
+        """Bytes of ``metrics.jsonl`` written so far (whole lines: every line is flushed)."""
+        self._metrics.flush()
+        return self._metrics.tell()
+
     def close(self, status: str, error: str | None = None) -> None:
         if status not in STATUSES:
             raise ValueError(status)
         if not self._metrics.closed:
             self._metrics.close()
         self.update(status=status, ended_at=now_iso(), error=error)
+
+
+def truncate_metrics(path: Path, offset: int) -> int:
+    """Cut ``metrics.jsonl`` back to its first ``offset`` bytes; returns how many lines (whole or
+    not) went. The shorter file replaces the old one by a rename (a new inode), so a reader following
+    the file sees that it was rewritten even if it has grown past its old size since."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return 0
+    if len(data) <= offset:
+        return 0
+    tail = data[offset:]
+    atomic_write_bytes(path, data[:offset])
+    return tail.count(b"\n") + (0 if tail.endswith(b"\n") else 1)
+
+
+def pid_alive(pid: Any) -> bool:
+    """Whether a process with this id exists on this machine (``True`` when it cannot be told)."""
+    if isinstance(pid, float) and pid.is_integer():
+        pid = int(pid)
+    if isinstance(pid, bool) or not isinstance(pid, int):
+        return True
+    if pid <= 0 or os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError, ValueError):
+        return True
+    return True
+
+
+def still_running(record: dict[str, Any]) -> bool:
+    """A run marked running whose process is alive on this machine."""
+    if record.get("status") != "running" or not _on_this_host(record):
+        return False
+    return pid_alive(record.get("pid"))
+
+
+def _on_this_host(record: dict[str, Any]) -> bool:
+    return record.get("host") in (None, socket.gethostname())
+
+
+def find_resumable(runs_dir: Path, kind: str, *, languages: dict[str, str] | None = None, task: str | None = None,
+                   run_id: str | None = None) -> tuple[RunInfo | None, list[str]]:
+    """The run an interrupted training continues, and the runs passed over.
+
+    With ``run_id``: that run (``None`` when the directory does not exist yet); refused when it
+    finished or its process is alive here. A run marked running on another machine (killed there,
+    requeued here) is taken: naming it says it is not running any more. Without: the latest
+    unfinished run of the same kind, languages and task whose process is gone; runs marked running
+    on another machine are passed over (their ids are returned, to be named) since this machine
+    cannot tell whether they still run."""
+    runs_dir = Path(runs_dir)
+    if run_id is not None:
+        path = runs_dir / run_id
+        if not (path / RUN_JSON).exists():
+            return None, []
+        info = read_run(path)
+        if not info.readable:
+            raise UsageError(f"cannot resume run {run_id}: {info.error}")
+        record = info.record
+        if record.get("status") == "finished":
+            raise UsageError(f"run {run_id} already finished", hint="nothing to resume; choose another --run-id")
+        if still_running(record):
+            raise UsageError(f"run {run_id} is still running (process {record.get('pid')})",
+                             hint="stop it first, or choose another --run-id")
+        return info, []
+    candidates, elsewhere = [], []
+    for info in list_runs(runs_dir):
+        record = info.record
+        if not info.readable or record.get("kind") != kind or record.get("status") == "finished":
+            continue
+        if (record.get("languages") or {}) != (languages or {}) or record.get("task") != task:
+            continue
+        if record.get("status") == "running" and not _on_this_host(record):
+            elsewhere.append(info.run_id)
+            continue
+        if still_running(record):
+            continue
+        candidates.append(info)
+    if not candidates:
+        return None, elsewhere
+    return max(candidates, key=lambda i: (parse_iso(i.get("started_at")) or 0.0, i.run_id)), elsewhere
 
 
 # ----------------------------------------------------------------------------------------------
@@ -333,7 +461,8 @@ class MetricsTail:
 
     ``read_new()`` returns the complete lines written since the last call. A last line without its
     newline is held back until it is complete; lines that are not JSON objects are counted in
-    ``bad_lines`` and skipped. If the file shrinks (rewritten), reading starts again from the top.
+    ``bad_lines`` and skipped. If the file shrinks or is replaced (a resumed run cuts it back to its
+    checkpoint), reading starts again from the top and ``restarts`` counts it.
     """
 
     def __init__(self, path: Path, max_bytes_per_read: int = 64 * 1024 * 1024) -> None:
@@ -342,15 +471,21 @@ class MetricsTail:
         self.bad_lines = 0
         self.last_bad: str | None = None
         self.max_bytes = max_bytes_per_read
+        self.restarts = 0
+        self._inode: int | None = None
 
     def read_new(self) -> list[dict[str, Any]]:
         try:
-            size = self.path.stat().st_size
+            stat = self.path.stat()
         except OSError:
             return []
-        if size < self.offset:
+        size = stat.st_size
+        replaced = self._inode is not None and stat.st_ino != self._inode
+        self._inode = stat.st_ino
+        if size < self.offset or (replaced and self.offset):
             self.offset = 0
             self.bad_lines = 0
+            self.restarts += 1
         if size == self.offset:
             return []
         with open(self.path, "rb") as handle:

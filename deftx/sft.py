@@ -14,7 +14,6 @@ Nothing here unpickles: tensors are read with safetensors, manifests with json.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -39,23 +38,20 @@ from deftx.errors import (
 )
 from deftx.model import base_parameters, fingerprint
 from deftx.runs import use_umask
+from deftx.sft_manifest import (
+    DIFF_FILE,
+    HEAD_FILE,
+    MANIFEST_FILE,
+    SFT_FORMAT,
+    SFT_FORMAT_VERSION,
+    read_manifest,
+    sha256_file,
+    verify_file,
+)
 
-SFT_FORMAT = "deftx-sft"
-SFT_FORMAT_VERSION = 1
 MASK_FORMAT = "deftx-mask"
 DIFF_FORMAT = "deftx-phase1-diff"
-DIFF_FILE = "diff.safetensors"
-HEAD_FILE = "head.safetensors"
-MANIFEST_FILE = "sft.json"
 INT32_LIMIT = 2**31
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _index_dtype(numel: int) -> torch.dtype:
@@ -255,15 +251,8 @@ class SparseDiff:
         files = manifest.get("files") or {}
         if DIFF_FILE not in files:
             raise ArtifactError(f"{directory / MANIFEST_FILE} lists no {DIFF_FILE}")
-        for name, expected in files.items():
-            path = directory / name
-            if not path.is_file():
-                raise ArtifactError(f"{path} is missing", hint="the SFT directory is incomplete")
-            if verify and sha256_file(path) != expected:
-                raise ArtifactError(
-                    f"{path} is corrupt or truncated (checksum mismatch)",
-                    hint="copy or download the SFT again",
-                )
+        for name in files:
+            verify_file(directory, manifest, name, checksum=verify)
         tensors = _load_safetensors(directory / DIFF_FILE)
         shapes = {name: tuple(shape) for name, shape in (manifest.get("shapes") or {}).items()}
         entries = {}
@@ -275,33 +264,6 @@ class SparseDiff:
             entries[name] = (idx.to(torch.int64), values)
         head = _load_safetensors(directory / HEAD_FILE) if HEAD_FILE in files else {}
         return cls(entries, shapes, head, manifest)
-
-
-def read_manifest(directory: Path) -> dict[str, Any]:
-    """Read and check an SFT directory's ``sft.json`` (format and version)."""
-    directory = Path(directory)
-    if not directory.exists():
-        raise InputNotFoundError(f"SFT directory {directory} does not exist")
-    if not directory.is_dir():
-        raise InputNotFoundError(f"{directory} is not an SFT directory")
-    path = directory / MANIFEST_FILE
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ArtifactError(f"{directory} holds no {MANIFEST_FILE}", hint="is this an SFT directory?") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputNotFoundError(f"cannot read {path}: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{path} is not valid JSON (line {exc.lineno}): corrupt or truncated") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != SFT_FORMAT:
-        raise ArtifactError(f"{path} is not a deftx SFT manifest")
-    version = manifest.get("format_version")
-    if version != SFT_FORMAT_VERSION:
-        raise ArtifactError(
-            f"{path} has format version {version}; this deftx reads version {SFT_FORMAT_VERSION}",
-            hint="upgrade deftx" if isinstance(version, int) and version > SFT_FORMAT_VERSION else None,
-        )
-    return manifest
 
 
 def compose(sfts: Iterable[SparseDiff], *, force: bool = False) -> SparseDiff:

@@ -96,6 +96,16 @@ def _fresh(run_dir: Path) -> None:
         shutil.rmtree(run_dir)
 
 
+def _resumable(run_dir: Path) -> bool:
+    """Whether an unfinished training step continues in its run directory (from its last
+    checkpoint); one that cannot is removed, to run again from scratch."""
+    info = read_run(run_dir)
+    if info.readable and info.get("status") != "finished" and info.get("resume_settings"):
+        return True
+    _fresh(run_dir)
+    return False
+
+
 def run_transfer(
     plan: TransferPlan,
     *,
@@ -104,9 +114,12 @@ def run_transfer(
     runs_dir: Path,
     notify: Notify = lambda message: None,
     callbacks_for: Callable[[str], Iterable[Any]] = lambda label: (),
+    save_every: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Run (or resume) the experiment; returns every result record."""
-    from deftx.pipeline import PHASE1_DIFF, evaluate_transfer, train_language_sft, train_task_sft
+    """Run (or resume) the experiment; returns every result record. A training step that was
+    interrupted continues from its last checkpoint (every ``save_every`` steps; ``None``: the
+    preset's default)."""
+    from deftx.pipeline import PHASE1_DIFF, Checkpointing, evaluate_transfer, train_language_sft, train_task_sft
     from deftx.sft import load_difference, save_mask
     from deftx.training import choose_mask
 
@@ -128,7 +141,7 @@ def run_transfer(
                 run_dir = runs_dir / run_id
                 label = f"[seed {lang_seed}] language SFT {lang} ({method})"
                 if not _finished(run_dir, "sft/sft.json"):
-                    _fresh(run_dir)
+                    resume = _resumable(run_dir)
                     mask_file = None
                     if method != first:
                         first_dir = runs_dir / lang_sfts[(lang, first)].parent.name
@@ -142,10 +155,11 @@ def run_transfer(
                             "method": method, "k": selection.k, "base_fingerprint": meta.get("base_fingerprint"),
                             **selection.event(cfg.rank_rule, cfg.tail_keep)})
                         notify(f"{label}: phase 1 shared with {first}; mask selected from its difference")
-                    notify(f"{label}: training")
+                    notify(f"{label}: {'resuming' if resume else 'training'}")
                     train_language_sft(lang, cfg, model=model, data_dir=data_dir, runs_dir=runs_dir, run_id=run_id,
                                        keep_phase1_diff=method == first and len(plan.methods) > 1,
-                                       mask_file=mask_file, callbacks=callbacks_for(label))
+                                       mask_file=mask_file, callbacks=callbacks_for(label),
+                                       checkpointing=Checkpointing(save_every=save_every, resume=resume))
                     if mask_file is not None:
                         mask_file.unlink(missing_ok=True)
                 else:
@@ -163,10 +177,11 @@ def run_transfer(
             run_dir = runs_dir / run_id
             label = f"[seed {seed}] task SFT {plan.train_task}/{plan.source_lang} ({name})"
             if not _finished(run_dir, "sft/sft.json"):
-                _fresh(run_dir)
-                notify(f"{label}: training")
+                resume = _resumable(run_dir)
+                notify(f"{label}: {'resuming' if resume else 'training'}")
                 train_task_sft(plan.train_task, plan.source_lang, cfg, model=model, lang_sft=src_sft,
-                               data_dir=data_dir, runs_dir=runs_dir, run_id=run_id, callbacks=callbacks_for(label))
+                               data_dir=data_dir, runs_dir=runs_dir, run_id=run_id, callbacks=callbacks_for(label),
+                               checkpointing=Checkpointing(save_every=save_every, resume=resume))
             else:
                 notify(f"{label}: cached ({run_dir})")
             task_sfts[name] = run_dir / "sft"

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from deftx import __version__
-from deftx_cli.commands import compose, denoise, evaluate, info, predict, results, train, transfer, tui
+from deftx_cli.commands import compose, denoise, evaluate, info, interop, overlap, predict, results, train, transfer, tui
 
 app = typer.Typer(
     name="deftx",
@@ -75,6 +75,9 @@ app.command("evaluate", no_args_is_help=True)(with_help(evaluate.evaluate))
 app.command("transfer", no_args_is_help=True)(with_help(transfer.transfer))
 app.command("predict", no_args_is_help=True)(with_help(predict.predict))
 app.command("info", no_args_is_help=True)(with_help(info.info))
+app.command("import", no_args_is_help=True)(with_help(interop.import_sft))
+app.command("export", no_args_is_help=True)(with_help(interop.export_sft))
+app.command("overlap", no_args_is_help=True)(with_help(overlap.overlap))
 app.command("datasets")(with_help(info.datasets))
 app.command("results")(with_help(results.results))
 app.command("tui")(with_help(tui.tui))

@@ -71,3 +71,10 @@ class MixedPrecision(str, Enum):
 
 MixedPrecisionOpt = Annotated[MixedPrecision, typer.Option("--mixed-precision", help="Autocast precision of forward and backward: no, bf16, or fp16 (CUDA only). Weights, the phase-1 difference and the SFT stay float32.", rich_help_panel=TRAINING)]
 GradAccumOpt = Annotated[int, typer.Option("--grad-accum", min=1, help="Micro-batches per optimizer step and process: the batch size stays the global batch.", rich_help_panel=TRAINING)]
+
+CHECKPOINTS = "Checkpoints"
+SaveEveryOpt = Annotated[Optional[int], typer.Option("--save-every", min=0, help="Checkpoint every N steps (0: only at the end of phase 1 and on SIGTERM). Default from the preset: paper 1000, cpu 50, quick 100, smoke 0.", rich_help_panel=CHECKPOINTS)]
+KeepCheckpointsOpt = Annotated[bool, typer.Option("--keep-checkpoints", metavar="", help="Keep the checkpoints when the run finishes (deleted by default).", rich_help_panel=CHECKPOINTS)]
+ResumeOpt = Annotated[bool, typer.Option("--resume", metavar="", help="Continue an interrupted run from its last valid checkpoint: the one named by --run-id, else the latest unfinished run of this kind and language in --runs-dir (a new run when there is none). Refused if a setting differs.", rich_help_panel=CHECKPOINTS)]
+
+RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Branch, tag or commit of SFTs given as hub ids (default: main).")]

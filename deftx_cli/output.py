@@ -70,6 +70,23 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def size_text(n: float) -> str:
+    """Bytes for people: ``812 KB``, ``3.3 GB``."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" or n >= 100 else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def checkpointing_text(fields: dict[str, Any]) -> str:
+    """The ``checkpointing`` event in one line: how often, how big per phase."""
+    every = fields.get("save_every")
+    when = f"checkpoints every {every} steps" if every else "checkpoints at the end of phase 1 and on SIGTERM only"
+    sizes = [f"{size_text(fields[key])} each in phase {key[5]}" for key in ("phase1_bytes", "phase2_bytes") if fields.get(key)]
+    return f"{when}, about {', '.join(sizes)} (the last {fields.get('keep', 2)} kept)" if sizes else when
+
+
 def print_json(obj: Any) -> None:
     """One JSON document on stdout."""
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
@@ -124,6 +141,24 @@ class TrainingProgress:
                 if fields.get("overlap_with_magnitude") is not None:
                     line += f", {fields['overlap_with_magnitude']:.1%} shared with the magnitude mask"
             self._line(line)
+        elif event == "checkpointing":
+            self._line(f"{self.label}: {checkpointing_text(fields)}")
+        elif event == "notice":
+            self._line(f"{self.label}: {fields['message']}")
+        elif event == "resume":
+            self._resume(fields)
+
+    def _resume(self, fields: dict[str, Any]) -> None:
+        phase, step, total = fields.get("phase"), fields.get("step") or 0, fields.get("total_steps")
+        if phase is None:
+            self._line(f"{self.label}: restarting run {fields['run_id']} from step 0 (it had no checkpoint yet)")
+            return
+        where = "the end of phase 1" if fields.get("phase_done") else f"phase {phase} step {step}"
+        self._line(f"{self.label}: resuming run {fields['run_id']} at {where} (checkpoint {fields['checkpoint']})")
+        if not fields.get("phase_done") and total:
+            self._start_phase({"phase": phase, "total_steps": total})
+            if self._progress is not None:
+                self._progress.update(self._task, completed=step)
 
     def _start_phase(self, fields: dict[str, Any]) -> None:
         self._stop()

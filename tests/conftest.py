@@ -37,6 +37,12 @@ def shared_model() -> Path:
     return _require_shared("models/me5-small-mlm")
 
 
+@pytest.fixture(scope="session")
+def composable_fixture() -> Path:
+    """``../shared/fixtures/composable-sft-sft`` (an SFT written by composable-sft's own code)."""
+    return _require_shared("fixtures/composable-sft-sft")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path):
     """Keep tests from reading the developer's environment or writing into the checkout."""

@@ -19,7 +19,7 @@ from test_cli import one_error_line
 
 runner = CliRunner()
 COMMANDS = ("train-lang", "train-task", "denoise", "compose", "evaluate", "transfer", "predict", "info",
-            "datasets", "results", "tui")
+            "import", "export", "overlap", "datasets", "results", "tui")
 EXAMPLE = re.compile(r"^\s*(deftx |export |[A-Z]+=)")
 
 
@@ -131,10 +131,10 @@ def test_compose_force_overrides_a_base_mismatch_between_two_sfts(first_run, tmp
 @pytest.mark.parametrize("how", ["HF_HUB_OFFLINE", "no network"])
 def test_a_hub_id_fails_at_once_offline(how, first_run, tmp_path, monkeypatch):
     if how == "no network":
-        import deftx.model
+        import deftx.hub
 
         monkeypatch.delenv("HF_HUB_OFFLINE")
-        monkeypatch.setattr(deftx.model, "_hub_reachable", lambda endpoint: False)
+        monkeypatch.setattr(deftx.hub, "_hub_reachable", lambda endpoint: False)
     started = time.monotonic()
     r = run("compose", "--model", "xlm-roberta-base", "--sft", first_run["ace"]["sft"], "--out", tmp_path / "m", ok=False)
     one_error_line(r, 3, "xlm-roberta-base", "offline")

@@ -19,6 +19,7 @@ def modules_after(code: str) -> set[str]:
     [
         "import deftx_cli.app",
         "import deftx, deftx.runs, deftx.errors, deftx.data",
+        "import deftx.overlap, deftx.hub, deftx.sft_manifest",
         "from typer.testing import CliRunner\nfrom deftx_cli.app import app\nCliRunner().invoke(app, ['--help'])\n"
         "CliRunner().invoke(app, ['train-lang', '--help'])",
     ],

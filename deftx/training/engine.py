@@ -28,6 +28,7 @@ from deftx.model import fingerprint, full_name, maskable_parameters
 from deftx.objectives.base import Objective
 from deftx.selection import mask_overlap, resolve_k, select_top_k
 from deftx.sft import SparseDiff, save_difference
+from deftx.training.checkpoint import Checkpoint, Checkpointer, index_masks
 from deftx.training.distributed import (
     LossModule,
     all_reduce_sum,
@@ -180,10 +181,12 @@ class _Phase:
         start: dict[str, torch.Tensor],
         masks: dict[str, torch.Tensor] | None,
         emit: Callable[..., None],
+        checkpoints: Checkpointer | None = None,
         accelerator: Any = None,
         loss_module: nn.Module | None = None,
     ) -> None:
         self.phase = phase
+        self.checkpoints = checkpoints
         self.model, self.objective, self.config = model, objective, config
         self.maskable, self.dense, self.start, self.emit = maskable, dense, start, emit
         if accelerator is None:
@@ -276,17 +279,30 @@ class _Phase:
         self.scheduler.step()
         return loss
 
-    def run(self) -> dict[str, Any]:
+    def run(self, resume: Checkpoint | None = None) -> dict[str, Any]:
+        """Train to the end of the phase; from ``resume`` (a checkpoint inside this phase) when given."""
         cfg = self.config
         self.model.train()
         self.loss_module.train()
-        self.emit("phase", phase=self.phase, total_steps=self.total_steps, masked=self.masks is not None)
-        step, epoch = 0, 0
+        step, epoch, skip = 0, 0, 0  # skip: batches of the current epoch already trained on
         window_loss, window_n, window_examples, window_start = 0.0, 0, 0, time.perf_counter()
         last_loss = float("nan")
         last_eval: dict[str, Any] | None = None
+        if resume is None:
+            self.emit("phase", phase=self.phase, total_steps=self.total_steps, masked=self.masks is not None)
+        else:
+            loop = resume.loop
+            step, epoch, skip = loop["step"], loop["epoch"], loop["position"]
+            window_loss, window_n, window_examples = loop["window_loss"], loop["window_n"], loop["window_examples"]
+            last_loss, last_eval = loop["last_loss"], loop["last_eval"]
+            resume.restore_optimizer(self.optimizer, self.scheduler, index_masks(self.optimizer, self.maskable, self.masks))
+            resume.restore_rng()
         while step < self.total_steps:
+            position = 0
             for batch in self.objective.batches(cfg.batch_size, seed=cfg.seed * 1000 + self.phase * 100 + epoch):
+                position += 1
+                if position <= skip:
+                    continue
                 loss = self.step(batch, step_seed=cfg.seed * 1_000_003 + epoch * 100_003 + step)
                 if not math.isfinite(loss):
                     from deftx.errors import DeftxError
@@ -317,9 +333,14 @@ class _Phase:
                     window_loss, window_n, window_examples, window_start = 0.0, 0, 0, time.perf_counter()
                 if cfg.eval_every and step % cfg.eval_every == 0 and step < self.total_steps:
                     last_eval = self.evaluate(step)
+                if self.checkpoints is not None:
+                    self.checkpoints.after_step(self, dict(
+                        step=step, epoch=epoch, position=position, window_loss=window_loss, window_n=window_n,
+                        window_examples=window_examples, last_loss=last_loss, last_eval=last_eval))
                 if step >= self.total_steps:
                     break
             epoch += 1
+            skip = 0
         last_eval = self.evaluate(step) or last_eval
         return {"steps": step, "final_loss": last_loss, "eval": last_eval}
 
@@ -343,11 +364,17 @@ def train_sft(
     callbacks: Iterable[EventCallback] = (),
     force: bool = False,
     mask_info: Mapping[str, Any] | None = None,
+    checkpoints: Checkpointer | None = None,
+    resume: Checkpoint | None = None,
 ) -> TrainResult:
     """Train one SFT. ``dense_parameters`` are full names of head parameters trained densely (and
     stored whole). ``start_sft`` (the source language's SFT, for a task SFT) is applied first, and the
     diff is measured from there. ``mask`` skips phase 1 and the selection; ``mask_info`` (the settings
-    and denoising summary saved with the mask) is recorded as the selection."""
+    and denoising summary saved with the mask) is recorded as the selection.
+
+    ``checkpoints`` writes checkpoints inside the phases and always one at the end of phase 1;
+    ``resume`` continues from one (the model must be loaded as for the first attempt): on CPU the
+    SFT is bit for bit the one an uninterrupted run gives."""
     callbacks = list(callbacks)
     accelerator = make_accelerator(config.device, config.mixed_precision)
 
@@ -379,11 +406,37 @@ def train_sft(
     # One loss module for both phases: under N processes it is wrapped once for data parallelism.
     loss_module = accelerator.prepare(LossModule(model, objective))
     phase_args = (model, objective, config, maskable, dense, start)
+    if checkpoints is not None:
+        _announce_checkpoints(checkpoints, config, maskable, dense, mask, summary["maskable"], emit)
+    resume_phase2 = resume is not None and resume.phase == 2
 
-    if mask is None:
-        phase1 = _Phase(1, *phase_args, None, emit, accelerator, loss_module)
-        summary["phase1"] = phase1.run()
-        del phase1
+    if mask is None and resume_phase2:  # phase 1 and the selection are behind
+        masks = resume.masks({n: tuple(p.shape) for n, p in maskable.items()})
+        summary["phase1"] = resume.context.get("phase1")
+        summary["mask_info"] = resume.context.get("selection_info") or {}
+        if keep_phase1_diff is not None and keep_phase1_diff.exists():
+            summary["phase1_diff"] = str(keep_phase1_diff)
+    elif mask is None:
+        if resume is not None and resume.phase_done:
+            resume.restore_parameters(maskable, dense, start, None)
+            resume.restore_rng()
+            summary["phase1"] = resume.context.get("phase1")
+        else:
+            phase1 = _Phase(1, *phase_args, None, emit, checkpoints, accelerator, loss_module)
+            if resume is not None:
+                resume.restore_parameters(maskable, dense, start, None)
+            summary["phase1"] = phase1.run(resume)
+            if checkpoints is not None:
+                checkpoints.context["phase1"] = summary["phase1"]
+                checkpoints.save(phase1, {"step": phase1.total_steps}, phase_done=True)
+                if checkpoints.stop_requested():
+                    from deftx.errors import TrainingTerminated
+
+                    raise TrainingTerminated("terminated (SIGTERM) at the end of phase 1; checkpoint saved",
+                                             hint="rerun the same command with --resume")
+            del phase1
+        if checkpoints is not None:
+            checkpoints.context["phase1"] = summary["phase1"]
         differences = {name: (p.detach() - start[name]) for name, p in maskable.items()}
         if keep_phase1_diff is not None and accelerator.is_main_process:
             save_difference(
@@ -400,15 +453,21 @@ def train_sft(
             )
             summary["k"] = sft.n_entries
             return _finish(sft, summary, None, config, manifest, base_fp, started, emit)
-        selection = choose_mask(
-            differences, config.method, config.k, rank_rule=config.rank_rule, tail_keep=config.tail_keep,
-            include=config.denoise_include, exclude=config.denoise_exclude, svd=config.svd, seed=config.seed,
-            in_place=True,
-        )
+        with _anytime(checkpoints):  # a SIGTERM here loses nothing: the phase-1 checkpoint holds it all
+            selection = choose_mask(
+                differences, config.method, config.k, rank_rule=config.rank_rule, tail_keep=config.tail_keep,
+                include=config.denoise_include, exclude=config.denoise_exclude, svd=config.svd, seed=config.seed,
+                in_place=True,
+            )
         del differences
         check_same_masks(selection.masks, accelerator)
         emit("selection", **selection.event(config.rank_rule, config.tail_keep))
         masks = selection.masks
+        if checkpoints is not None and selection.denoise:
+            checkpoints.context["selection_info"] = {
+                "denoise": [info.to_json() for info in selection.denoise],
+                "overlap_with_magnitude": selection.overlap_with_magnitude,
+            }
         with torch.no_grad():  # reset to the start point, the head too
             for name, p in maskable.items():
                 p.copy_(start[name])
@@ -418,16 +477,44 @@ def train_sft(
         masks = _check_mask(mask, maskable)
         k_count = sum(int(m.sum()) for m in masks.values())
         info = {k: v for k, v in (mask_info or {}).items() if k in ("rank_rule", "tail_keep", "denoise", "overlap_with_magnitude")}
-        emit("selection", method=config.method, k=k_count, maskable=summary["maskable"],
-             density=k_count / summary["maskable"], from_file=True, **info)
+        if resume is None:
+            emit("selection", method=config.method, k=k_count, maskable=summary["maskable"],
+                 density=k_count / summary["maskable"], from_file=True, **info)
         summary["mask_info"] = info
 
-    phase2 = _Phase(2, *phase_args, masks, emit, accelerator, loss_module)
-    summary["phase2"] = phase2.run()
+    phase2 = _Phase(2, *phase_args, masks, emit, checkpoints, accelerator, loss_module)
+    if resume_phase2:
+        resume.restore_parameters(maskable, dense, start, phase2.masks)
+    summary["phase2"] = phase2.run(resume if resume_phase2 else None)
     current = {name: p.detach() for name, p in maskable.items()}
     sft = SparseDiff.from_difference(current, start, masks, head={n: p.detach() for n, p in dense.items()})
     summary["k"] = sum(int(m.sum()) for m in masks.values())
     return _finish(sft, summary, selection, config, manifest, base_fp, started, emit)
+
+
+def _anytime(checkpoints: Checkpointer | None):
+    from contextlib import nullcontext
+
+    if checkpoints is None or checkpoints.stop is None:
+        return nullcontext()
+    return checkpoints.stop.anytime()
+
+
+def _announce_checkpoints(checkpoints: Checkpointer, config: TrainConfig, maskable: dict[str, nn.Parameter],
+                          dense: dict[str, nn.Parameter], mask: dict[str, torch.Tensor] | None, n_maskable: int,
+                          emit: Callable[..., None]) -> None:
+    """The ``checkpointing`` event: how often, where, and about how big each phase's checkpoints are."""
+    if mask is not None:
+        k = sum(int(m.sum()) for m in mask.values())
+    elif config.method == "full-ft":
+        k = None
+    else:
+        k = resolve_k(config.k, n_maskable)
+    sizes = Checkpointer.estimate_bytes(maskable, dense, k)
+    if mask is not None:
+        sizes.pop("phase1", None)
+    emit("checkpointing", save_every=checkpoints.save_every, directory=str(checkpoints.directory),
+         keep=checkpoints.keep, **{f"{phase}_bytes": size for phase, size in sizes.items()})
 
 
 def _check_mask(mask: dict[str, torch.Tensor], maskable: dict[str, nn.Parameter]) -> dict[str, torch.Tensor]:

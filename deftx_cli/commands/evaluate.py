@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from deftx_cli.options import DataDirOpt, JsonOpt, RunIdOpt, RunsDirOpt
+from deftx_cli.options import DataDirOpt, JsonOpt, RevisionOpt, RunIdOpt, RunsDirOpt
 from deftx_cli.output import handle_errors, note, print_json, stdout, warn
 
 
@@ -15,8 +15,8 @@ from deftx_cli.output import handle_errors, note, print_json, stdout, warn
 def evaluate(
     task: Annotated[str, typer.Option("--task", "-t", help="Evaluation task: nusax-senti, americasnli, ...")],
     lang: Annotated[str, typer.Option("--lang", "-l", help="Target language (ISO 639-3).")],
-    task_sft: Annotated[Path, typer.Option("--task-sft", exists=True, file_okay=False, help="The task SFT directory.")],
-    lang_sft: Annotated[Optional[Path], typer.Option("--lang-sft", exists=True, file_okay=False, help="The target language's SFT (omit for the no-language-SFT baseline).")] = None,
+    task_sft: Annotated[str, typer.Option("--task-sft", help="The task SFT: a directory or a hub id.")],
+    lang_sft: Annotated[Optional[str], typer.Option("--lang-sft", help="The target language's SFT, a directory or a hub id (omit for the no-language-SFT baseline).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Base model (default: the one the task SFT records).")] = None,
     split: Annotated[str, typer.Option("--split", help="test, valid (dev) ...")] = "test",
     eval_file: Annotated[Optional[Path], typer.Option("--eval-file", exists=True, dir_okay=False, help="A labelled file instead of the task's split.")] = None,
@@ -25,6 +25,7 @@ def evaluate(
     data_dir: DataDirOpt = None,
     runs_dir: RunsDirOpt = Path("runs"),
     run_id: RunIdOpt = None,
+    revision: RevisionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate theta0 + language SFT + task SFT on a task in a target language.
@@ -38,11 +39,16 @@ def evaluate(
         TASK=runs/<task-run>/sft ACE=runs/<ace-run>/sft
         deftx evaluate -t nusax-senti -l ace --task-sft $TASK --lang-sft $ACE
     """
+    from deftx.hub import resolve_sft_source
+
+    task_folder = resolve_sft_source(task_sft, revision)
+    lang_folder = resolve_sft_source(lang_sft, revision) if lang_sft is not None else None
     from deftx.evaluation import collapse_warning
     from deftx.pipeline import evaluate_transfer
 
     record, run_path = evaluate_transfer(
-        task, lang, task_sft, lang_sft=lang_sft, model=model, split=split, data_dir=data_dir, eval_file=eval_file,
+        task, lang, task_folder,
+        lang_sft=lang_folder, model=model, split=split, data_dir=data_dir, eval_file=eval_file,
         runs_dir=runs_dir, run_id=run_id, batch_size=batch_size, force=force,
     )
     warning = collapse_warning(record["metrics"], f"{record['language']} {record['split']} ({record['system']})")

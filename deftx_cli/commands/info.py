@@ -7,14 +7,15 @@ from typing import Annotated
 
 import typer
 
-from deftx_cli.options import DataDirOpt, JsonOpt
+from deftx_cli.options import DataDirOpt, JsonOpt, RevisionOpt
 from deftx_cli.output import handle_errors, print_json, stdout, warn
 
 
 @handle_errors
 def info(
-    sft: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="An SFT directory.")],
+    sft: Annotated[str, typer.Argument(metavar="<dir>", help="An SFT directory or a hub id (owner/name).", show_default=False)],
     verify: Annotated[bool, typer.Option("--verify/--no-verify", metavar="", help="Check the files' checksums.")] = True,
+    revision: RevisionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show an SFT: kind, method, language, K and density, base model, final metrics, and its entries
@@ -24,10 +25,13 @@ def info(
 
         deftx info runs/<run>/sft
     """
+    from deftx.hub import resolve_sft_source
+
+    folder = resolve_sft_source(sft, revision)  # before torch is imported: a hub failure is immediate
     from deftx.evaluation import collapse_warning
     from deftx.sft import SparseDiff
 
-    diff = SparseDiff.load(sft, verify=verify)
+    diff = SparseDiff.load(folder, verify=verify)
     m = diff.manifest
     stats = diff.stats()
     if as_json:
@@ -40,6 +44,8 @@ def info(
         ("entries", f"{stats['entries']:,}"), ("maskable", f"{m.get('maskable', 0):,}"),
         ("head parameters", f"{stats['head_parameters']:,}"),
         ("rank rule", (m.get("selection") or {}).get("rank_rule")),
+        ("layer norm", _layer_norm_text(diff)),
+        ("imported from", _imported_text(m.get("imported_from"))),
         ("trained with", ", ".join(str(t.get("path")) for t in m.get("trained_with") or []) or None),
         ("deftx version", m.get("library_version")), ("created", m.get("created_at")),
     ]
@@ -76,6 +82,24 @@ def _per_type_table(per_parameter: dict[str, dict[str, int]]):
     for kind, (n, entries, numel) in groups.items():
         table.add_row(kind, str(n), f"{entries:,}", f"{entries / numel:.2%}" if numel else "-")
     return table
+
+
+def _layer_norm_text(diff) -> str | None:
+    """LayerNorm entries, which deftx itself never trains sparsely but imported SFTs may hold."""
+    from deftx.model import is_layer_norm
+
+    names = [name for name in diff.entries if is_layer_norm(name)]
+    if not names:
+        return None
+    entries = sum(int(diff.entries[name][0].numel()) for name in names)
+    return f"{entries:,} entries in {len(names)} LayerNorm parameters (applied with the rest)"
+
+
+def _imported_text(origin) -> str | None:
+    if not isinstance(origin, dict):
+        return None
+    revision = f"@{origin['revision']}" if origin.get("revision") else ""
+    return f"{origin.get('format')}: {origin.get('source')}{revision}"
 
 
 @handle_errors

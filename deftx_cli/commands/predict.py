@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from deftx_cli.options import JsonOpt
+from deftx_cli.options import JsonOpt, RevisionOpt
 from deftx_cli.output import handle_errors, print_json, stdout
 
 
@@ -35,12 +35,13 @@ def read_texts(texts: list[str] | None, file: Path | None) -> list[str]:
 @handle_errors
 def predict(
     texts: Annotated[Optional[list[str]], typer.Argument(help="Sentences to classify (quote each one).", metavar="TEXT", show_default=False)] = None,
-    task_sft: Annotated[Path, typer.Option("--task-sft", exists=True, file_okay=False, help="The task SFT directory.")] = ...,
-    lang_sft: Annotated[Optional[Path], typer.Option("--lang-sft", exists=True, file_okay=False, help="The text's language SFT (omit: the task SFT alone).")] = None,
+    task_sft: Annotated[str, typer.Option("--task-sft", metavar="<dir>", help="The task SFT: a directory or a hub id.")] = ...,
+    lang_sft: Annotated[Optional[str], typer.Option("--lang-sft", metavar="<dir>", help="The text's language SFT, a directory or a hub id (omit: the task SFT alone).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Base model (default: the one the SFTs record).")] = None,
     file: Annotated[Optional[Path], typer.Option("--file", "-f", dir_okay=False, help="A text file, one sentence per line ('-': standard input).", metavar="FILE")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Batch size.")] = 32,
     force: Annotated[bool, typer.Option("--force", metavar="", help="Apply SFTs even if their base-model fingerprint differs.")] = False,
+    revision: RevisionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Classify your own sentences with a task SFT (plus a language SFT): the label and the class
@@ -55,13 +56,17 @@ def predict(
         deftx predict --task-sft $TASK "Film ini sangat bagus!" "Jelek sekali."
         deftx predict --task-sft $TASK --lang-sft $ACE --file ace-sentences.txt
     """
+    from deftx.hub import resolve_sft_source
+
+    task_folder = resolve_sft_source(task_sft, revision)
+    lang_folder = resolve_sft_source(lang_sft, revision) if lang_sft is not None else None
     from deftx.pipeline import predict_texts
 
     if file is not None and str(file) != "-" and not file.is_file():
         from deftx.errors import InputNotFoundError
 
         raise InputNotFoundError(f"{file} does not exist or is not a file")
-    result = predict_texts(task_sft, read_texts(texts, file), lang_sft=lang_sft, model=model,
+    result = predict_texts(task_folder, read_texts(texts, file), lang_sft=lang_folder, model=model,
                            batch_size=batch_size, force=force)
     if as_json:
         print_json(result)

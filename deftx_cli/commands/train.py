@@ -9,10 +9,10 @@ from typing import Annotated, Any, Optional
 import typer
 
 from deftx_cli.options import (
-    BatchOpt, DataDirOpt, DeviceOpt, GradAccumOpt, JsonOpt, KeepDiffOpt, KOpt, L1Opt, LrOpt, MaskOpt, MaxLenOpt,
-    Method, MethodOpt, MixedPrecision, MixedPrecisionOpt, ModelOpt, OutOpt, Phase1EpochsOpt, Phase1StepsOpt,
-    Phase2EpochsOpt, Phase2StepsOpt, Preset,
-    PresetOpt, QuietOpt, RankRuleOpt, RunIdOpt, RunsDirOpt, SeedOpt, TailKeepOpt, TRAINING, WdOpt,
+    BatchOpt, DataDirOpt, DeviceOpt, GradAccumOpt, JsonOpt, KeepCheckpointsOpt, KeepDiffOpt, KOpt, L1Opt, LrOpt,
+    MaskOpt, MaxLenOpt, Method, MethodOpt, MixedPrecision, MixedPrecisionOpt, ModelOpt, OutOpt, Phase1EpochsOpt,
+    Phase1StepsOpt, Phase2EpochsOpt, Phase2StepsOpt, Preset, PresetOpt, QuietOpt, RankRuleOpt, ResumeOpt, RunIdOpt,
+    RunsDirOpt, SaveEveryOpt, SeedOpt, TailKeepOpt, TRAINING, WdOpt,
 )
 from deftx_cli.output import TrainingProgress, handle_errors, note, print_json
 
@@ -85,13 +85,17 @@ def train_lang(
     runs_dir: RunsDirOpt = Path("runs"),
     run_id: RunIdOpt = None,
     out: OutOpt = None,
+    save_every: SaveEveryOpt = None,
+    keep_checkpoints: KeepCheckpointsOpt = False,
+    resume: ResumeOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train a language SFT by masked-LM on unlabelled text of one language.
 
     With a data root set (--data-dir or DEFTX_DATA_DIR), the text is found by language code:
-    NusaX-MT train, NusaWrites, AmericasNLP train text.
+    NusaX-MT train, NusaWrites, AmericasNLP train text. Interrupted (SIGTERM, a crash, a kill)? Run
+    the same command again with --resume.
 
     Example:
 
@@ -99,7 +103,7 @@ def train_lang(
         export DEFTX_MODEL=../shared/models/me5-small-mlm
         deftx train-lang --lang quy --method deftx --preset cpu
     """
-    from deftx.pipeline import train_language_sft
+    from deftx.pipeline import Checkpointing, train_language_sft
 
     config = _config("language", preset, method, k=k, rank_rule=rank_rule, tail_keep=tail_keep,
                      max_examples=max_lines, phase1_steps=phase1_steps, phase2_steps=phase2_steps,
@@ -113,6 +117,7 @@ def train_lang(
         lang, config, model=model, data_dir=data_dir, text_files=text, runs_dir=runs_dir, run_id=run_id, out=out,
         keep_phase1_diff=keep_phase1_diff, mask_file=mask, callbacks=[TrainingProgress(label, quiet=quiet)],
         command=["deftx", *sys.argv[1:]],
+        checkpointing=Checkpointing(save_every=save_every, keep=keep_checkpoints, resume=resume),
     )
     _report(outcome, as_json, label)
 
@@ -121,7 +126,8 @@ def train_lang(
 def train_task(
     task: Annotated[str, typer.Option("--task", "-t", help="Task: nusax-senti, smsa, americasnli, sick, multinli, xnli-en.")],
     source_lang: Annotated[str, typer.Option("--source-lang", "-s", help="Language of the labelled training data (ISO 639-3).")],
-    lang_sft: Annotated[Optional[Path], typer.Option("--lang-sft", exists=True, file_okay=False, help="The source language's SFT, applied while training (recommended).")] = None,
+    lang_sft: Annotated[Optional[str], typer.Option("--lang-sft", help="The source language's SFT (a directory or a hub id), applied while training (recommended).")] = None,
+    revision: Annotated[Optional[str], typer.Option("--revision", help="Branch, tag or commit of --lang-sft when it is a hub id.")] = None,
     model: ModelOpt = DEFAULT_MODEL,
     method: MethodOpt = Method.deftx,
     preset: PresetOpt = Preset.cpu,
@@ -151,6 +157,9 @@ def train_task(
     runs_dir: RunsDirOpt = Path("runs"),
     run_id: RunIdOpt = None,
     out: OutOpt = None,
+    save_every: SaveEveryOpt = None,
+    keep_checkpoints: KeepCheckpointsOpt = False,
+    resume: ResumeOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -162,7 +171,11 @@ def train_task(
         export DEFTX_MODEL=../shared/models/me5-small-mlm
         deftx train-task --task smsa --source-lang ind --lang-sft runs/<ind-run>/sft
     """
-    from deftx.pipeline import train_task_sft
+    from deftx.hub import resolve_sft_source
+
+    if lang_sft is not None:
+        lang_sft = resolve_sft_source(lang_sft, revision)
+    from deftx.pipeline import Checkpointing, train_task_sft
 
     config = _config("task", preset, method, k=k, rank_rule=rank_rule, tail_keep=tail_keep,
                      max_examples=max_examples, phase1_epochs=phase1_epochs, phase2_epochs=phase2_epochs,
@@ -178,5 +191,6 @@ def train_task(
         validation_file=validation_file, runs_dir=runs_dir, run_id=run_id, out=out,
         keep_phase1_diff=keep_phase1_diff, mask_file=mask, callbacks=[TrainingProgress(label, quiet=quiet)],
         command=["deftx", *sys.argv[1:]], force=force,
+        checkpointing=Checkpointing(save_every=save_every, keep=keep_checkpoints, resume=resume),
     )
     _report(outcome, as_json, label)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from deftx_cli.options import DataDirOpt, JsonOpt, ModelOpt, Preset, PresetOpt, QuietOpt, RunsDirOpt, split_list
+from deftx_cli.options import DataDirOpt, JsonOpt, ModelOpt, Preset, PresetOpt, QuietOpt, RunsDirOpt, SaveEveryOpt, split_list
 from deftx_cli.output import TrainingProgress, handle_errors, note, print_json, stdout, warn
 
 
@@ -33,14 +33,15 @@ def transfer(
     task_max_examples: Annotated[Optional[int], typer.Option("--task-max-examples", min=0, help="Training examples of the task SFTs (0 = all; overrides the preset).")] = None,
     data_dir: DataDirOpt = None,
     runs_dir: RunsDirOpt = Path("runs"),
+    save_every: SaveEveryOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Run LT-SFT vs DeFT-X zero-shot transfer end to end and print a results table.
 
     Trains the source and target language SFTs (phase 1 shared between the two methods), a task SFT
-    per method on the source language, and evaluates every target. Finished steps are reused, so an
-    interrupted experiment resumes where it stopped.
+    per method on the source language, and evaluates every target. Finished steps are reused, and an
+    interrupted training step continues from its last checkpoint: rerun the same command to resume.
 
     Example (a few minutes on a laptop CPU):
 
@@ -62,7 +63,7 @@ def transfer(
     records = run_transfer(
         plan, model=model, data_dir=data_dir, runs_dir=runs_dir,
         notify=(lambda m: None) if quiet else note,
-        callbacks_for=lambda label: [TrainingProgress(label, quiet=quiet)],
+        callbacks_for=lambda label: [TrainingProgress(label, quiet=quiet)], save_every=save_every,
     )
     from deftx.evaluation import collapse_warning
 

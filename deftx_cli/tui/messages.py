@@ -56,10 +56,11 @@ class RunRecordChanged(Message):
 class MetricsAppended(Message):
     """Complete new lines were appended to the followed run's ``metrics.jsonl``."""
 
-    def __init__(self, batch: RunSeries, bad_lines: int) -> None:
+    def __init__(self, batch: RunSeries, bad_lines: int, restarted: bool = False) -> None:
         super().__init__()
         self.batch = batch
         self.bad_lines = bad_lines
+        self.restarted = restarted  # the file was rewritten (a resumed run): the batch is the whole series
 
 
 class ResultLoaded(Message):

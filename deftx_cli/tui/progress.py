@@ -8,7 +8,6 @@ time comes in as an argument so elapsed time and ETA are exact in tests.
 
 from __future__ import annotations
 
-import os
 import socket
 import re
 from collections.abc import Callable, Iterable
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deftx.evaluation import collapse_warning
-from deftx.runs import RunInfo, parse_iso
+from deftx.runs import RunInfo, parse_iso, pid_alive
 
 from deftx_cli.tui.format import (
     DASH,
@@ -120,6 +119,11 @@ class RunProgress:
             elif kind == "eval":
                 phase = as_int(event.get("phase"))
                 self._eval(as_dict(event.get("metrics")), self.phase if phase is None else phase)
+            elif kind == "resume":  # the step rate starts again: the pause is not training time
+                phase = as_int(event.get("phase"))
+                if phase is not None:
+                    self.phase, self.step = phase, as_int(event.get("step"))
+                    self.rates.pop(phase, None)
             elif kind == "selection":
                 self.selection = {k: v for k, v in event.items() if k != "denoise"}
             elif kind == "done":
@@ -196,20 +200,6 @@ def phase_totals_from_record(record: dict[str, Any]) -> dict[int, int]:
         if match and total is not None:
             out[int(match.group(1))] = total
     return out
-
-
-def pid_alive(pid: Any) -> bool:
-    """Whether a process with this id exists on this machine (``True`` when it cannot be told)."""
-    pid = as_int(pid)
-    if pid is None or pid <= 0 or os.name != "posix":
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError, ValueError):
-        return True
-    return True
 
 
 @dataclass(frozen=True)
@@ -311,6 +301,9 @@ def describe_run(
         details.append(
             f"stale: marked running, but process {as_int(record.get('pid'))} is not alive on this machine"
         )
+    resumed = resumed_text(record.get("resumptions"))
+    if resumed:
+        details.append(resumed)
     error = as_str(record.get("error"))
     if error and status in ("failed", "interrupted", "stale"):
         details.append(f"{status}: {error}")
@@ -380,6 +373,19 @@ def describe_run(
         details=tuple(details + notes + ([result_error] if result_error else [])),
         warning=bool(bad_lines or result_error or collapse_line),
     )
+
+
+def resumed_text(resumptions: Any) -> str | None:
+    """``resumed at phase 1 step 40`` (``resumed 3 times, last at phase 2 step 4``) from ``run.json``'s
+    ``resumptions``, or ``None`` for a run that never was."""
+    if not isinstance(resumptions, list) or not resumptions:
+        return None
+    last = as_dict(resumptions[-1])
+    phase, step = as_int(last.get("phase")), as_int(last.get("step"))
+    where = f"at phase {phase} step {step}" if phase is not None and step is not None else "from step 0 (no checkpoint)"
+    if len(resumptions) == 1:
+        return f"resumed {where}"
+    return f"resumed {len(resumptions)} times, last {where}"
 
 
 def _word(value: Any) -> str | None:

@@ -151,9 +151,12 @@ class _Tracked:
     results: _ResultCache = field(default_factory=_ResultCache)
     read_error: str | None = None
     behind: float | None = None  # fraction of the file read while more than one chunk waits, else None
+    restarted: bool = False  # the last read started the file again (a resumed run rewrote it)
+    _restarts: int = 0
 
     def read_metrics(self, allowed: bool = True) -> list[dict[str, Any]]:
         """The new complete lines (at most one chunk); with ``allowed`` false only notes what waits."""
+        self.restarted = False
         try:
             size = self.tail.path.stat().st_size
         except OSError:
@@ -168,6 +171,10 @@ class _Tracked:
             self.read_error = f"metrics.jsonl unreadable: {exc.strerror or exc}"
             return []
         self.read_error = None
+        self.restarted = self.tail.restarts != self._restarts
+        if self.restarted:  # what was folded so far came from lines that are gone
+            self._restarts = self.tail.restarts
+            self.progress = RunProgress()
         self.behind = self.tail.offset / size if waiting > self.tail.max_bytes and size else None
         return events
 
@@ -197,7 +204,8 @@ class RunsScanner:
             if tracked is None:
                 tracked = self._tracked[key] = _Tracked(MetricsTail(info.path / METRICS_JSONL, SCAN_CHUNK))
             before = tracked.tail.offset
-            tracked.progress.update(tracked.read_metrics(allowed=budget > 0))
+            events = tracked.read_metrics(allowed=budget > 0)  # may start a fresh progress: read first
+            tracked.progress.update(events)
             budget -= max(tracked.tail.offset - before, 0)
             if _wants_results(info):
                 tracked.results.refresh(info.path)
@@ -235,6 +243,7 @@ class FollowedUpdate:
     result: dict[str, Any] | None  # results.json when it changed
     bad_lines: int = 0
     behind: bool = False  # more complete lines wait than one poll reads: poll again at once
+    restarted: bool = False  # the metrics were read again from the top: ``batch`` replaces the series
 
 
 class RunFollower:
@@ -257,8 +266,11 @@ class RunFollower:
             self.info = changed_info = read_run_safely(self.path)
 
         events = self._tracked.read_metrics()
+        restarted = self._tracked.restarted
+        if restarted:
+            self._phase = None
         batch = None
-        if events:
+        if events or restarted:
             self._tracked.progress.update(events)
             batch = RunSeries.from_events(events, phase=self._phase)
             self._phase = batch.current_phase
@@ -271,7 +283,7 @@ class RunFollower:
 
         row = _describe(self.info, self._tracked, self.clock(), self.alive)
         behind = self._tracked.behind is not None
-        return FollowedUpdate(row, changed_info, batch, result, self._tracked.tail.bad_lines, behind)
+        return FollowedUpdate(row, changed_info, batch, result, self._tracked.tail.bad_lines, behind, restarted)
 
     @property
     def progress(self) -> RunProgress:

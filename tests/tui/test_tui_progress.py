@@ -148,6 +148,17 @@ def test_small_formatters():
     assert json.dumps(languages_label({"x": 1})) == '"1"'
 
 
+def test_the_step_rate_after_a_resumption_leaves_out_the_pause():
+    progress = RunProgress()
+    progress.update(F.train_events(1, 400, 1000.0, 1.0, upto=40))
+    # killed after step 40, resumed an hour later from step 40; 2 s per step since
+    progress.update([{"time": 4600.0, "event": "resume", "phase": 1, "step": 40, "total_steps": 400}])
+    assert (progress.phase, progress.step) == (1, 40)
+    progress.update([{"time": 4600.0 + 2 * s, "event": "train", "phase": 1, "step": 40 + s, "total_steps": 400, "loss": 1.0}
+                     for s in (10, 20)])
+    assert progress.steps_per_second() == 0.5
+
+
 def _task_run(method: str = "lt-sft") -> RunInfo:
     return RunInfo(Path("r"), "r", record={"status": "finished", "kind": "task", "method": method,
                                             "started_at": "1970-01-01T00:00:00+00:00",

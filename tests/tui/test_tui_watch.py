@@ -141,3 +141,32 @@ def test_follower_reads_a_big_file_chunk_by_chunk(tmp_path, monkeypatch):
         if not update.behind:
             break
     assert events == 5000 and polls > 3
+
+
+def test_a_resumed_run_is_shown_as_such_and_its_curve_has_no_duplicate(tmp_path):
+    from deftx.runs import truncate_metrics
+
+    events = F.train_events(1, 400, F.at("10:00:00"), 1.0, upto=60)  # steps 10, 20, ..., 60
+    path = F.write_run(tmp_path, "lang-run", kind="language", method="deftx", languages={"target": "ace"},
+                       status="running", started=F.at("10:00:00"), total_steps={"phase1": 400, "phase2": 400},
+                       events=events)
+    follower = RunFollower(path, F.clock)
+    assert follower.poll().batch.curve(1, "loss").steps == [10, 20, 30, 40, 50, 60]
+
+    # killed after step 60; resumed from its checkpoint at step 40: the lines after it are cut, and
+    # the resumed attempt writes steps 50, 60, 70 again, past the old size of the file
+    metrics = path / "metrics.jsonl"
+    offset = len("".join(F.line(e) for e in events[:5]).encode())  # the phase line, steps 10 to 40
+    assert truncate_metrics(metrics, offset) == 2
+    record = json.loads((path / "run.json").read_text())
+    record["resumptions"] = [{"phase": 1, "step": 40, "checkpoint": "phase1-step000000040"}]
+    (path / "run.json").write_text(json.dumps(record))
+    F.append(metrics, "".join(F.line({**e, "loss": 0.5}) for e in F.train_events(1, 400, F.at("10:05:00"), 1.0, upto=70)[5:]))
+
+    update = follower.poll()
+    assert update.restarted and "resumed at phase 1 step 40" in update.row.details
+    assert update.batch.curve(1, "loss").steps == [10, 20, 30, 40, 50, 60, 70]
+    assert update.batch.curve(1, "loss").values[4:] == [0.5, 0.5, 0.5]
+    assert follower.progress.step == 70 and update.row.step == "70/400"
+    [row] = RunsScanner(tmp_path, F.clock).scan()
+    assert "resumed at phase 1 step 40" in row.details

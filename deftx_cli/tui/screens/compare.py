@@ -16,6 +16,7 @@ from deftx_cli.tui.compare import Pivot, TableKey, build_pivots, caption, export
 from deftx_cli.tui.messages import ComparisonExported, ReadFailed, ResultsLoaded
 from deftx_cli.tui.watch import read_results_safely
 from deftx_cli.tui.widgets.compare_table import BETTER_MARK, CompareTable
+from deftx_cli.tui.widgets.overlap_panel import OverlapPanel
 
 RELOAD_SECONDS = 2.0
 
@@ -33,6 +34,7 @@ class CompareScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.pivots: list[Pivot] = []
+        self.records: list[dict] = []
         self.skipped: list[str] = []
         self.current: TableKey | None = None
         self.loads = 0  # completed loads (tests wait on it)
@@ -45,6 +47,7 @@ class CompareScreen(Screen):
         yield Static("", id="compare-caption")
         yield CompareTable(id="compare-table")
         yield Static("", id="compare-notes")
+        yield OverlapPanel(id="compare-overlap")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -77,6 +80,7 @@ class CompareScreen(Screen):
         if signature == self._signature:
             return
         self._signature = signature
+        self.records = message.records
         self.pivots, skipped = build_pivots(message.records)
         self.skipped = message.unreadable + skipped
         keys = [p.key for p in self.pivots]
@@ -107,6 +111,7 @@ class CompareScreen(Screen):
         caption_widget = self.query_one("#compare-caption", Static)
         notes = self.query_one("#compare-notes", Static)
         self.query_one(CompareTable).show(pivot)
+        self.query_one(OverlapPanel).show_for(self.records, self.current, self.app.runs_dir)
         if pivot is None:
             caption_widget.update(
                 Text(

@@ -83,7 +83,7 @@ class LiveScreen(Screen):
         if update.info is not None:
             self.post_message(RunRecordChanged(update.info))
         if update.batch is not None:
-            self.post_message(MetricsAppended(update.batch, update.bad_lines))
+            self.post_message(MetricsAppended(update.batch, update.bad_lines, update.restarted))
         if update.result is not None:
             self.post_message(ResultLoaded(update.result))
         self.post_message(RunUpdated(update.row, update.behind))
@@ -105,7 +105,9 @@ class LiveScreen(Screen):
 
     def on_metrics_appended(self, message: MetricsAppended) -> None:
         batch = message.batch
-        grew = self.series.merge(batch)
+        if message.restarted:
+            self.series = RunSeries()
+        grew = self.series.merge(batch) or message.restarted
         if batch.selection is not None:
             self.query_one(SelectionPanel).show(batch.selection)
         if grew:
