@@ -104,8 +104,9 @@ def test_two_processes_train_the_sft_of_one(workdir):
     assert sum(int(a[k].abs().gt(0).sum()) for k in a if k.endswith(".values")) > 0
     # run files written once, by the main process
     assert [p.name for p in (workdir / "two").iterdir()] == ["r"]
-    events = {n: [json.loads(line) for line in (workdir / n / "r/metrics.jsonl").read_text().splitlines()]
-              for n in ("one", "two")}
+    training = ("phase", "train", "eval", "selection", "done")  # one process also logs its checkpoints
+    events = {n: [e for e in map(json.loads, (workdir / n / "r/metrics.jsonl").read_text().splitlines())
+                  if e["event"] in training] for n in ("one", "two")}
     assert [e["event"] for e in events["two"]] == [e["event"] for e in events["one"]]
     assert sum(e["event"] == "phase" for e in events["two"]) == 2
     # the logged loss is the global batch's mean loss, as one process logs it
@@ -175,3 +176,15 @@ def test_gpu_check_without_a_gpu_stops_in_one_line():
     assert out.stdout == ""
     assert out.stderr.strip().startswith("gpu_check: error: no CUDA device is visible")
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_resume_is_refused_under_a_multi_process_launch(workdir, monkeypatch):
+    from deftx_cli.app import app
+
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    result = CliRunner().invoke(app, [*TRAIN[:-2], "--run-id", "resumed", "--runs-dir", "resumed", "--resume"])
+    assert result.exit_code == UsageError.exit_code
+    assert result.stderr.strip().splitlines()[0] == "deftx: error: --resume is not available under a multi-process launch"
+    assert not (workdir / "resumed").exists()
