@@ -157,6 +157,13 @@ def test_more_processes_than_gpus_is_refused(monkeypatch):
     assert distributed.check_launch("auto", "bf16") == "cuda"
 
 
+@pytest.mark.parametrize("device, message", [("gpu0", "not a device"), ("cuda:1", "no CUDA device is available")])
+def test_a_device_that_cannot_train_is_refused(device, message, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UsageError, match=message):
+        distributed.check_launch(device, "no")
+
+
 def test_micro_batches_cover_the_global_batch_once():
     batch = {"input_ids": torch.arange(10).view(10, 1)}
     for processes, accum in ((1, 1), (2, 1), (2, 3), (4, 4)):

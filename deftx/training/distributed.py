@@ -52,7 +52,10 @@ def training_device_type(device: str) -> str:
     that is not there."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    kind = torch.device(device).type
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise UsageError(f"--device {device}: not a device", hint="auto, cpu, cuda or cuda:N") from None
     if kind == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {device}: no CUDA device is available", hint="use --device cpu (or auto)")
     return kind
