@@ -6,6 +6,7 @@ Exit codes:
     3   input not found or unreadable (a path, a model, a data set)
     4   bad data (missing columns, labels outside the task's label set, empty file)
     5   bad or mismatched artifact (checksum, format version, base-model fingerprint, label set)
+    6   another process of a multi-process training failed or stopped answering
     130 interrupted (Ctrl-C)
     143 terminated (SIGTERM); a checkpoint was saved first, rerun with --resume
 """
@@ -78,6 +79,13 @@ class FingerprintMismatchError(ArtifactError):
 
 class LabelMismatchError(ArtifactError):
     """A task SFT's labels do not match the evaluation set's labels."""
+
+
+class ProcessFailedError(DeftxError):
+    """A process of a multi-process (data-parallel) training died or stopped answering; the run is
+    marked failed and no SFT is written."""
+
+    exit_code = 6
 
 
 class TrainingInterrupted(DeftxError):

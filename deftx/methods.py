@@ -21,13 +21,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from deftx.config import TrainConfig
 from deftx.errors import UnknownNameError, UsageError
 from deftx.sparsity import RankRule, check_tail_keep, resolve_k
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pydantic is not needed to train: any object with TrainConfig's fields will do
     import torch
 
+    from deftx.config import TrainConfig
     from deftx.denoise import DenoiseInfo
 
 
@@ -73,8 +73,11 @@ class MethodConfig:
     @classmethod
     def from_config(cls, config: TrainConfig | Mapping[str, Any]) -> MethodConfig:
         """The method's settings from a TrainConfig (or its JSON dump, as runs and SFTs record it)."""
-        values = config if isinstance(config, Mapping) else config.model_dump()
-        return cls(**{name: values[field_] for field_, name in cls.own_settings.items() if field_ in values})
+        if isinstance(config, Mapping):
+            values = {f: config[f] for f in cls.own_settings if f in config}
+        else:
+            values = {f: getattr(config, f) for f in cls.own_settings if hasattr(config, f)}
+        return cls(**{cls.own_settings[f]: value for f, value in values.items()})
 
     def settings(self) -> dict[str, Any]:
         """The method's own settings, by the names manifests and result records use."""
@@ -215,6 +218,8 @@ def ignored_settings(name: str) -> tuple[str, ...]:
 def cache_settings(config: TrainConfig) -> dict[str, Any]:
     """The settings that name a cached training: those the method ignores are at their defaults, so
     that an ablation of one method's settings reuses the other methods' runs."""
+    from deftx.config import TrainConfig
+
     ignored = ignored_settings(config.method)
     defaults = {n: TrainConfig.model_fields[n].get_default(call_default_factory=True) for n in ignored}
     return config.model_copy(update=defaults).model_dump()

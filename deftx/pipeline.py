@@ -32,8 +32,8 @@ PHASE1_DIFF = "phase1_diff.safetensors"
 
 @dataclass
 class TrainOutcome:
-    sft_dir: Path
-    run_dir: Path
+    sft_dir: Path | None  # None (and run_dir None) in the non-main processes of a multi-process launch
+    run_dir: Path | None
     summary: dict[str, Any]
 
 
@@ -51,8 +51,23 @@ def _mlm_head_mode(config: TrainConfig, model_id: str | Path, missing: Iterable[
     return "freeze"
 
 
-def _record_sft(run: Run, result, out: Path | None) -> Path:
+class _NoRunFiles:
+    """The run directory as seen from a process other than the main one of a multi-process launch:
+    only the main process writes run files and the SFT."""
+
+    path = None
+
+    def log(self, *_: Any, **__: Any) -> None:
+        pass
+
+    def update(self, **_: Any) -> None:
+        pass
+
+
+def _record_sft(run: Run, result, out: Path | None) -> Path | None:
     """Save the SFT into the run directory (and a copy to ``out`` when asked)."""
+    if run.path is None:
+        return None
     result.sft.save(run.path / SFT_SUBDIR)
     outputs = {"sft": SFT_SUBDIR}
     if out is not None:
@@ -63,7 +78,7 @@ def _record_sft(run: Run, result, out: Path | None) -> Path:
 
 
 def _summary_for_run(summary: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in summary.items() if k in ("k", "maskable", "entries", "seconds")}
+    out = {k: v for k, v in summary.items() if k in ("k", "maskable", "entries", "seconds", "processes")}
     for phase in ("phase1", "phase2"):
         if phase in summary:
             out[phase] = {k: summary[phase].get(k) for k in ("steps", "final_loss", "eval")}
@@ -74,7 +89,9 @@ def _prepare_outputs(out: Path | None, mask_file: Path | None, config: TrainConf
     """Refuse an ``--out`` that already holds files, and load a phase-2 mask (whose method then
     applies). Returns ``(mask, mask_meta, config)``."""
     from deftx.sft import load_mask
+    from deftx.training.distributed import check_launch
 
+    check_launch(config.device, config.mixed_precision)  # before any data or model is loaded
     if out is not None and Path(out).exists() and any(Path(out).iterdir()):
         raise UsageError(f"{out} already exists and is not empty", hint="choose another --out")
     if mask_file is None:
@@ -159,6 +176,22 @@ def _training_run(
     ``(run, checkpointer, checkpoint to resume from or None, callbacks with the run's log)``. When
     the body finishes, the checkpoints are deleted unless asked to keep them."""
     from deftx.training.checkpoint import CHECKPOINTS_DIR, Checkpointer, StopRequest, latest_checkpoint, list_checkpoints, settings_difference
+    from deftx.training.distributed import is_main_process, launched_processes, peer_failures
+
+    if launched_processes()[0] > 1:
+        # Data-parallel: the main process alone writes the run; no checkpoints (a resume would have to
+        # restore every process), and a dead or silent peer fails the run in one line.
+        if checkpointing.resume:
+            raise UsageError("--resume is not available under a multi-process launch",
+                             hint="resume in one process, or start the launch again")
+        if not is_main_process(train_config.device):
+            with peer_failures():
+                yield _NoRunFiles(), None, None, []
+            return
+        with Run.start(runs_dir, kind, run_id=run_id, languages=languages, task=task, **run_fields) as run, \
+                peer_failures():
+            yield run, None, None, [lambda e, f: run.log(e, **f), *callbacks]
+        return
 
     found = checkpoint = None
     if checkpointing.resume:
@@ -268,7 +301,7 @@ def train_language_sft(
     ) as (run, checkpointer, checkpoint, logged):
         result = train_sft(
             mlm, objective, config, manifest=manifest, dense_parameters=dense, mask=mask,
-            keep_phase1_diff=run.path / PHASE1_DIFF if keep_phase1_diff else None,
+            keep_phase1_diff=run.path / PHASE1_DIFF if keep_phase1_diff and run.path else None,
             callbacks=logged, mask_info=mask_meta, checkpoints=checkpointer, resume=checkpoint,
         )
         final = _record_sft(run, result, out)
@@ -358,7 +391,7 @@ def train_task_sft(
             run.update(config={"lang_sft": str(Path(lang_sft).resolve())})
         result = train_sft(
             clf, objective, config, manifest=manifest, dense_parameters=dense, start_sft=start_sft, mask=mask,
-            keep_phase1_diff=run.path / PHASE1_DIFF if keep_phase1_diff else None,
+            keep_phase1_diff=run.path / PHASE1_DIFF if keep_phase1_diff and run.path else None,
             callbacks=logged, force=force, mask_info=mask_meta, checkpoints=checkpointer, resume=checkpoint,
         )
         final = _record_sft(run, result, out)

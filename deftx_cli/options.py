@@ -93,6 +93,16 @@ WdOpt = Annotated[Optional[float], typer.Option("--weight-decay", min=0.0, help=
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.", rich_help_panel=TRAINING)]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1 ...", rich_help_panel=TRAINING)]
 
+
+class MixedPrecision(str, Enum):
+    no = "no"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+MixedPrecisionOpt = Annotated[MixedPrecision, typer.Option("--mixed-precision", help="Autocast precision of forward and backward: no, bf16, or fp16 (CUDA only). Weights, the phase-1 difference and the SFT stay float32.", rich_help_panel=TRAINING)]
+GradAccumOpt = Annotated[int, typer.Option("--grad-accum", min=1, help="Micro-batches per optimizer step and process: the batch size stays the global batch.", rich_help_panel=TRAINING)]
+
 CHECKPOINTS = "Checkpoints"
 SaveEveryOpt = Annotated[Optional[int], typer.Option("--save-every", min=0, help="Checkpoint every N steps (0: only at the end of phase 1 and on SIGTERM). Default from the preset: paper 1000, cpu 50, quick 100, smoke 0.", rich_help_panel=CHECKPOINTS)]
 KeepCheckpointsOpt = Annotated[bool, typer.Option("--keep-checkpoints", metavar="", help="Keep the checkpoints when the run finishes (deleted by default).", rich_help_panel=CHECKPOINTS)]

@@ -48,3 +48,23 @@ def test_every_public_name_loads_on_first_use():
 def test_printing_tables_does_not_load_the_dashboard():
     loaded = modules_after("import deftx_cli.commands.results, deftx_cli.commands.transfer, deftx_cli.tables")
     assert not [m for m in loaded if m.startswith("deftx_cli.tui") or m.startswith("textual")]
+
+
+def test_the_training_path_needs_no_datasets_textual_or_pydantic():
+    """A GPU machine may lack them: the engine, its optimizer and accelerate layer, the objectives and
+    the local data readers import with those three blocked (benchmarks/gpu_check.py runs on these)."""
+    probe = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] in ('datasets', 'textual', 'pydantic'):\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import deftx.training, deftx.training.distributed, deftx.objectives, deftx.data, deftx.model, deftx.sft\n"
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    loaded = set(out.stdout.split())
+    assert "torch" in loaded
+    assert not {"textual", "pydantic", "datasets"} & loaded

@@ -149,3 +149,74 @@ def test_task_sft_on_a_language_sft_stores_only_its_own_diff(tiny_model_dir, tmp
     assert not all(torch.allclose(p, trained[n], atol=1e-6) for n, p in fresh2.named_parameters())
     task.save(tmp_path / "task")
     assert SparseDiff.load(tmp_path / "task").n_entries == task.n_entries
+
+
+def test_gradient_accumulation_trains_the_sft_of_one_batch(tiny_model_dir):
+    """--grad-accum 3 cuts each batch of 8 into micro-batches (3, 2, 3 rows) whose summed losses
+    are divided by the whole batch's predicted-token count: the same SFT as one batch, to 1e-6."""
+    sfts = []
+    for accum in (1, 3):
+        model, objective = mlm_setup(tiny_model_dir)
+        model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = 0.0
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        cfg = config(method="lt-sft", batch_size=8, grad_accum=accum, l1=0.5, weight_decay=0.1)
+        sfts.append(train_sft(model, objective, cfg, manifest={"kind": "language"}).sft)
+    one, accumulated = sfts
+    assert one.entries.keys() == accumulated.entries.keys()
+    for name, (index, values) in one.entries.items():
+        assert torch.equal(index, accumulated.entries[name][0]), name
+        assert torch.allclose(values, accumulated.entries[name][1], rtol=0, atol=1e-6), name
+
+
+def test_bf16_autocast_trains_float32_weights_and_sft(tiny_model_dir):
+    """--mixed-precision bf16 on the CPU: forward and backward in bfloat16 autocast; the weights,
+    the phase-1 difference, the selection and the stored values stay float32."""
+    model, objective = mlm_setup(tiny_model_dir)
+    autocast = []
+    loss = objective.loss
+
+    def recording_loss(*args, **kwargs):
+        autocast.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return loss(*args, **kwargs)
+
+    objective.loss = recording_loss
+    result = train_sft(model, objective, config(method="deftx", mixed_precision="bf16"), manifest={"kind": "language"})
+    assert autocast and all(autocast), "every training forward ran under bfloat16 autocast"
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(values.dtype == torch.float32 for _, values in result.sft.entries.values())
+    assert result.sft.n_entries == result.summary["k"]
+    assert result.sft.manifest["training"]["mixed_precision"] == "bf16"
+    # and a later training in the same process may go back to float32
+    model, objective = mlm_setup(tiny_model_dir)
+    assert train_sft(model, objective, config(), manifest={"kind": "language"}).sft.n_entries > 0
+
+
+def test_gradient_accumulation_of_a_task_sft_trains_the_sft_of_one_batch(tiny_model_dir):
+    """The classification objective's summed loss over the batch's example count: micro-batches of
+    3, 2 and 3 examples give the task SFT (and its dense head) of one batch of 8, to 1e-6."""
+    from deftx.data import LabelledData
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    texts = sentences(40, seed=1)
+    data = LabelledData(texts=texts, pairs=None, labels=[int("bagus" in t) for t in texts],
+                        label_names=("negative", "positive"), source="test")
+    sfts = []
+    for accum in (1, 3):
+        torch.manual_seed(0)  # the same new classifier for both
+        clf, missing = load_model(tiny_model_dir, "classification", labels=data.label_names)
+        for module in clf.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        dense = sorted(set(head_parameters(clf)) | set(missing))
+        objective = ClassificationObjective(tokenizer, data, None, max_length=16)
+        cfg = resolve_config("task", "smoke", phase1_steps=3, phase2_steps=3, batch_size=8, lr=1e-2, k=0.05,
+                             device="cpu", grad_accum=accum, weight_decay=0.1)
+        sfts.append(train_sft(clf, objective, cfg, manifest={"kind": "task"}, dense_parameters=dense).sft)
+    one, accumulated = sfts
+    for name, (index, values) in one.entries.items():
+        assert torch.equal(index, accumulated.entries[name][0]), name
+        assert torch.allclose(values, accumulated.entries[name][1], rtol=0, atol=1e-6), name
+    for name, value in one.head.items():
+        assert torch.allclose(value, accumulated.head[name], rtol=0, atol=1e-6), name

@@ -20,8 +20,16 @@ class Objective(Protocol):
     def batches(self, batch_size: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
         """One epoch of shuffled training batches, deterministic for a seed."""
 
-    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step_seed: int) -> torch.Tensor:
-        """The mean training loss of a batch."""
+    def prepare_batch(self, batch: dict[str, torch.Tensor], step_seed: int) -> dict[str, torch.Tensor]:
+        """The batch with any randomness of the objective drawn (masked-LM: the masking), so that
+        its parts can go to several processes and still see what one process would."""
+
+    def loss_terms(self, batch: dict[str, torch.Tensor]) -> int:
+        """How many terms the mean loss of a (prepared) batch averages."""
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step_seed: int,
+             normalizer: float | None = None) -> torch.Tensor:
+        """The mean training loss of a batch, or its summed loss divided by ``normalizer``."""
 
     def evaluate(self, model: nn.Module, batch_size: int) -> dict[str, Any] | None:
         """Validation metrics, or None when the objective has no validation data."""

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from deftx.metrics import classification_metrics
@@ -117,9 +118,23 @@ class ClassificationObjective:
         for rows in batch_rows(self.train["input_ids"], batch_size, seed, self.group_by_length):
             yield collate(self.tokenizer, self.train, rows)
 
-    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step_seed: int) -> torch.Tensor:
+    def prepare_batch(self, batch: dict[str, torch.Tensor], step_seed: int) -> dict[str, torch.Tensor]:
+        return batch
+
+    def loss_terms(self, batch: dict[str, torch.Tensor]) -> int:
+        """How many terms the batch's mean loss averages: its examples."""
+        return int(batch["labels"].shape[0])
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step_seed: int,
+             normalizer: float | None = None) -> torch.Tensor:
+        """The mean loss over the batch, or its summed loss divided by ``normalizer``."""
         device = next(model.parameters()).device
-        return model(**move(batch, device)).loss
+        if normalizer is None:
+            return model(**move(batch, device)).loss
+        inputs = move(batch, device)
+        labels = inputs.pop("labels")
+        logits = model(**inputs).logits
+        return F.cross_entropy(logits.float(), labels, reduction="sum") / normalizer
 
     def evaluate(self, model: nn.Module, batch_size: int) -> dict[str, Any] | None:
         if self.validation is None:

@@ -115,14 +115,29 @@ class MaskedLMObjective:
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
         return logits[positions], labels[positions]
 
-    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step_seed: int) -> torch.Tensor:
-        device = next(model.parameters()).device
+    def prepare_batch(self, batch: dict[str, torch.Tensor], step_seed: int) -> dict[str, torch.Tensor]:
+        """The batch with its masking drawn (masked input ids, attention mask, labels). Drawn over the
+        whole batch, so that a batch split over processes is masked as it would be in one."""
+        if "labels" in batch:
+            return batch
         masked, labels = self.mask_tokens(batch["input_ids"], step_seed)
         pad = self.tokenizer.pad_token_id
         attention = (batch["input_ids"] != pad).long() if pad is not None else torch.ones_like(masked)
-        inputs = move({"input_ids": masked, "attention_mask": attention, "labels": labels}, device)
+        return {"input_ids": masked, "attention_mask": attention, "labels": labels}
+
+    def loss_terms(self, batch: dict[str, torch.Tensor]) -> int:
+        """How many terms the batch's mean loss averages: its predicted tokens."""
+        return int((batch["labels"] != -100).sum())
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step_seed: int,
+             normalizer: float | None = None) -> torch.Tensor:
+        """The mean loss over the predicted tokens, or their summed loss divided by ``normalizer``."""
+        device = next(model.parameters()).device
+        inputs = move(self.prepare_batch(batch, step_seed), device)
         logits, targets = self._logits_at(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
-        return F.cross_entropy(logits.float(), targets)
+        if normalizer is None:
+            return F.cross_entropy(logits.float(), targets)
+        return F.cross_entropy(logits.float(), targets, reduction="sum") / normalizer
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batch_size: int) -> dict[str, Any] | None:

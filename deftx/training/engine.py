@@ -17,19 +17,30 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from deftx import __version__
-from deftx.config import TrainConfig
 from deftx.methods import MaskSelection, method_of
 from deftx.model import fingerprint, full_name, maskable_parameters
 from deftx.objectives.base import Objective
 from deftx.sparsity import resolve_k
 from deftx.sft import SparseDiff, save_difference
 from deftx.training.checkpoint import Checkpoint, Checkpointer, index_masks
+from deftx.training.distributed import (
+    LossModule,
+    all_reduce_sum,
+    check_same_masks,
+    make_accelerator,
+    micro_batches,
+    no_sync_unless,
+)
+from deftx.training.sparse_adamw import SparseAdamW
+
+if TYPE_CHECKING:  # the engine reads settings from any object with TrainConfig's fields (pydantic not needed)
+    from deftx.config import TrainConfig
 
 EventCallback = Callable[[str, dict[str, Any]], None]
 
@@ -65,8 +76,25 @@ def _chunks(*tensors: torch.Tensor) -> Iterator[tuple[torch.Tensor, ...]]:
         yield tuple(f[i : i + _CHUNK] for f in flat)
 
 
+def clip_grad_norm(grads: list[torch.Tensor], max_norm: float) -> None:
+    """``torch.nn.utils.clip_grad_norm_`` on gradient tensors themselves (phase 2 clips the gathered
+    gradients of the selected entries): the same norm and the same scaling."""
+    if not grads:
+        return
+    norms = torch._foreach_norm(grads) if all(g.device == grads[0].device for g in grads) else [
+        torch.linalg.vector_norm(g) for g in grads]
+    total = torch.linalg.vector_norm(torch.stack([n.to(grads[0].device) for n in norms]))
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    torch._foreach_mul_(grads, coef)
+
+
 class _Phase:
-    """One phase of training: optimizer, schedule, optional mask and L1."""
+    """One phase of training: optimizer, schedule, optional mask and L1.
+
+    Phase 1 uses ``torch.optim.AdamW`` over every trainable parameter. Phase 2 uses
+    :class:`~deftx.training.sparse_adamw.SparseAdamW`: state and update for the masked entries only
+    (weight decay included), the dense head trained as AdamW does, with weight decay as in phase 1.
+    """
 
     def __init__(
         self,
@@ -80,11 +108,17 @@ class _Phase:
         masks: dict[str, torch.Tensor] | None,
         emit: Callable[..., None],
         checkpoints: Checkpointer | None = None,
+        accelerator: Any = None,
+        loss_module: nn.Module | None = None,
     ) -> None:
         self.phase = phase
         self.checkpoints = checkpoints
         self.model, self.objective, self.config = model, objective, config
         self.maskable, self.dense, self.start, self.emit = maskable, dense, start, emit
+        if accelerator is None:
+            accelerator = make_accelerator(config.device, config.mixed_precision)
+        self.accelerator = accelerator
+        self.loss_module = loss_module if loss_module is not None else accelerator.prepare(LossModule(model, objective))
         self.masks = {n: m.to(next(iter(maskable.values())).device) for n, m in masks.items()} if masks else None
         steps, epochs = config.phase_budget(phase)
         per_epoch = math.ceil(objective.num_examples() / config.batch_size)
@@ -92,13 +126,11 @@ class _Phase:
         decay, no_decay = [], []
         for name, p in list(maskable.items()) + list(dense.items()):
             (no_decay if name.endswith("bias") else decay).append(p)
-        # Phase 2 applies weight decay itself, masked; the optimizer's own decay would move every entry.
-        wd = 0.0 if self.masks is not None else config.weight_decay
-        self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=config.lr,
-            foreach=True,
-        )
+        groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        if self.masks is None:
+            self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=config.lr, foreach=True)
+        else:
+            self.optimizer = SparseAdamW(groups, {p: self.masks[n] for n, p in maskable.items()}, lr=config.lr)
         warmup = int(config.warmup_ratio * self.total_steps)
 
         def schedule(step: int) -> float:
@@ -109,49 +141,75 @@ class _Phase:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.n_maskable = sum(p.numel() for p in maskable.values())
         self.trainable = list(maskable.values()) + list(dense.values())
-        first = next(iter(maskable.values()))
-        self._zero = torch.zeros((), dtype=first.dtype, device=first.device)
+        self.names = {id(p): n for n, p in maskable.items()}
 
     def l1_distance(self) -> float:
         with torch.no_grad():
             return float(sum(float((q - s).abs().sum(dtype=torch.float64))
                              for n, p in self.maskable.items() for q, s in _chunks(p, self.start[n])))
 
+    def backward(self, batch: dict[str, torch.Tensor], step_seed: int) -> float:
+        """Forward and backward over this process's share of the global batch; the batch's mean loss."""
+        acc, grad_accum = self.accelerator, self.config.grad_accum
+        if acc.num_processes == 1 and grad_accum == 1:
+            loss = self.loss_module(batch, step_seed, None)
+            acc.backward(loss)
+            return float(loss.detach())
+        batch = self.objective.prepare_batch(batch, step_seed)
+        # Each part's summed loss over the global batch's term count (times the processes, since
+        # the gradient all-reduce averages): the gradients add up to the global batch's mean loss.
+        normalizer = max(1, self.objective.loss_terms(batch)) / acc.num_processes
+        parts = list(micro_batches(batch, acc.process_index, acc.num_processes, grad_accum))
+        local = 0.0
+        for i, (part, real) in enumerate(parts):
+            with no_sync_unless(i == len(parts) - 1, acc, self.loss_module):
+                loss = self.loss_module(part, step_seed, normalizer)
+                if not real:
+                    loss = loss * 0.0
+                acc.backward(loss)
+            local += float(loss.detach())
+        return all_reduce_sum(local, acc) / acc.num_processes
+
     def step(self, batch: dict[str, torch.Tensor], step_seed: int) -> float:
         cfg = self.config
-        loss = self.objective.loss(self.model, batch, step_seed)
         self.optimizer.zero_grad(set_to_none=False)
-        loss.backward()
+        loss = self.backward(batch, step_seed)
+        scaler = self.accelerator.scaler
         with torch.no_grad():
-            if cfg.l1 > 0:
-                # d/dtheta of lambda/N * sum|theta - start|, added to the gradient directly.
-                alpha = cfg.l1 / self.n_maskable
-                for name, p in self.maskable.items():
-                    if p.grad is not None:
-                        for g, q, s in _chunks(p.grad, p, self.start[name]):
-                            g.add_(torch.sign(q - s), alpha=alpha)
-            if self.masks is not None:
-                for name, p in self.maskable.items():
-                    if p.grad is not None:
-                        # In place, no full-size temporary (a multiply by a bool mask allocates one).
-                        for g, m in _chunks(p.grad, self.masks[name]):
-                            torch.where(m, g, self._zero, out=g)
-            if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
-            if self.masks is not None and cfg.weight_decay > 0:
-                lr = self.optimizer.param_groups[0]["lr"]
-                for name, p in self.maskable.items():
-                    if not name.endswith("bias"):
-                        for q, m in _chunks(p, self.masks[name]):
-                            q.addcmul_(q, m, value=-lr * cfg.weight_decay)
-        self.optimizer.step()
+            if scaler is not None:  # fp16: unscale before the L1 term and the clipping
+                scaler.unscale_(self.optimizer)
+            alpha = cfg.l1 / self.n_maskable
+            if isinstance(self.optimizer, SparseAdamW):
+                grads = self.optimizer.gather_gradients()
+                if cfg.l1 > 0:  # d/dtheta of lambda/N * sum|theta - start|, at the selected entries
+                    for p, g, index in grads:
+                        if index is not None:
+                            start = self.start[self.names[id(p)]].view(-1).index_select(0, index)
+                            g.add_(torch.sign(p.view(-1).index_select(0, index) - start), alpha=alpha)
+                if cfg.max_grad_norm > 0:
+                    clip_grad_norm([g for _, g, _ in grads], cfg.max_grad_norm)
+            else:
+                if cfg.l1 > 0:
+                    # d/dtheta of lambda/N * sum|theta - start|, added to the gradient directly.
+                    for name, p in self.maskable.items():
+                        if p.grad is not None:
+                            for g, q, s in _chunks(p.grad, p, self.start[name]):
+                                g.add_(torch.sign(q - s), alpha=alpha)
+                if cfg.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
+        if scaler is not None:
+            scaler.step(self.optimizer)
+            scaler.update()
+        else:
+            self.optimizer.step()
         self.scheduler.step()
-        return float(loss.detach())
+        return loss
 
     def run(self, resume: Checkpoint | None = None) -> dict[str, Any]:
         """Train to the end of the phase; from ``resume`` (a checkpoint inside this phase) when given."""
         cfg = self.config
         self.model.train()
+        self.loss_module.train()
         step, epoch, skip = 0, 0, 0  # skip: batches of the current epoch already trained on
         window_loss, window_n, window_examples, window_start = 0.0, 0, 0, time.perf_counter()
         last_loss = float("nan")
@@ -244,17 +302,18 @@ def train_sft(
     ``resume`` continues from one (the model must be loaded as for the first attempt): on CPU the
     SFT is bit for bit the one an uninterrupted run gives."""
     callbacks = list(callbacks)
+    accelerator = make_accelerator(config.device, config.mixed_precision)
 
     def emit(event: str, **fields: Any) -> None:
-        for callback in callbacks:
-            callback(event, fields)
+        if accelerator.is_main_process:
+            for callback in callbacks:
+                callback(event, fields)
 
     torch.manual_seed(config.seed)
-    device = select_device(config.device)
     base_fp = fingerprint(model)
     if start_sft is not None:
         start_sft.apply(model, force=force, heads=False)
-    model.to(device)
+    model.to(accelerator.device)
 
     named = dict(model.named_parameters())
     dense = {name: named[name] for name in dense_parameters}
@@ -266,12 +325,16 @@ def train_sft(
         p.requires_grad_(True)
     start = {name: p.detach().clone() for name, p in maskable.items()}
     dense_start = {name: p.detach().clone() for name, p in dense.items()}
-    summary: dict[str, Any] = {"maskable": sum(p.numel() for p in maskable.values())}
+    summary: dict[str, Any] = {"maskable": sum(p.numel() for p in maskable.values()),
+                               "processes": accelerator.num_processes}
     method = method_of(config)
     if mask is None and method.sparse:
         k_count = resolve_k(config.k, summary["maskable"])  # a K that cannot work fails before any training
     selection: MaskSelection | None = None
     started = time.perf_counter()
+    # One loss module for both phases: under N processes it is wrapped once for data parallelism.
+    loss_module = accelerator.prepare(LossModule(model, objective))
+    phase_args = (model, objective, config, maskable, dense, start)
     if checkpoints is not None:
         _announce_checkpoints(checkpoints, config, maskable, dense, mask, summary["maskable"], emit)
     resume_phase2 = resume is not None and resume.phase == 2
@@ -288,7 +351,7 @@ def train_sft(
             resume.restore_rng()
             summary["phase1"] = resume.context.get("phase1")
         else:
-            phase1 = _Phase(1, model, objective, config, maskable, dense, start, None, emit, checkpoints)
+            phase1 = _Phase(1, *phase_args, None, emit, checkpoints, accelerator, loss_module)
             if resume is not None:
                 resume.restore_parameters(maskable, dense, start, None)
             summary["phase1"] = phase1.run(resume)
@@ -304,7 +367,7 @@ def train_sft(
         if checkpoints is not None:
             checkpoints.context["phase1"] = summary["phase1"]
         differences = {name: (p.detach() - start[name]) for name, p in maskable.items()}
-        if keep_phase1_diff is not None:
+        if keep_phase1_diff is not None and accelerator.is_main_process:
             save_difference(
                 keep_phase1_diff,
                 differences,
@@ -322,6 +385,7 @@ def train_sft(
         with _anytime(checkpoints):  # a SIGTERM here loses nothing: the phase-1 checkpoint holds it all
             selection = method.select(differences, k_count, in_place=True)
         del differences
+        check_same_masks(selection.masks, accelerator)
         emit("selection", **selection.event())
         masks = selection.masks
         if checkpoints is not None and selection.denoise:
@@ -343,7 +407,7 @@ def train_sft(
                  density=k_count / summary["maskable"], from_file=True, **info)
         summary["mask_info"] = info
 
-    phase2 = _Phase(2, model, objective, config, maskable, dense, start, masks, emit, checkpoints)
+    phase2 = _Phase(2, *phase_args, masks, emit, checkpoints, accelerator, loss_module)
     if resume_phase2:
         resume.restore_parameters(maskable, dense, start, phase2.masks)
     summary["phase2"] = phase2.run(resume if resume_phase2 else None)

@@ -9,10 +9,10 @@ from typing import Annotated, Any, Optional
 import typer
 
 from deftx_cli.options import (
-    BatchOpt, DataDirOpt, DeviceOpt, JsonOpt, KeepCheckpointsOpt, KeepDiffOpt, KOpt, L1Opt, LrOpt, MaskOpt,
-    MaxLenOpt, Method, MethodOpt, ModelOpt, OutOpt, Phase1EpochsOpt, Phase1StepsOpt, Phase2EpochsOpt,
-    Phase2StepsOpt, Preset, PresetOpt, QuietOpt, RankRuleOpt, ResumeOpt, RunIdOpt, RunsDirOpt, SaveEveryOpt,
-    SeedOpt, TailKeepOpt, TRAINING, WdOpt, existing_file,
+    BatchOpt, DataDirOpt, DeviceOpt, GradAccumOpt, JsonOpt, KeepCheckpointsOpt, KeepDiffOpt, KOpt, L1Opt, LrOpt,
+    MaskOpt, MaxLenOpt, Method, MethodOpt, MixedPrecision, MixedPrecisionOpt, ModelOpt, OutOpt, Phase1EpochsOpt,
+    Phase1StepsOpt, Phase2EpochsOpt, Phase2StepsOpt, Preset, PresetOpt, QuietOpt, RankRuleOpt, ResumeOpt, RunIdOpt,
+    RunsDirOpt, SaveEveryOpt, SeedOpt, TailKeepOpt, TRAINING, WdOpt, existing_file,
 )
 from deftx_cli.output import TrainingProgress, handle_errors, note, print_json
 
@@ -36,6 +36,8 @@ def _note_restart(runs_dir: Path, run_id: str | None, kind: str, method: str, la
 
 
 def _report(outcome, as_json: bool, label: str) -> None:
+    if outcome.run_dir is None:  # not the main process of a multi-process launch: it reports nothing
+        return
     summary = outcome.summary
     result = {
         "sft": str(outcome.sft_dir),
@@ -75,6 +77,8 @@ def train_lang(
     weight_decay: WdOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
+    mixed_precision: MixedPrecisionOpt = MixedPrecision.no,
+    grad_accum: GradAccumOpt = 1,
     mask: MaskOpt = None,
     keep_phase1_diff: KeepDiffOpt = False,
     data_dir: DataDirOpt = None,
@@ -104,7 +108,7 @@ def train_lang(
     config = _config("language", preset, method, k=k, rank_rule=rank_rule, tail_keep=tail_keep,
                      max_examples=max_lines, phase1_steps=phase1_steps, phase2_steps=phase2_steps,
                      batch_size=batch_size, max_length=max_length, lr=lr, l1=l1, weight_decay=weight_decay,
-                     seed=seed, device=device)
+                     seed=seed, device=device, mixed_precision=mixed_precision.value, grad_accum=grad_accum)
     label = f"language SFT {lang} ({config.method})"
     from deftx.data import canonical_language
 
@@ -144,6 +148,8 @@ def train_task(
     weight_decay: WdOpt = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
+    mixed_precision: MixedPrecisionOpt = MixedPrecision.no,
+    grad_accum: GradAccumOpt = 1,
     mask: MaskOpt = None,
     keep_phase1_diff: KeepDiffOpt = False,
     force: Annotated[bool, typer.Option("--force", metavar="", help="Apply a language SFT even if its base-model fingerprint differs.")] = False,
@@ -174,7 +180,8 @@ def train_task(
     config = _config("task", preset, method, k=k, rank_rule=rank_rule, tail_keep=tail_keep,
                      max_examples=max_examples, phase1_epochs=phase1_epochs, phase2_epochs=phase2_epochs,
                      phase1_steps=phase1_steps, phase2_steps=phase2_steps, batch_size=batch_size,
-                     max_length=max_length, lr=lr, l1=l1, weight_decay=weight_decay, seed=seed, device=device)
+                     max_length=max_length, lr=lr, l1=l1, weight_decay=weight_decay, seed=seed, device=device,
+                     mixed_precision=mixed_precision.value, grad_accum=grad_accum)
     label = f"task SFT {task}/{source_lang} ({config.method})"
     from deftx.data import canonical_language
 
