@@ -52,6 +52,7 @@ RUN_FORMAT_VERSION = 1
 RUN_JSON = "run.json"
 METRICS_JSONL = "metrics.jsonl"
 RESULTS_JSON = "results.json"
+EXPERIMENT_JSON = "experiment.json"  # in the runs directory: the progress of the last ``deftx transfer``
 
 STATUSES = ("running", "finished", "failed", "interrupted")
 KINDS = ("language", "task", "evaluation", "compose", "transfer")
@@ -543,3 +544,41 @@ def read_results(runs_dir: Path) -> list[dict[str, Any]]:
             record.setdefault("run_id", child.name)
             out.append(record)
     return out
+
+
+class ExperimentLog:
+    """The progress of a multi-step experiment (``deftx transfer``) in ``runs_dir/experiment.json``, for
+    the dashboard: its steps, the one running, when it started, the time left as estimated then, and
+    the status (running | finished | failed | interrupted). Rewritten atomically at every step."""
+
+    def __init__(self, runs_dir: Path, steps: list[dict[str, Any]], command: list[str] | None = None) -> None:
+        self.path = Path(runs_dir) / EXPERIMENT_JSON
+        self.record: dict[str, Any] = {
+            "kind": "transfer", "status": "running", "pid": os.getpid(), "host": socket.gethostname(),
+            "command": command if command is not None else list(sys.argv), "started_at": now_iso(),
+            "total": len(steps), "index": 0, "step_label": None, "step_started": None, "eta_seconds": None,
+            "steps": steps,
+        }
+        self._write()
+
+    def step(self, index: int, label: str, eta: float | None) -> None:
+        """Step ``index`` (from 1) starts; ``eta``: seconds the steps from this one on should take."""
+        self.record.update(index=index, step_label=label, step_started=time.time(), eta_seconds=eta)
+        self._write()
+
+    def finish(self, status: str) -> None:
+        self.record.update(status=status, ended_at=now_iso(), step_started=None, eta_seconds=None)
+        self._write()
+
+    def _write(self) -> None:
+        self.record["updated_at"] = now_iso()
+        atomic_write_json(self.path, self.record)
+
+
+def read_experiment(runs_dir: Path) -> dict[str, Any] | None:
+    """The experiment record of ``runs_dir`` (``None`` when there is none or it cannot be read)."""
+    try:
+        record = json.loads((Path(runs_dir) / EXPERIMENT_JSON).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None

@@ -29,11 +29,11 @@ from typing import Any, Protocol
 
 from deftx.config import TrainConfig, resolve_config
 from deftx.data import canonical_language, get_task
-from deftx.errors import UnknownNameError, UsageError
+from deftx.errors import TrainingInterrupted, UnknownNameError, UsageError
 from deftx.methods import SPARSE_METHODS, FullFt, cache_settings, get_method, method_of
 from deftx.pipeline import PHASE1_DIFF
 from deftx.results import NO_LANG_SFT
-from deftx.runs import RESULTS_JSON, read_run
+from deftx.runs import RESULTS_JSON, ExperimentLog, read_run
 
 # Evaluation task -> (training task, source language) of the standard recipes.
 RECIPES = {"nusax-senti": ("smsa", "ind"), "americasnli": ("sick", "eng")}
@@ -257,11 +257,30 @@ def execute(
     plan = plan.resolved()
     runs_dir = Path(runs_dir)
     run_step = run_step or _run_step
+    experiment = ExperimentLog(runs_dir, [{"label": s.label, "kind": s.kind, "run_id": s.run_id, "cached": s.cached}
+                                          for s in steps])
+    try:
+        results = _execute(plan, steps, experiment, run_step, model=model, data_dir=data_dir, runs_dir=runs_dir,
+                           notify=notify, callbacks_for=callbacks_for, on_step=on_step, save_every=save_every)
+    except BaseException as exc:
+        experiment.finish("interrupted" if isinstance(exc, (KeyboardInterrupt, TrainingInterrupted)) else "failed")
+        raise
+    experiment.finish("finished")
+    return results
+
+
+def _execute(plan: TransferPlan, steps: list[Step], experiment: ExperimentLog, run_step: Callable[..., Any], *,
+             model: str | Path, data_dir: str | Path | None, runs_dir: Path, notify: Notify,
+             callbacks_for: Callable[[str], Iterable[Any]], on_step: StepProgress | None,
+             save_every: int | None) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     seconds: dict[str, list[float]] = {}
     for index, step in enumerate(steps):
+        eta = _eta(steps, index, seconds)
+        if not step.cached:
+            experiment.step(index + 1, step.label, eta)
         if on_step is not None:
-            on_step(index + 1, len(steps), step, _eta(steps, index, seconds))
+            on_step(index + 1, len(steps), step, eta)
         run_dir = runs_dir / step.run_id
         if step.cached:
             notify(f"{step.label}: cached ({run_dir})")

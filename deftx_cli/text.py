@@ -36,3 +36,26 @@ def format_duration(seconds: float | None) -> str:
         return f"{hours}h{minutes:02d}m"
     days, hours = divmod(hours, 24)
     return f"{days}d{hours:02d}h"
+
+
+def experiment_text(record: dict[str, Any] | None, now: float, alive: bool = True) -> str | None:
+    """One line on the last ``deftx transfer`` of a runs directory (its ``experiment.json``):
+    ``Experiment: step 3 of 9 · [seed 0] language SFT ace (DeFT-X) · about 6m10s left``.
+    ``alive``: whether its process still runs (a running record whose process is gone stopped)."""
+    if not record:
+        return None
+    total, index = record.get("total"), record.get("index") or 0
+    where = f"step {index} of {total}" if index else f"{total} steps"
+    label = record.get("step_label")
+    status = record.get("status")
+    if status == "running" and not alive:
+        return f"Experiment stopped at {where} (its process is gone): rerun the same deftx transfer to continue"
+    if status == "running":
+        text = f"Experiment: {where}" + (f" · {label}" if label else "")
+        eta, started = record.get("eta_seconds"), record.get("step_started")
+        if isinstance(eta, (int, float)) and isinstance(started, (int, float)):
+            text += f" · about {format_duration(max(0.0, eta - (now - started)))} left"
+        return text
+    if status == "finished":
+        return f"Experiment finished: {total} steps"
+    return f"Experiment {status or 'ended'} at {where}" + (f" · {label}" if label else "")

@@ -188,3 +188,42 @@ def test_the_executor_resumes_a_training_step_that_checkpointed(tmp_path):
     assert calls[first.run_id] == (True, True), "the checkpointed run is continued in place"
     assert not (tmp_path / f".mask-{first.run_id}.safetensors").exists()
     assert all(resume is False for run_id, (resume, _) in calls.items() if run_id != first.run_id)
+
+
+def test_the_executor_records_the_experiment_for_the_dashboard(tmp_path):
+    from deftx.runs import read_experiment
+
+    p = plan(methods=["lt-sft"])
+    steps = plan_steps(p, model="m", runs_dir=tmp_path)
+    seen = []
+
+    def fake_step(plan, step, *, runs_dir, **_):
+        record = read_experiment(runs_dir)
+        seen.append((record["status"], record["index"], record["step_label"], record["total"]))
+        if step.kind == "evaluation":
+            return {"metric": "macro_f1", "metrics": {"macro_f1": 0.5}, "system": step.system}
+        return None
+
+    execute(p, steps, model="m", data_dir=None, runs_dir=tmp_path, run_step=fake_step)
+    assert seen == [("running", i + 1, s.label, len(steps)) for i, s in enumerate(steps)]
+    final = read_experiment(tmp_path)
+    assert final["status"] == "finished" and final["eta_seconds"] is None
+    assert [s["run_id"] for s in final["steps"]] == [s.run_id for s in steps]
+
+
+@pytest.mark.parametrize("error, status", [(RuntimeError("boom"), "failed"), (KeyboardInterrupt(), "interrupted")])
+def test_a_stopped_experiment_is_recorded_as_such(tmp_path, error, status):
+    from deftx.runs import read_experiment
+
+    p = plan(methods=["lt-sft"])
+    steps = plan_steps(p, model="m", runs_dir=tmp_path)
+
+    def fails_at_the_second(plan, step, **_):
+        if step is steps[1]:
+            raise error
+        return None
+
+    with pytest.raises(type(error)):
+        execute(p, steps, model="m", data_dir=None, runs_dir=tmp_path, run_step=fails_at_the_second)
+    record = read_experiment(tmp_path)
+    assert record["status"] == status and record["index"] == 2 and record["step_label"] == steps[1].label

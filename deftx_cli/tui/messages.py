@@ -24,10 +24,11 @@ class RunsRefreshed(Message):
     ``behind``: some big metrics file is still being read; another scan should follow at once.
     """
 
-    def __init__(self, rows: list[RunRow], behind: bool = False) -> None:
+    def __init__(self, rows: list[RunRow], behind: bool = False, experiment: str | None = None) -> None:
         super().__init__()
         self.rows = rows
         self.behind = behind
+        self.experiment = experiment  # the line on the directory's last deftx transfer, if any
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, RunsRefreshed)

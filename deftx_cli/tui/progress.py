@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from deftx.methods import SPARSE_METHODS
 from deftx.metrics import collapse_warning
 from deftx.results import PRIMARY_METRICS, higher_is_better, pick_metric
 from deftx.runs import RunInfo, parse_iso, pid_alive
@@ -327,7 +328,7 @@ def describe_run(
         eta_text = "done"
 
     task = as_str(record.get("task")) or DASH
-    two_phase = 2 in totals or as_str(record.get("method")) in ("lt-sft", "deftx")
+    two_phase = 2 in totals or as_str(record.get("method")) in SPARSE_METHODS
     collapse_line = None
     if result is not None:
         where = f"{as_str(result.get('language')) or '?'} {as_str(result.get('split')) or 'evaluation'}"

@@ -16,6 +16,7 @@ fills in over the next polls (``behind`` says more is waiting; the screens poll 
 from __future__ import annotations
 
 import json
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -27,11 +28,13 @@ from deftx.runs import (
     MetricsTail,
     RunInfo,
     list_runs,
+    read_experiment,
     read_results,
     read_run,
     started_key,
 )
 
+from deftx_cli.text import experiment_text
 from deftx_cli.tui.progress import Clock, RunProgress, RunRow, describe_run, pid_alive
 from deftx_cli.tui.series import RunSeries
 
@@ -214,6 +217,14 @@ class RunsScanner:
             del self._tracked[key]
         self.behind = any(t.behind is not None for t in self._tracked.values())
         return rows
+
+    def experiment(self) -> str | None:
+        """The line on the directory's last ``deftx transfer`` (``None`` without one)."""
+        record = read_experiment(self.runs_dir)
+        if record is None:
+            return None
+        alive = record.get("host") not in (None, socket.gethostname()) or self.alive(record.get("pid"))
+        return experiment_text(record, self.clock(), alive)
 
 
 def _describe(info: RunInfo, tracked: _Tracked, now: float, alive: Callable[[Any], bool]) -> RunRow:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header
+from textual.widgets import DataTable, Footer, Header, Static
 
 from deftx_cli.tui.messages import ReadFailed, RunsRefreshed
 from deftx_cli.tui.polling import FilePoller
@@ -40,6 +40,7 @@ class RunsScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield Static(id="experiment")
         yield RunsTable(id="runs-table")
         yield RunDetail(id="run-detail")
         yield Footer()
@@ -59,11 +60,15 @@ class RunsScreen(Screen):
             self._poller.poll()
 
     def _scan(self) -> list[RunsRefreshed]:
-        return [RunsRefreshed(self._scanner.scan(), self._scanner.behind)]
+        rows = self._scanner.scan()
+        return [RunsRefreshed(rows, self._scanner.behind, self._scanner.experiment())]
 
     def on_runs_refreshed(self, message: RunsRefreshed) -> None:
         self.rows = message.rows
         self.scans += 1
+        experiment = self.query_one("#experiment", Static)
+        experiment.display = message.experiment is not None
+        experiment.update(message.experiment or "")
         table = self.query_one(RunsTable)
         table.show_rows(message.rows)
         running = sum(row.status == "running" for row in message.rows)
