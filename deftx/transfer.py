@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import time
 from collections.abc import Callable, Iterable
@@ -227,15 +228,62 @@ def _clear(runs_dir: Path, step: Step) -> bool:
     return False
 
 
-def _eta(steps: list[Step], index: int, seconds: dict[str, list[float]]) -> float | None:
-    """Seconds left for the uncached steps from ``index`` on, by the mean time of each kind so far
-    (of any kind where a kind has not run yet)."""
-    done = [s for times in seconds.values() for s in times]
-    if not done:
+# An evaluation costs about as much as this many training steps (a forward pass over a few hundred
+# sentences); used for the time left until an evaluation has run.
+EVALUATION_AS_TRAIN_STEPS = 5
+
+
+def train_steps(step: Step) -> int | None:
+    """The optimizer steps a training step will run (phase 2 only when its mask comes from another
+    run), or ``None`` when that depends on a data set's size (an epoch budget over every example)."""
+    if step.config is None:
         return None
-    overall = sum(done) / len(done)
-    pace = {kind: sum(times) / len(times) for kind, times in seconds.items() if times}
-    return sum(pace.get(s.kind, overall) for s in steps[index:] if not s.cached)
+    total = 0
+    for phase in (1, 2) if step.mask_from is None else (2,):
+        steps, epochs = step.config.phase_budget(phase)
+        if steps is None:
+            if not step.config.max_examples:
+                return None
+            steps = max(1, math.ceil((epochs or 1.0) * math.ceil(step.config.max_examples / step.config.batch_size)))
+        total += steps
+    return total
+
+
+@dataclass
+class _Pace:
+    """How long the steps run so far took: per kind, and per optimizer step of the trainings."""
+
+    seconds: dict[str, list[float]] = field(default_factory=dict)
+    training: list[tuple[float, int]] = field(default_factory=list)  # (seconds, optimizer steps)
+
+    def add(self, step: Step, took: float) -> None:
+        self.seconds.setdefault(step.kind, []).append(took)
+        n = train_steps(step)
+        if n:
+            self.training.append((took, n))
+
+    def eta(self, steps: list[Step], index: int) -> float | None:
+        """Seconds left for the uncached steps from ``index`` on. Trainings: the seconds per optimizer
+        step so far times their planned steps; evaluations: their mean so far (before one has run, as
+        ``EVALUATION_AS_TRAIN_STEPS`` training steps); a step of unknown size: the mean of its kind."""
+        done = [t for times in self.seconds.values() for t in times]
+        if not done:
+            return None
+        overall = sum(done) / len(done)
+        mean = {kind: sum(times) / len(times) for kind, times in self.seconds.items()}
+        per_step = (sum(t for t, _ in self.training) / sum(n for _, n in self.training)) if self.training else None
+        left = 0.0
+        for step in steps[index:]:
+            if step.cached:
+                continue
+            n = train_steps(step)
+            if step.kind == "evaluation":
+                left += mean.get("evaluation", per_step * EVALUATION_AS_TRAIN_STEPS if per_step else overall)
+            elif n is not None and per_step is not None:
+                left += per_step * n
+            else:
+                left += mean.get(step.kind, overall)
+        return left
 
 
 def execute(
@@ -274,9 +322,9 @@ def _execute(plan: TransferPlan, steps: list[Step], experiment: ExperimentLog, r
              callbacks_for: Callable[[str], Iterable[Any]], on_step: StepProgress | None,
              save_every: int | None) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
-    seconds: dict[str, list[float]] = {}
+    pace = _Pace()
     for index, step in enumerate(steps):
-        eta = _eta(steps, index, seconds)
+        eta = pace.eta(steps, index)
         if not step.cached:
             experiment.step(index + 1, step.label, eta)
         if on_step is not None:
@@ -291,7 +339,7 @@ def _execute(plan: TransferPlan, steps: list[Step], experiment: ExperimentLog, r
         started = time.monotonic()
         record = run_step(plan, step, model=model, data_dir=data_dir, runs_dir=runs_dir, notify=notify,
                           callbacks=callbacks_for(step.label), save_every=save_every, resume=resume)
-        seconds.setdefault(step.kind, []).append(time.monotonic() - started)
+        pace.add(step, time.monotonic() - started)
         if step.kind == "evaluation" and record is not None:
             notify(f"{step.label}: {record['metric']} {record['metrics'][record['metric']]:.4f}")
             results.append(record)

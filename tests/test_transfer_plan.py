@@ -227,3 +227,34 @@ def test_a_stopped_experiment_is_recorded_as_such(tmp_path, error, status):
         execute(p, steps, model="m", data_dir=None, runs_dir=tmp_path, run_step=fails_at_the_second)
     record = read_experiment(tmp_path)
     assert record["status"] == status and record["index"] == 2 and record["step_label"] == steps[1].label
+
+
+def test_the_time_left_follows_the_planned_optimizer_steps_of_each_training():
+    from deftx.transfer import EVALUATION_AS_TRAIN_STEPS, _Pace, train_steps
+
+    p = plan(methods=["lt-sft", "deftx"], task_overrides={"phase1_steps": 40, "phase2_steps": 60})
+    steps = steps_of(p)
+    s = by_label(steps)
+    lt, dx = s["[seed 0] language SFT ind (LT-SFT)"], s["[seed 0] language SFT ind (DeFT-X)"]
+    task = s["[seed 0] task SFT smsa/ind (LT-SFT)"]
+    assert (train_steps(lt), train_steps(dx), train_steps(task)) == (8, 4, 100)  # smoke: 4 + 4; DeFT-X phase 2 only
+    pace = _Pace()
+    assert pace.eta(steps, 0) is None
+    pace.add(lt, 16.0)  # 2 s per optimizer step
+    evaluations = [x for x in steps if x.kind == "evaluation"]
+    expected = 2.0 * sum(train_steps(x) for x in steps[1:] if x.kind != "evaluation") \
+        + 2.0 * EVALUATION_AS_TRAIN_STEPS * len(evaluations)
+    assert pace.eta(steps, 1) == expected
+    pace.add(evaluations[0], 3.0)  # once an evaluation has run, its own time counts
+    assert pace.eta(steps, len(steps) - 1) == 3.0
+
+
+def test_an_epoch_budget_over_every_example_has_no_planned_size():
+    from deftx.transfer import train_steps
+
+    p = plan(methods=["lt-sft"], task_overrides={"phase1_epochs": 1.0, "phase2_epochs": 1.0, "max_examples": 0})
+    task = next(x for x in steps_of(p) if x.kind == "task")
+    assert train_steps(task) is None
+    p = plan(methods=["lt-sft"], task_overrides={"phase1_epochs": 1.0, "phase2_epochs": 0.5, "max_examples": 320})
+    task = next(x for x in steps_of(p) if x.kind == "task")
+    assert train_steps(task) == 320 // 4 + 320 // 4 // 2  # smoke batch 4

@@ -55,7 +55,7 @@ def transfer(
     per method on the source language, and evaluates every target. Finished steps are reused, and an
     interrupted training step continues from its last checkpoint: rerun the same command to resume.
 
-    Example (a few minutes on a laptop CPU):
+    Example (about 14 minutes on 2 CPU cores with the quick preset):
 
         export DEFTX_DATA_DIR=../shared/data
         export DEFTX_MODEL=../shared/models/me5-small-mlm
