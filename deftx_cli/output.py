@@ -100,7 +100,7 @@ def print_json(obj: Any) -> None:
 
 def note(message: str) -> None:
     """A line for people, on stderr."""
-    stderr.print(message, markup=False)
+    stderr.print(message, markup=False, soft_wrap=True)  # one line per note, also in logs
 
 
 def warn(message: str | None) -> None:

@@ -306,3 +306,11 @@ def test_an_evaluation_run_records_the_collapse_in_its_run_record(first_run, sha
     assert json.loads((run_dir / "run.json").read_text())["summary"]["collapsed_classes"] == ["negative", "neutral"]
     (event,) = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
     assert event["metrics"]["prediction_shares"]["positive"] == 1.0
+
+
+def test_a_long_note_stays_one_line_in_a_log(capsys):
+    from deftx_cli.output import note
+
+    message = "[seed 0] language SFT ace (DeFT-X): phase 1 shared with LT-SFT; mask selected from its difference " * 2
+    note(message)
+    assert capsys.readouterr().err == message + "\n"
