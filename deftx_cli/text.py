@@ -7,6 +7,7 @@ from pathlib import PurePath
 from typing import Any
 
 from deftx.results import as_str
+from deftx.runs import parse_iso
 
 DASH = "—"  # no value
 
@@ -57,5 +58,7 @@ def experiment_text(record: dict[str, Any] | None, now: float, alive: bool = Tru
             text += f" · about {format_duration(max(0.0, eta - (now - started)))} left"
         return text
     if status == "finished":
-        return f"Experiment finished: {total} steps"
+        start, end = parse_iso(record.get("started_at")), parse_iso(record.get("ended_at"))
+        took = f" in {format_duration(end - start)}" if start is not None and end is not None else ""
+        return f"Experiment finished: {total} steps{took}"
     return f"Experiment {status or 'ended'} at {where}" + (f" · {label}" if label else "")

@@ -27,6 +27,8 @@ def test_experiment_line_says_the_step_and_the_time_left():
         "Experiment: step 3 of 9 · [seed 0] language SFT ace (DeFT-X)")
     assert experiment_text(record(), now=1060.0, alive=False).startswith("Experiment stopped at step 3 of 9")
     assert experiment_text(record(status="finished"), now=0) == "Experiment finished: 9 steps"
+    assert experiment_text(record(status="finished", started_at="2026-12-04T17:26:06+00:00",
+                                  ended_at="2026-12-04T17:39:57+00:00"), now=0) == "Experiment finished: 9 steps in 13m51s"
     assert experiment_text(record(status="interrupted"), now=0) == (
         "Experiment interrupted at step 3 of 9 · [seed 0] language SFT ace (DeFT-X)")
     assert experiment_text(None, now=0) is None
