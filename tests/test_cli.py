@@ -400,8 +400,12 @@ def test_transfer_task_budget_options(tiny_model_dir, shared_data, tmp_path):
     runs = tmp_path / "runs"
     result = run("transfer", "--targets", "ace", "--methods", "lt-sft", "--baselines", "", "--split", "valid",
                  "--preset", "smoke", "--task-preset", "quick", "--task-epochs", "0.02", "--task-max-examples", "0",
+                 "--lang-steps", "3",
                  "--model", tiny_model_dir, "--data-dir", shared_data, "--runs-dir", runs, "--json", "--quiet")
     [record] = json.loads(result.stdout)["records"]
+    lang_runs = [json.loads((p / "run.json").read_text()) for p in runs.iterdir() if p.name.startswith("xfer-lang-")]
+    assert len(lang_runs) == 2  # ind and ace: 3 + 3 masked-LM steps instead of the smoke preset's 4 + 4
+    assert all(r["config"]["phase1_steps"] == r["config"]["phase2_steps"] == 3 for r in lang_runs)
     assert record["settings"]["preset"] == "quick" and record["settings"]["lang_preset"] == "smoke"
     assert record["settings"]["task_budget"] == "0.02+0.02 ep" and record["settings"]["task_examples"] == "all"
     [task_run] = [p for p in runs.iterdir() if p.name.startswith("xfer-task-")]

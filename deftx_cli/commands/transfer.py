@@ -41,6 +41,7 @@ def transfer(
     model: ModelOpt = "xlm-roberta-base",
     preset: PresetOpt = Preset.quick,
     task_preset: Annotated[Optional[Preset], typer.Option("--task-preset", help="Preset of the task SFTs (default: --preset).")] = None,
+    lang_steps: Annotated[Optional[int], typer.Option("--lang-steps", min=1, help="Masked-LM steps of each language-SFT phase (overrides the preset).")] = None,
     task_epochs: Annotated[Optional[float], typer.Option("--task-epochs", min=0.01, help="Epochs of each task-SFT phase (overrides the preset).")] = None,
     task_max_examples: Annotated[Optional[int], typer.Option("--task-max-examples", min=0, help="Training examples of the task SFTs (0 = all; overrides the preset).")] = None,
     data_dir: DataDirOpt = None,
@@ -66,7 +67,8 @@ def transfer(
 
     from deftx_cli.tables import to_document, to_rich
 
-    overrides_lang = {k: v for k, v in {"k": k_lang, "rank_rule": rank_rule, "tail_keep": tail_keep}.items() if v is not None}
+    overrides_lang = {k: v for k, v in {"k": k_lang, "rank_rule": rank_rule, "tail_keep": tail_keep,
+                                        "phase1_steps": lang_steps, "phase2_steps": lang_steps}.items() if v is not None}
     overrides_task = {k: v for k, v in {"k": k_task, "rank_rule": rank_rule, "tail_keep": tail_keep,
                                         "phase1_epochs": task_epochs, "phase2_epochs": task_epochs,
                                         "max_examples": task_max_examples}.items() if v is not None}
