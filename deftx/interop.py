@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from deftx.errors import ArtifactError, InputNotFoundError, UsageError
-from deftx.model import base_parameters, base_prefix, fingerprint, is_layer_norm, load_model
+from deftx.model import base_parameters, base_prefix, fingerprint, is_layer_norm, load_model, model_reference
 from deftx.sft import SparseDiff
 from deftx.sft_manifest import COMPOSABLE_SFT_FILE, sha256_file
 
@@ -271,7 +271,7 @@ def import_composable_sft(
         "language": language,
         "task": task,
         "labels": labels or None,
-        "base_model": str(model_id),
+        "base_model": model_reference(model_id),
         "base_fingerprint": fingerprint(model),
         "maskable": sum(p.numel() for n, p in params.items() if not is_layer_norm(n)),
         "layer_norm": {"parameters": len(layer_norm), "entries": sum(layer_norm.values())},

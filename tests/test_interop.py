@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
+
 import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -71,6 +73,8 @@ def test_import_reproduces_composable_sfts_own_decoding(composable_fixture, shar
     for name, tensor in diff.head.items():
         assert torch.equal(tensor, expected[f"abs.{name}"]), name
     assert diff.manifest["kind"] == "language" and diff.manifest["imported_from"]["name_prefix"] == "bert"
+    # the base model as a path that resolves from any working directory, as trained SFTs record it
+    assert diff.manifest["base_model"] == str(Path(shared_model).resolve())
 
 
 def test_export_reproduces_the_fixture_and_round_trips(composable_fixture, shared_model, tmp_path):
