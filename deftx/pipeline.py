@@ -110,7 +110,9 @@ def _check_mask_base(mask_meta: dict[str, Any] | None, model) -> None:
         )
 
 
-def _total_steps(config: TrainConfig, n_examples: int, mask_given: bool) -> dict[str, int]:
+def total_steps(config: TrainConfig, n_examples: int, mask_given: bool) -> dict[str, int]:
+    """The optimizer steps of each phase a training runs (``phase1`` absent when a mask is given,
+    ``phase2`` for sparse methods only) on ``n_examples`` training examples."""
     totals = {}
     for phase in (1, 2):
         if phase == 1 and mask_given:
@@ -297,7 +299,7 @@ def train_language_sft(
     with _training_run(
         runs_dir, "language", config, checkpointing or Checkpointing(), settings, list(callbacks),
         run_id=run_id, languages={"target": lang}, config=resolved, method=config.method, base_model=model_reference(model),
-        seed=config.seed, command=command, total_steps=_total_steps(config, objective.num_examples(), mask is not None),
+        seed=config.seed, command=command, total_steps=total_steps(config, objective.num_examples(), mask is not None),
     ) as (run, checkpointer, checkpoint, logged):
         result = train_sft(
             mlm, objective, config, manifest=manifest, dense_parameters=dense, mask=mask,
@@ -385,7 +387,7 @@ def train_task_sft(
         runs_dir, "task", config, checkpointing or Checkpointing(), settings, list(callbacks),
         run_id=run_id, languages={"source": source_lang}, task=spec.name, config=config.model_dump(mode="json"),
         method=config.method, base_model=model_reference(model), seed=config.seed, command=command,
-        total_steps=_total_steps(config, objective.num_examples(), mask is not None),
+        total_steps=total_steps(config, objective.num_examples(), mask is not None),
     ) as (run, checkpointer, checkpoint, logged):
         if start_sft is not None:
             run.update(config={"lang_sft": str(Path(lang_sft).resolve())})

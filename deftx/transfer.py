@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 import time
 from collections.abc import Callable, Iterable
@@ -32,7 +31,7 @@ from deftx.config import TrainConfig, resolve_config
 from deftx.data import canonical_language, get_task
 from deftx.errors import TrainingInterrupted, UnknownNameError, UsageError
 from deftx.methods import SPARSE_METHODS, FullFt, cache_settings, get_method, method_of
-from deftx.pipeline import PHASE1_DIFF
+from deftx.pipeline import PHASE1_DIFF, total_steps
 from deftx.results import NO_LANG_SFT
 from deftx.runs import RESULTS_JSON, ExperimentLog, read_run
 
@@ -236,17 +235,12 @@ EVALUATION_AS_TRAIN_STEPS = 5
 def train_steps(step: Step) -> int | None:
     """The optimizer steps a training step will run (phase 2 only when its mask comes from another
     run), or ``None`` when that depends on a data set's size (an epoch budget over every example)."""
-    if step.config is None:
+    config = step.config
+    if config is None:
         return None
-    total = 0
-    for phase in (1, 2) if step.mask_from is None else (2,):
-        steps, epochs = step.config.phase_budget(phase)
-        if steps is None:
-            if not step.config.max_examples:
-                return None
-            steps = max(1, math.ceil((epochs or 1.0) * math.ceil(step.config.max_examples / step.config.batch_size)))
-        total += steps
-    return total
+    if not config.max_examples and any(config.phase_budget(phase)[0] is None for phase in (1, 2)):
+        return None
+    return sum(total_steps(config, config.max_examples or 0, step.mask_from is not None).values())
 
 
 @dataclass

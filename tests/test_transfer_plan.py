@@ -258,3 +258,12 @@ def test_an_epoch_budget_over_every_example_has_no_planned_size():
     p = plan(methods=["lt-sft"], task_overrides={"phase1_epochs": 1.0, "phase2_epochs": 0.5, "max_examples": 320})
     task = next(x for x in steps_of(p) if x.kind == "task")
     assert train_steps(task) == 320 // 4 + 320 // 4 // 2  # smoke batch 4
+
+
+def test_dense_fine_tuning_plans_phase_one_only():
+    from deftx.transfer import train_steps
+
+    p = plan(methods=["lt-sft"], baselines=["full-ft"], task_overrides={"phase1_steps": 40, "phase2_steps": 60})
+    tasks = {s.label: s for s in steps_of(p) if s.kind == "task"}
+    assert train_steps(tasks["[seed 0] task SFT smsa/ind (full FT)"]) == 40
+    assert train_steps(tasks["[seed 0] task SFT smsa/ind (LT-SFT)"]) == 100
