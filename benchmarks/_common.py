@@ -273,3 +273,16 @@ def _fmt(value: object) -> str:
 
 def mib(n_bytes: float) -> float:
     return n_bytes / MB
+
+
+def trainable_maskable(model):
+    """Freeze every parameter of ``model`` but the maskable ones; returns those (by name) and a copy of
+    their values, the start point that phase 1's difference and phase 2's reset are taken from."""
+    from deftx.model import maskable_parameters
+
+    maskable = maskable_parameters(model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in maskable.values():
+        p.requires_grad_(True)
+    return maskable, {name: p.detach().clone() for name, p in maskable.items()}

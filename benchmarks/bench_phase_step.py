@@ -42,6 +42,7 @@ from _common import (  # noqa: E402
     run_worker,
     table,
     timer,
+    trainable_maskable,
     xlmr_base_config,
 )
 
@@ -55,18 +56,13 @@ def build(config, args, model_dir, text_file):
     import torch
 
     from deftx.config import resolve_config
-    from deftx.model import load_tokenizer, maskable_parameters, model_from_config, untie_output_embeddings
+    from deftx.model import load_tokenizer, model_from_config, untie_output_embeddings
     from deftx.objectives import MaskedLMObjective
     from deftx.selection import select_top_k
 
     model = model_from_config(config, "mlm", seed=0)
     untie_output_embeddings(model)
-    maskable = maskable_parameters(model)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in maskable.values():
-        p.requires_grad_(True)
-    start = {name: p.detach().clone() for name, p in maskable.items()}
+    maskable, start = trainable_maskable(model)
     n_maskable = sum(p.numel() for p in maskable.values())
     k = round(K_LANG / 277_414_656 * n_maskable)
     generator = torch.Generator().manual_seed(0)

@@ -104,7 +104,7 @@ def main() -> int:
 
     from deftx.data import load_unlabelled_text
     from deftx.errors import DeftxError
-    from deftx.model import load_model, load_tokenizer, maskable_parameters, untie_output_embeddings
+    from deftx.model import load_model, load_tokenizer, untie_output_embeddings
     from deftx.objectives import MaskedLMObjective
     from deftx.training.distributed import LossModule, make_accelerator
     from deftx.methods import DeftX
@@ -123,12 +123,9 @@ def main() -> int:
     device = accelerator.device
     untie_output_embeddings(model)
     model.to(device)
-    maskable = maskable_parameters(model)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in maskable.values():
-        p.requires_grad_(True)
-    start = {n: p.detach().clone() for n, p in maskable.items()}
+    from _common import trainable_maskable
+
+    maskable, start = trainable_maskable(model)
     objective = MaskedLMObjective(tokenizer, lines, max_length=args.max_length, seed=0)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none (cpu try-out)"
     import accelerate
