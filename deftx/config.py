@@ -151,3 +151,48 @@ def _first_error(exc: ValueError) -> str:
         where = ".".join(str(x) for x in first.get("loc", ())) or "setting"
         return f"invalid {where}: {first.get('msg')} (got {first.get('input')!r})"
     return str(exc)
+
+
+# Settings a plan gives each training itself: not to be set per kind.
+PLAN_SETTINGS = {"preset": "--preset", "method": "--methods", "seed": "--seed"}
+
+
+def parse_settings(pairs: list[str], option: str = "--set") -> dict[str, Any]:
+    """``KEY=VALUE`` texts -> TrainConfig settings, each value checked and converted by TrainConfig's
+    own validation ("64" -> 64). An unknown key, a key the plan sets itself, a missing ``=`` or a
+    bad value is a :class:`UsageError` naming the key. ``max_examples=0`` means every example (as
+    in :func:`resolve_config`); a later pair for the same key replaces an earlier one."""
+    import difflib
+
+    allowed = sorted(set(TrainConfig.model_fields) - set(PLAN_SETTINGS))
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise UsageError(f"{option} {pair!r}: expected KEY=VALUE", hint=f"keys: {', '.join(allowed)}")
+        if key in PLAN_SETTINGS:
+            raise UsageError(f"{option} {key}: set by the plan; use {PLAN_SETTINGS[key]}")
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=3, cutoff=0.6)
+            maybe = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise UsageError(f"{option}: unknown setting {key!r}{maybe}", hint=f"keys: {', '.join(allowed)}")
+        if key == "max_examples" and value == "0":
+            settings[key] = 0
+            continue
+        parsed: Any = value
+        if value.startswith("["):  # a list setting (denoise_include, denoise_exclude) as JSON
+            import json
+
+            try:
+                parsed = json.loads(value)
+            except ValueError:
+                raise UsageError(f"{option} {key}: {value!r} is not a JSON list") from None
+        try:
+            checked = TrainConfig.model_validate({key: parsed})
+        except UsageError as exc:
+            raise UsageError(f"{option} {key}: {exc.message}", hint=exc.hint) from None
+        except ValueError as exc:  # pydantic ValidationError
+            raise UsageError(f"{option} {_first_error(exc)}") from None
+        settings[key] = getattr(checked, key)
+    return settings

@@ -31,6 +31,7 @@ Every line carries ``time`` (seconds since the epoch).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import socket
@@ -60,6 +61,23 @@ KINDS = ("language", "task", "evaluation", "compose", "transfer")
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def format_duration(seconds: float | None) -> str:
+    """``42s``, ``3m05s``, ``1h02m``, ``2d03h``."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "\u2014"
+    total = int(round(seconds))
+    if total < 60:
+        return f"{total}s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
 
 
 def parse_iso(value: str | None) -> float | None:
@@ -564,6 +582,15 @@ class ExperimentLog:
     def step(self, index: int, label: str, eta: float | None) -> None:
         """Step ``index`` (from 1) starts; ``eta``: seconds the steps from this one on should take."""
         self.record.update(index=index, step_label=label, step_started=time.time(), eta_seconds=eta)
+        self._write()
+
+    def running(self, indices: list[int], labels: list[str], finished: int, eta: float | None) -> None:
+        """Steps run side by side (``deftx transfer --jobs``): those running now (their indices
+        from 1, in plan order, and labels), how many steps have finished (cached ones included), and
+        the time left for all the others. ``index`` and ``step_label`` name the first running step."""
+        self.record.update(index=indices[0] if indices else self.record["index"],
+                           step_label=labels[0] if labels else None, running=labels, finished=finished,
+                           step_started=time.time(), eta_seconds=eta)
         self._write()
 
     def finish(self, status: str) -> None:

@@ -12,8 +12,9 @@ task SFTs (a cheaper protocol: the spread over seeds then covers task training o
 The experiment is planned, then executed. :func:`plan_steps` is pure: from the plan and what the
 runs directory already holds it lists every step (language SFT, task SFT, evaluation) with a
 deterministic run id (the settings that matter to the step hashed in, by :func:`step_key`) and says
-which are cached. :func:`execute` runs the others in order, so a second call reuses finished steps and
-an interrupted experiment resumes where it stopped.
+which are cached. :func:`execute` runs the others in order (or several at once in worker processes,
+each once the steps it needs have finished: :mod:`deftx.scheduler`), so a second call reuses finished
+steps and an interrupted experiment resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -21,19 +22,25 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from deftx.config import TrainConfig, resolve_config
 from deftx.data import canonical_language, get_task
-from deftx.errors import TrainingInterrupted, UnknownNameError, UsageError
+from deftx.errors import ProcessFailedError, TrainingInterrupted, TrainingTerminated, UnknownNameError, UsageError
 from deftx.methods import SPARSE_METHODS, FullFt, cache_settings, get_method, method_of
 from deftx.pipeline import PHASE1_DIFF, total_steps
 from deftx.results import NO_LANG_SFT
-from deftx.runs import RESULTS_JSON, ExperimentLog, read_run
+from deftx.runs import RESULTS_JSON, ExperimentLog, format_duration, read_run
+from deftx.scheduler import StepError, StepOutcome, StepSchedule, WorkerPool, default_threads, limit_threads
 
 # Evaluation task -> (training task, source language) of the standard recipes.
 RECIPES = {"nusax-senti": ("smsa", "ind"), "americasnli": ("sick", "eng")}
@@ -292,18 +299,36 @@ def execute(
     on_step: StepProgress | None = None,
     save_every: int | None = None,
     run_step: Callable[..., dict[str, Any] | None] | None = None,
+    jobs: int = 1,
+    threads: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Run the uncached steps in order; returns every evaluation's result record. A training step
-    that was interrupted continues from its last checkpoint (every ``save_every`` steps; ``None``:
-    the preset's default). ``run_step`` (for tests) replaces the training and evaluation of one step."""
+    """Run the uncached steps; returns every evaluation's result record, in plan order. A training
+    step that was interrupted continues from its last checkpoint (every ``save_every`` steps;
+    ``None``: the preset's default). ``run_step`` (for tests) replaces the training and evaluation
+    of one step (run in a worker when ``jobs`` > 1: a module-level function).
+
+    ``jobs`` > 1 runs up to that many steps at once in worker processes, each step once the steps it
+    needs have finished (see :mod:`deftx.scheduler`), with ``threads`` torch threads per worker
+    (default: the CPUs shared by the jobs). Then ``on_step`` is not called: each start and end is a
+    ``notify`` line, and a training's events reach ``callbacks_for(label)`` in this process. With one
+    job, ``threads`` (when given) limits this process's torch threads."""
     plan = plan.resolved()
     runs_dir = Path(runs_dir)
     run_step = run_step or _run_step
+    if jobs < 1 or (threads is not None and threads < 1):
+        raise UsageError(f"jobs and threads must be at least 1 (got jobs {jobs}, threads {threads})")
     experiment = ExperimentLog(runs_dir, [{"label": s.label, "kind": s.kind, "run_id": s.run_id, "cached": s.cached}
                                           for s in steps])
     try:
-        results = _execute(plan, steps, experiment, run_step, model=model, data_dir=data_dir, runs_dir=runs_dir,
-                           notify=notify, callbacks_for=callbacks_for, on_step=on_step, save_every=save_every)
+        if jobs > 1:
+            results = _execute_parallel(plan, steps, experiment, run_step, model=model, data_dir=data_dir,
+                                        runs_dir=runs_dir, notify=notify, callbacks_for=callbacks_for,
+                                        save_every=save_every, jobs=jobs, threads=threads or default_threads(jobs))
+        else:
+            if threads is not None:
+                limit_threads(threads)
+            results = _execute(plan, steps, experiment, run_step, model=model, data_dir=data_dir, runs_dir=runs_dir,
+                               notify=notify, callbacks_for=callbacks_for, on_step=on_step, save_every=save_every)
     except BaseException as exc:
         experiment.finish("interrupted" if isinstance(exc, (KeyboardInterrupt, TrainingInterrupted)) else "failed")
         raise
@@ -338,6 +363,122 @@ def _execute(plan: TransferPlan, steps: list[Step], experiment: ExperimentLog, r
             notify(f"{step.label}: {record['metric']} {record['metrics'][record['metric']]:.4f}")
             results.append(record)
     return results
+
+
+def _execute_parallel(plan: TransferPlan, steps: list[Step], experiment: ExperimentLog, run_step: Callable[..., Any],
+                      *, model: str | Path, data_dir: str | Path | None, runs_dir: Path, notify: Notify,
+                      callbacks_for: Callable[[str], Iterable[Any]], save_every: int | None, jobs: int,
+                      threads: int) -> list[dict[str, Any]]:
+    """:func:`_execute` with up to ``jobs`` steps at once in worker processes. A failed step lets the
+    running ones finish and starts no other; SIGTERM or Ctrl-C sends the running ones SIGTERM (a
+    training checkpoints) and waits for them."""
+    schedule = StepSchedule(steps)
+    total = len(steps)
+    for step in steps:
+        if step.cached:
+            notify(f"{step.label}: cached ({runs_dir / step.run_id})")
+    records: dict[str, dict[str, Any]] = {}
+    listeners: dict[str, list[Any]] = {}
+    futures: dict[Future, int] = {}
+    pace = _Pace()
+    failure: tuple[int, StepError] | None = None
+    stopping: type[BaseException] | None = None
+
+    def progress() -> str:
+        eta = pace.eta([steps[i] for i in [*schedule.running, *schedule.waiting]], 0)
+        eta = eta / jobs if eta is not None else None
+        indices = sorted(schedule.running)
+        experiment.running([i + 1 for i in indices], [steps[i].label for i in indices], len(schedule.finished), eta)
+        left = f"; about {format_duration(eta)} left in all" if eta is not None else ""
+        return f"({len(indices)} running{left})"
+
+    def handle(messages: list[tuple[Any, ...]]) -> None:
+        for message in messages:
+            if message[0] == "notify":
+                notify(message[2])
+            elif message[0] == "event":
+                for listener in listeners.get(message[1], ()):
+                    listener(message[2], message[3])
+
+    def collect(future: Future) -> None:
+        nonlocal failure
+        index = futures.pop(future)
+        step = steps[index]
+        try:
+            outcome = future.result()
+        except BrokenProcessPool:
+            outcome = StepOutcome(None, StepError("BrokenProcessPool", "its worker process died (killed, or out of "
+                                                  "memory)", None, ProcessFailedError.exit_code, ""), 0.0)
+        listeners.pop(step.run_id, None)
+        if outcome.error is None:
+            schedule.finish(index)
+            pace.add(step, outcome.seconds)
+            if step.kind == "evaluation" and outcome.record is not None:
+                records[step.run_id] = outcome.record
+                notify(f"{step.label}: {outcome.record['metric']} {outcome.record['metrics'][outcome.record['metric']]:.4f}")
+            notify(f"step {index + 1} of {total} finished in {format_duration(outcome.seconds)}: {step.label} {progress()}")
+            return
+        schedule.fail(index)
+        failure = failure or (index, outcome.error)
+        what = "stopped" if outcome.error.stopped else "failed"
+        waiting = f"; waiting for the {len(schedule.running)} running to finish" if schedule.running else ""
+        notify(f"step {index + 1} of {total} {what}: {step.label}{waiting}")
+
+    pool = WorkerPool(jobs, threads)
+    try:
+        with _sigterm_sets(stop := []):
+            while not schedule.done:
+                try:
+                    if stop and stopping is None:
+                        raise _Terminated
+                    if stopping is None and failure is None:
+                        for index in schedule.next(jobs - len(schedule.running)):
+                            step = steps[index]
+                            options = dict(model=model, data_dir=data_dir, runs_dir=runs_dir, save_every=save_every,
+                                           resume=_clear(runs_dir, step))
+                            listeners[step.run_id] = list(callbacks_for(step.label))
+                            futures[pool.submit(run_step, plan, step, options)] = index
+                            notify(f"step {index + 1} of {total} started: {step.label} {progress()}")
+                    handle(pool.messages(0.2))
+                    for future in [f for f in futures if f.done()]:
+                        collect(future)
+                except (KeyboardInterrupt, _Terminated) as exc:
+                    if stopping is not None:  # a second Ctrl-C: stop waiting
+                        raise
+                    stopping = KeyboardInterrupt if isinstance(exc, KeyboardInterrupt) else TrainingTerminated
+                    schedule.waiting.clear()
+                    notify(f"stopping the {len(schedule.running)} running step(s) (SIGTERM: a training saves a "
+                           "checkpoint first)")
+                    handle(pool.terminate(steps[i].run_id for i in schedule.running))
+    finally:
+        pool.close()
+    if stopping is KeyboardInterrupt:
+        raise KeyboardInterrupt
+    if stopping is not None:
+        raise TrainingTerminated("terminated (SIGTERM); the steps that were running stopped at their last checkpoint",
+                                 hint="rerun the same command to resume")
+    if failure is not None:
+        index, error = failure
+        raise error.to_exception(steps[index].label)
+    return [records[s.run_id] if s.run_id in records else json.loads((runs_dir / s.run_id / RESULTS_JSON).read_text())
+            for s in steps if s.kind == "evaluation" and (s.cached or s.run_id in records)]
+
+
+class _Terminated(Exception):
+    """SIGTERM reached the parent of the workers."""
+
+
+@contextmanager
+def _sigterm_sets(flag: list[bool]) -> Iterator[None]:
+    """While inside, SIGTERM appends to ``flag`` instead of ending the process (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: flag.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_step(plan: TransferPlan, step: Step, *, model, data_dir, runs_dir: Path, notify: Notify,
@@ -391,6 +532,7 @@ def _select_shared_mask(step: Step, runs_dir: Path) -> Path:
 
 def run_transfer(plan: TransferPlan, *, model: str | Path, runs_dir: Path, **options: Any) -> list[dict[str, Any]]:
     """Plan and run (or resume) the experiment; returns every result record. ``options``: those of
-    :func:`execute` (``data_dir``, ``notify``, ``callbacks_for``, ``on_step``, ``save_every``)."""
+    :func:`execute` (``data_dir``, ``notify``, ``callbacks_for``, ``on_step``, ``save_every``, ``jobs``,
+    ``threads``)."""
     steps = plan_steps(plan, model=model, runs_dir=Path(runs_dir))
     return execute(plan, steps, model=model, runs_dir=Path(runs_dir), **options)

@@ -112,11 +112,11 @@ def warn(message: str | None) -> None:
 class TrainingProgress:
     """Engine events -> a Rich progress bar on a terminal, plain periodic lines otherwise."""
 
-    def __init__(self, label: str, interval: float = 10.0, quiet: bool = False) -> None:
+    def __init__(self, label: str, interval: float = 10.0, quiet: bool = False, bars: bool = True) -> None:
         self.label = label
         self.interval = interval
         self.quiet = quiet
-        self.interactive = stderr.is_terminal and not quiet
+        self.interactive = stderr.is_terminal and not quiet and bars  # bars=False: plain lines only
         self._progress = None
         self._task = None
         self._last_print = 0.0

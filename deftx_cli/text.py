@@ -7,7 +7,7 @@ from pathlib import PurePath
 from typing import Any
 
 from deftx.results import as_str
-from deftx.runs import parse_iso
+from deftx.runs import format_duration, parse_iso  # noqa: F401 - format_duration: shared here
 
 DASH = "—"  # no value
 
@@ -20,23 +20,6 @@ def model_label(base_model: Any) -> str:
     if text.startswith((".", "/", "~")) or "\\" in text:
         return PurePath(text.replace("\\", "/")).name or text
     return text
-
-
-def format_duration(seconds: float | None) -> str:
-    """``42s``, ``3m05s``, ``1h02m``, ``2d03h``."""
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return DASH
-    total = int(round(seconds))
-    if total < 60:
-        return f"{total}s"
-    minutes, secs = divmod(total, 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h{minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours:02d}h"
 
 
 def experiment_text(record: dict[str, Any] | None, now: float, alive: bool = True) -> str | None:
@@ -52,7 +35,12 @@ def experiment_text(record: dict[str, Any] | None, now: float, alive: bool = Tru
     if status == "running" and not alive:
         return f"Experiment stopped at {where} (its process is gone): rerun the same deftx transfer to continue"
     if status == "running":
-        text = f"Experiment: {where}" + (f" · {label}" if label else "")
+        running = record.get("running")
+        if isinstance(running, list) and len(running) > 1:  # steps side by side (deftx transfer --jobs)
+            text = (f"Experiment: {record.get('finished', 0)} of {total} steps done · {len(running)} running: "
+                    + "; ".join(str(r) for r in running))
+        else:
+            text = f"Experiment: {where}" + (f" · {label}" if label else "")
         eta, started = record.get("eta_seconds"), record.get("step_started")
         if isinstance(eta, (int, float)) and isinstance(started, (int, float)):
             text += f" · about {format_duration(max(0.0, eta - (now - started)))} left"

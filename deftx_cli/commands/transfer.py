@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from deftx_cli.options import (
-    DataDirOpt, JsonOpt, ModelOpt, Preset, PresetOpt, QuietOpt, RankRuleOpt, RunsDirOpt, SaveEveryOpt, TailKeepOpt,
-    split_list,
+    TRAINING, DataDirOpt, JsonOpt, ModelOpt, Preset, PresetOpt, QuietOpt, RankRuleOpt, RunsDirOpt, SaveEveryOpt,
+    TailKeepOpt, split_list,
 )
 from deftx_cli.output import TrainingProgress, handle_errors, note, print_json, stdout, warn
 from deftx_cli.text import format_duration
@@ -21,6 +21,30 @@ def _show_step(index: int, total: int, step, eta: float | None) -> None:
         return
     left = f" (about {format_duration(eta)} left in all)" if eta is not None else ""
     note(f"step {index} of {total}: {step.label} ...{left}")
+
+
+PARALLEL = "Parallel steps"
+
+# The explicit options that set a training setting, per kind: --lang-set / --task-set may not set it too.
+LANG_OPTIONS = {"k": "--k-lang", "rank_rule": "--rank-rule", "tail_keep": "--tail-keep", "phase1_steps": "--lang-steps",
+                "phase2_steps": "--lang-steps"}
+TASK_OPTIONS = {"k": "--k-task", "rank_rule": "--rank-rule", "tail_keep": "--tail-keep", "phase1_epochs": "--task-epochs",
+                "phase2_epochs": "--task-epochs", "max_examples": "--task-max-examples"}
+
+
+def _with_settings(explicit: dict[str, Any], pairs: list[str] | None, option: str,
+                   options: dict[str, str]) -> dict[str, Any]:
+    """The explicit options' settings plus those of ``--lang-set`` / ``--task-set``; a key set both
+    ways is refused (which should win would be a guess)."""
+    from deftx.config import parse_settings
+    from deftx.errors import UsageError
+
+    settings = parse_settings(pairs or [], option)
+    both = sorted(key for key in settings if key in explicit)
+    if both:
+        key = both[0]
+        raise UsageError(f"{option} {key} and {options.get(key, key)} both set {key}; give one of them")
+    return {**explicit, **settings}
 
 
 @handle_errors
@@ -46,6 +70,10 @@ def transfer(
     task_max_examples: Annotated[Optional[int], typer.Option("--task-max-examples", min=0, help="Training examples of the task SFTs (0 = all; overrides the preset).")] = None,
     data_dir: DataDirOpt = None,
     runs_dir: RunsDirOpt = Path("runs"),
+    lang_set: Annotated[Optional[list[str]], typer.Option("--lang-set", metavar="KEY=VALUE", help="Any training setting of the language SFTs on top of the preset (repeat), e.g. batch_size=64, max_examples=0 (all).", rich_help_panel=TRAINING)] = None,
+    task_set: Annotated[Optional[list[str]], typer.Option("--task-set", metavar="KEY=VALUE", help="Any training setting of the task SFTs on top of the preset (repeat), e.g. mixed_precision=bf16.", rich_help_panel=TRAINING)] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Steps run side by side in worker processes (each once the steps it needs have finished).", rich_help_panel=PARALLEL)] = 1,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Torch threads per job (default: the CPU cores shared by the jobs; with one job, torch's default).", rich_help_panel=PARALLEL)] = None,
     save_every: SaveEveryOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -61,6 +89,10 @@ def transfer(
         export DEFTX_DATA_DIR=../shared/data
         export DEFTX_MODEL=../shared/models/me5-small-mlm
         deftx transfer --targets ace --preset quick
+
+    Two steps side by side with one thread each, larger language-SFT batches:
+
+        deftx transfer --targets ace,mad --jobs 2 --threads 1 --lang-set batch_size=32
     """
     from deftx.results import build_pivots
     from deftx.transfer import TransferPlan, run_transfer
@@ -72,6 +104,8 @@ def transfer(
     overrides_task = {k: v for k, v in {"k": k_task, "rank_rule": rank_rule, "tail_keep": tail_keep,
                                         "phase1_epochs": task_epochs, "phase2_epochs": task_epochs,
                                         "max_examples": task_max_examples}.items() if v is not None}
+    overrides_lang = _with_settings(overrides_lang, lang_set, "--lang-set", LANG_OPTIONS)
+    overrides_task = _with_settings(overrides_task, task_set, "--task-set", TASK_OPTIONS)
     plan = TransferPlan(task=task, targets=split_list(targets), methods=split_list(methods), seeds=list(seeds),
                         train_task=train_task, source_lang=source_lang, preset=preset.value,
                         task_preset=task_preset.value if task_preset is not None else None,
@@ -80,8 +114,8 @@ def transfer(
     records = run_transfer(
         plan, model=model, data_dir=data_dir, runs_dir=runs_dir,
         notify=(lambda m: None) if quiet else note,
-        callbacks_for=lambda label: [TrainingProgress(label, quiet=quiet)], save_every=save_every,
-        on_step=None if quiet else _show_step,
+        callbacks_for=lambda label: [TrainingProgress(label, quiet=quiet, bars=jobs == 1)], save_every=save_every,
+        on_step=None if quiet else _show_step, jobs=jobs, threads=threads,
     )
     from deftx.metrics import collapse_warning
 

@@ -1,0 +1,250 @@
+"""Running the independent steps of an experiment side by side, in worker processes.
+
+:class:`StepSchedule` is the pure part: from the plan's steps and those finished, which may start now.
+A step waits for every step whose run it names (:func:`dependencies`: the run whose phase-1
+difference gives its mask, the language SFT it applies, the task SFT it evaluates); the steps ready
+start in plan order.
+
+:class:`WorkerPool` runs steps in up to ``jobs`` "spawn" worker processes, each limited to
+``threads`` torch threads. A worker sends what happens as plain messages on one queue (the step
+started in process ``pid``, a line for people, a training event), returns a :class:`StepOutcome`
+and never raises: an exception travels back as a :class:`StepError` (plain data: not every library
+error survives pickling) that the parent turns into one error with the step's exit code. Workers
+ignore Ctrl-C; the parent stops them with SIGTERM, on which a training checkpoints and stops.
+
+This module imports no torch at import time: a worker sets its thread limits before torch loads.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import queue
+import signal
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from deftx.errors import DeftxError, TrainingInterrupted, TrainingTerminated
+
+if TYPE_CHECKING:
+    from deftx.transfer import Step
+
+# The variables the math libraries read for their thread pools, set in each worker before torch loads.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def dependencies(step: Step) -> set[str]:
+    """The run ids a step needs finished before it starts."""
+    return {run_id for run_id in (step.mask_from, step.lang_sft, step.task_sft) if run_id is not None}
+
+
+class StepSchedule:
+    """Which steps may start, given those finished and running. Cached steps count as finished;
+    a dependency that is no step of the plan is taken as already there."""
+
+    def __init__(self, steps: Sequence[Step]) -> None:
+        self.steps = list(steps)
+        ids = {s.run_id for s in self.steps}
+        self.needs = [dependencies(s) & ids for s in self.steps]
+        self.finished = {s.run_id for s in self.steps if s.cached}
+        self.waiting = [i for i, s in enumerate(self.steps) if not s.cached]
+        self.running: list[int] = []
+
+    def ready(self) -> list[int]:
+        """Indices of the waiting steps whose dependencies all finished, in plan order."""
+        return [i for i in self.waiting if self.needs[i] <= self.finished]
+
+    def next(self, slots: int) -> list[int]:
+        """The steps to start now with ``slots`` free workers (marked running)."""
+        chosen = self.ready()[:max(0, slots)]
+        for i in chosen:
+            self.waiting.remove(i)
+            self.running.append(i)
+        if not chosen and not self.running and self.waiting:
+            raise RuntimeError("steps wait for each other: " + ", ".join(self.steps[i].label for i in self.waiting))
+        return chosen
+
+    def finish(self, index: int) -> None:
+        self.running.remove(index)
+        self.finished.add(self.steps[index].run_id)
+
+    def fail(self, index: int) -> None:
+        """The step ended without its result: nothing new starts after it."""
+        self.running.remove(index)
+        self.waiting.clear()
+
+    @property
+    def done(self) -> bool:
+        return not self.waiting and not self.running
+
+
+def default_threads(jobs: int) -> int:
+    """Torch threads per job when not given: the CPUs this process may use, shared by the jobs."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // max(1, jobs))
+
+
+def limit_threads(threads: int) -> None:
+    """At most ``threads`` threads for torch's math in this process (the environment variables for a
+    torch not loaded yet, ``torch.set_num_threads`` for one that is)."""
+    for variable in THREAD_VARIABLES:
+        os.environ[variable] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+@dataclass
+class StepError:
+    """An exception of a step in a worker, as plain data."""
+
+    type: str
+    message: str
+    hint: str | None
+    exit_code: int
+    traceback: str
+
+    @classmethod
+    def of(cls, exc: BaseException) -> StepError:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        if isinstance(exc, DeftxError):
+            return cls(type(exc).__name__, exc.message, exc.hint, exc.exit_code, tb)
+        if isinstance(exc, KeyboardInterrupt):
+            return cls("TrainingInterrupted", "interrupted", None, TrainingInterrupted.exit_code, tb)
+        if isinstance(exc, OSError):
+            where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+            return cls(type(exc).__name__, f"{exc.strerror or exc}{where}", None, 3, tb)
+        return cls(type(exc).__name__, f"internal error: {type(exc).__name__}: {exc}",
+                   "run again with DEFTX_DEBUG=1 for the traceback, and please report it", 1, tb)
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the step was stopped (SIGTERM, Ctrl-C) rather than failed."""
+        return self.exit_code in (TrainingInterrupted.exit_code, TrainingTerminated.exit_code)
+
+    def to_exception(self, label: str) -> DeftxError:
+        """The error to raise in the parent: the step's label, its message, its exit code."""
+        message = f"{label}: {self.message}"
+        if self.exit_code == TrainingTerminated.exit_code:
+            return TrainingTerminated(message, self.hint or "rerun the same command to resume")
+        if self.exit_code == TrainingInterrupted.exit_code:
+            return TrainingInterrupted(message, self.hint or "rerun the same command to resume")
+        error = StepFailedError(message, self.hint, self.exit_code)
+        error.worker_traceback = self.traceback
+        return error
+
+
+class StepFailedError(DeftxError):
+    """A step failed in a worker process; carries that error's exit code and message."""
+
+    def __init__(self, message: str, hint: str | None, exit_code: int) -> None:
+        super().__init__(message, hint)
+        self.exit_code = exit_code
+        self.worker_traceback = ""
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.message, self.hint, self.exit_code))
+
+
+@dataclass
+class StepOutcome:
+    """What a worker returns for one step: the result record (evaluations) or the error."""
+
+    record: dict[str, Any] | None
+    error: StepError | None
+    seconds: float
+
+
+# ---------------------------------------------------------------------------------- in a worker
+
+_events: Any = None  # the queue to the parent, set when the worker starts
+_threads = 1
+
+
+def _start_worker(threads: int, events: Any) -> None:
+    global _events, _threads
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops the workers
+    _events, _threads = events, threads
+    for variable in THREAD_VARIABLES:
+        os.environ[variable] = str(threads)
+
+
+def _send(message: tuple[Any, ...]) -> None:
+    try:
+        data = pickle.dumps(message)
+    except Exception:  # an event that cannot travel is left out, not the step
+        return
+    _events.put(data)
+
+
+def _work(run_step: Callable[..., dict[str, Any] | None], plan: Any, step: Step, options: dict[str, Any]) -> StepOutcome:
+    """Run one step in this worker; never raises."""
+    started = time.monotonic()
+    _send(("started", step.run_id, os.getpid()))
+    try:
+        limit_threads(_threads)
+        record = run_step(plan, step, notify=lambda message: _send(("notify", step.run_id, message)),
+                          callbacks=[lambda event, fields: _send(("event", step.run_id, event, fields))], **options)
+        return StepOutcome(record, None, time.monotonic() - started)
+    except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent as data
+        return StepOutcome(None, StepError.of(exc), time.monotonic() - started)
+
+
+# ---------------------------------------------------------------------------------- in the parent
+
+
+class WorkerPool:
+    """Up to ``jobs`` spawn workers with ``threads`` torch threads each, and their messages."""
+
+    def __init__(self, jobs: int, threads: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.events = context.Queue()
+        self.executor = ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
+                                            initargs=(threads, self.events))
+        self.pids: dict[str, int] = {}  # run id -> the worker process running it
+
+    def submit(self, run_step: Callable[..., Any], plan: Any, step: Step, options: dict[str, Any]) -> Future:
+        return self.executor.submit(_work, run_step, plan, step, options)
+
+    def messages(self, timeout: float) -> list[tuple[Any, ...]]:
+        """The workers' messages so far (waiting up to ``timeout`` seconds for the first one)."""
+        out = []
+        try:
+            while True:
+                message = pickle.loads(self.events.get(timeout=timeout if not out else 0))
+                if message[0] == "started":
+                    self.pids[message[1]] = message[2]
+                out.append(message)
+        except queue.Empty:
+            pass
+        return out
+
+    def terminate(self, run_ids: Iterable[str], grace: float = 10.0) -> list[tuple[Any, ...]]:
+        """SIGTERM to the workers running ``run_ids`` (waiting up to ``grace`` seconds for a worker
+        still starting to say which process it is); returns the messages read meanwhile."""
+        run_ids = list(run_ids)
+        seen = self.messages(0)
+        deadline = time.monotonic() + grace
+        while any(r not in self.pids for r in run_ids) and time.monotonic() < deadline:
+            seen += self.messages(0.1)
+        for run_id in run_ids:
+            pid = self.pids.get(run_id)
+            if pid is not None:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        return seen
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        self.events.close()
+        self.events.join_thread()
