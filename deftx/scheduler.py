@@ -122,7 +122,8 @@ class StepError:
         if isinstance(exc, OSError):
             where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
             return cls(type(exc).__name__, f"{exc.strerror or exc}{where}", None, 3, tb)
-        return cls(type(exc).__name__, f"internal error: {type(exc).__name__}: {exc}",
+        text = " ".join(str(exc).split())  # one line
+        return cls(type(exc).__name__, f"internal error: {type(exc).__name__}: {text}",
                    "run again with DEFTX_DEBUG=1 for the traceback, and please report it", 1, tb)
 
     @property
@@ -172,9 +173,14 @@ _threads = 1
 def _start_worker(threads: int, events: Any) -> None:
     global _events, _threads
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops the workers
+    signal.signal(signal.SIGTERM, _terminated)  # a training replaces this while it runs: it checkpoints first
     _events, _threads = events, threads
     for variable in THREAD_VARIABLES:
         os.environ[variable] = str(threads)
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise TrainingTerminated("terminated (SIGTERM)", hint="rerun the same command to resume")
 
 
 def _send(message: tuple[Any, ...]) -> None:

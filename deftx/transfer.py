@@ -421,7 +421,8 @@ def _execute_parallel(plan: TransferPlan, steps: list[Step], experiment: Experim
         schedule.fail(index)
         failure = failure or (index, outcome.error)
         what = "stopped" if outcome.error.stopped else "failed"
-        waiting = f"; waiting for the {len(schedule.running)} running to finish" if schedule.running else ""
+        n = len(schedule.running)
+        waiting = f"; waiting for the {n} running step{'s' if n > 1 else ''} to finish" if n else ""
         notify(f"step {index + 1} of {total} {what}: {step.label}{waiting}")
 
     pool = WorkerPool(jobs, threads)
