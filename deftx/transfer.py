@@ -422,7 +422,7 @@ def _execute_parallel(plan: TransferPlan, steps: list[Step], experiment: Experim
         failure = failure or (index, outcome.error)
         what = "stopped" if outcome.error.stopped else "failed"
         n = len(schedule.running)
-        waiting = f"; waiting for the {n} running step{'s' if n > 1 else ''} to finish" if n else ""
+        waiting = f"; waiting for the {n} running step{'s' if n > 1 else ''} to finish" if n and not stopping else ""
         notify(f"step {index + 1} of {total} {what}: {step.label}{waiting}")
 
     pool = WorkerPool(jobs, threads)

@@ -145,7 +145,7 @@ def test_sigterm_stops_the_workers_at_a_checkpoint_and_a_rerun_finishes(tiny_mod
     runs = tmp_path / "runs"
     args = [sys.executable, "-m", "deftx_cli.app", *map(str, transfer_args(
         tiny_model_dir, shared_data, runs, "--jobs", "2", "--threads", "1", "--methods", "lt-sft",
-        "--lang-set", "phase1_steps=400", "--lang-set", "phase2_steps=4", "--save-every", "0"))]
+        "--lang-set", "phase1_steps=150", "--lang-set", "phase2_steps=4", "--save-every", "0"))]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 120
