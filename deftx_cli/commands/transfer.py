@@ -90,9 +90,10 @@ def transfer(
         export DEFTX_MODEL=../shared/models/me5-small-mlm
         deftx transfer --targets ace --preset quick
 
-    Two steps side by side with one thread each, larger language-SFT batches:
+    Two steps at a time with one thread each (2 cores), language-SFT batches of 32:
 
-        deftx transfer --targets ace,mad --jobs 2 --threads 1 --lang-set batch_size=32
+        deftx transfer --targets ace,mad --jobs 2 --threads 1
+        deftx transfer --targets ace,mad --lang-set batch_size=32
     """
     from deftx.results import build_pivots
     from deftx.transfer import TransferPlan, run_transfer
