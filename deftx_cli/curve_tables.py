@@ -24,6 +24,15 @@ def heading(kind: str, key: TableKey) -> str:
     return f"### {kind} · {key.task} · {model_label(key.base_model)} · {key.split}{preset}"
 
 
+def table_start(kind: str, key: TableKey, scale: float, legend: str, headers: list[str],
+                text_columns: int = 1) -> list[str]:
+    """The lines of a Markdown table before its rows: title, what the numbers are (the metric, then
+    ``legend``), the header and alignment lines (the first ``text_columns`` left, numbers right)."""
+    unit = " ×100" if scale == 100.0 else ""
+    return [heading(kind, key), "", f"{key.metric}{unit}: {legend}", "", "| " + " | ".join(headers) + " |",
+            "|" + "---|" * text_columns + "---:|" * (len(headers) - text_columns)]
+
+
 def signed(value: float, scale: float) -> str:
     text = format_value(abs(value), scale)
     if float(text) == 0:
@@ -62,18 +71,13 @@ def curve_to_markdown(curve: Curve) -> str:
     if has_control:
         headers.append(f"{DELTA_LABEL} own − control")
     headers += [f"MLM loss {STAGE_LABELS[s]}" for s in LM_STAGES] + [f"MLM acc % {STAGE_LABELS[s]}" for s in LM_STAGES]
-    unit = " ×100" if curve.scale == 100.0 else ""
-    lines = [
-        heading("Learning curve", curve.key),
-        "",
-        f"{curve.key.metric}{unit}: mean±std over seeds (n) · {DELTA_LABEL}: mean over the seeds both systems have, "
+    lines = table_start(
+        "Learning curve", curve.key, curve.scale,
+        f"mean±std over seeds (n) · {DELTA_LABEL}: mean over the seeds both systems have, "
         f"[95% paired bootstrap interval over sentences] (seeds) · own = the target's LT-SFT language SFT · "
         f"Steps: masked-LM steps per language-SFT phase · MLM: held-out masked-LM loss and accuracy of the LT-SFT "
         f"language SFTs (mean over their seeds): base model, after phase 1 (p1), after phase 2 (p2).",
-        "",
-        "| " + " | ".join(headers) + " |",
-        "|---|---|" + "---:|" * (len(headers) - 2),
-    ]
+        headers, 2)
     for row in curve.rows:
         cells = [row.language, row.role, f"{row.steps:,}"]
         if row.role == TARGET:
@@ -194,17 +198,12 @@ def format_pooled(interval: PairedDifference | None, mean_delta: float | None, s
 
 def paired_to_markdown(table: PairedTable) -> str:
     languages = sorted({language for pair in table.pairs for language, _ in pair.rows})
-    unit = " ×100" if table.scale == 100.0 else ""
-    lines = [
-        heading("Paired differences", table.key),
-        "",
-        f"{table.key.metric}{unit}: {DELTA_LABEL} = A − B, mean over the seeds both have, [95% paired bootstrap "
-        f"interval over sentences] (seeds) · all languages: mean of the languages' {DELTA_LABEL}, pooled bootstrap "
-        f"(languages) · sign test over (language, seed) cells: wins/losses/ties, exact two-sided p.",
-        "",
-        "| Pair | " + " | ".join(languages) + " | All languages | Sign test |",
-        "|---|" + "---:|" * (len(languages) + 2),
-    ]
+    lines = table_start(
+        "Paired differences", table.key, table.scale,
+        f"{DELTA_LABEL} = A − B, mean over the seeds both have, [95% paired bootstrap interval over sentences] "
+        f"(seeds) · all languages: mean of the languages' {DELTA_LABEL}, pooled bootstrap (languages) · sign test "
+        f"over (language, seed) cells: wins/losses/ties, exact two-sided p.",
+        ["Pair", *languages, "All languages", "Sign test"])
     for pair in table.pairs:
         by_language = dict(pair.rows)
         cells = [format_comparison(by_language.get(language), table.scale) for language in languages]

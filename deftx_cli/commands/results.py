@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -87,6 +88,16 @@ def _keep(items: list, task: str | None, split: str | None) -> list:
     return [i for i in items if (task is None or i.key.task == task) and (split is None or i.key.split == split)]
 
 
+def _render(items: list, fmt: TableFormat, markdown: Callable[[Any], str], csv: Callable[[list], str],
+            json: Callable[[list], str]) -> str:
+    """The tables in the format asked for: Markdown one after the other; CSV and JSON as one document."""
+    if fmt is TableFormat.json:
+        return json(items)
+    if fmt is TableFormat.csv:
+        return csv(items)
+    return "\n".join(markdown(item) for item in items)
+
+
 def _skipped(skipped: list[str]) -> None:
     for reason in skipped:
         note(f"skipped {reason}")
@@ -101,13 +112,7 @@ def _comparison(records: list, task: str | None, split: str | None, fmt: TableFo
     pivots = _keep(pivots, task, split)
     if pivots:
         _skipped(skipped)
-    if fmt is TableFormat.json:
-        text = to_json(pivots)
-    elif fmt is TableFormat.csv:
-        text = tables_to_csv(pivots)
-    else:
-        text = "\n".join(to_markdown(p) for p in pivots)
-    return text, len(pivots), "table(s)"
+    return _render(pivots, fmt, to_markdown, tables_to_csv, to_json), len(pivots), "table(s)"
 
 
 def _curve(records: list, runs_dirs: list[Path], task: str | None, split: str | None, plot: Path | None,
@@ -127,13 +132,7 @@ def _curve(records: list, runs_dirs: list[Path], task: str | None, split: str | 
         size = plot_curve(first, plot, title=f"Learning curve · {table_title(first.key)}")
         more = f" (the first of {len(curves)} curves: choose with --task / --split)" if len(curves) > 1 else ""
         note(f"wrote the plot of {first.key.task} {first.key.split} to {plot} ({size / 1024:.0f} KB){more}")
-    if fmt is TableFormat.json:
-        text = curves_to_json(curves)
-    elif fmt is TableFormat.csv:
-        text = curves_to_csv(curves)
-    else:
-        text = "\n".join(curve_to_markdown(c) for c in curves)
-    return text, len(curves), "curve(s)"
+    return _render(curves, fmt, curve_to_markdown, curves_to_csv, curves_to_json), len(curves), "curve(s)"
 
 
 def _paired(records: list, task: str | None, split: str | None, fmt: TableFormat) -> tuple[str, int, str]:
@@ -146,10 +145,4 @@ def _paired(records: list, task: str | None, split: str | None, fmt: TableFormat
     if not tables:
         return "", 0, ""
     _skipped(skipped)
-    if fmt is TableFormat.json:
-        text = paired_to_json(tables)
-    elif fmt is TableFormat.csv:
-        text = paired_to_csv(tables)
-    else:
-        text = "\n".join(paired_to_markdown(t) for t in tables)
-    return text, len(tables), "table(s)"
+    return _render(tables, fmt, paired_to_markdown, paired_to_csv, paired_to_json), len(tables), "table(s)"
