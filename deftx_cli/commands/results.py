@@ -21,14 +21,14 @@ class TableFormat(str, Enum):
 
 @handle_errors
 def results(
-    runs_dirs: Annotated[Optional[list[Path]], typer.Option("--runs-dir", envvar="DEFTX_RUNS_DIR", callback=a_dir, help="A runs directory to read; repeat it to read several together (default: runs).")] = None,
+    runs_dirs: Annotated[Optional[list[Path]], typer.Option("--runs-dir", envvar="DEFTX_RUNS_DIR", metavar="<path>", callback=a_dir, help="A runs directory to read; repeat it to read several together (default: runs).")] = None,
     fmt: Annotated[TableFormat, typer.Option("--format", "-f", help="markdown (one table per task, split, metric and preset), csv or json.")] = TableFormat.markdown,
     task: Annotated[Optional[str], typer.Option("--task", "-t", help="Only tables of this task (e.g. nusax-senti).")] = None,
     split: Annotated[Optional[str], typer.Option("--split", help="Only tables of this evaluation split (valid, test).")] = None,
     languages: Annotated[Optional[list[str]], typer.Option("--languages", "-l", metavar="<str>", help="Only these languages, comma-separated or repeated; the average row is then over them (e.g. the paper's five).")] = None,
     curve: Annotated[bool, typer.Option("--curve", metavar="", help="The learning curve over language-SFT budgets (settings.lang_steps): task scores per budget with and without the language SFT, paired bootstrap intervals, and the language SFTs' masked-LM scores.")] = False,
     paired: Annotated[bool, typer.Option("--paired", metavar="", help="Paired differences (DeFT-X − LT-SFT, LT-SFT − no lang SFT, ...) per language and over all, with 95% bootstrap intervals and a sign test; from results that hold predictions.")] = False,
-    plot: Annotated[Optional[Path], typer.Option("--plot", callback=a_file, help="With --curve: also draw the curve as a PNG here (needs deftx[plot]).")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", callback=a_file, help="With --curve: also draw the curve as a PNG here (needs matplotlib: pip install 'deftx\\[plot]').")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", callback=a_file, help="Write to this file (atomically) instead of stdout.")] = None,
 ) -> None:
     """Print the LT-SFT vs DeFT-X comparison: languages x systems, mean ± std over seeds.
@@ -41,7 +41,8 @@ def results(
 
         deftx results --runs-dir runs/nusax --split valid
         deftx results --runs-dir runs/nusax --languages ace,ban,bjn,mad,min
-        deftx results --runs-dir runs/lc --runs-dir runs/lc2 --curve --split valid --plot curve.png
+        deftx results --runs-dir runs/lc --curve --plot curve.png
+        deftx results --runs-dir runs/lc --runs-dir runs/lc2 --curve
         deftx results --runs-dir runs/nusax --paired --split test
     """
     from deftx.errors import InputNotFoundError, UsageError
