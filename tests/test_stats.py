@@ -58,6 +58,17 @@ def test_deterministic_for_a_seed_and_seeds_are_averaged():
     assert one.delta == pytest.approx(1 / 6)
 
 
+def test_one_resample_serves_every_seed():
+    # seed 0: A = P, B = Q; seed 1: A = Q, B = P. With one resample for both seeds the two differences
+    # cancel in every replicate (interval [0, 0]); resampling each seed apart would not.
+    p = [g if i < 40 else (g + 1) % 3 for i, g in enumerate(GOLD)]
+    q = [g if i >= 20 else (g + 1) % 3 for i, g in enumerate(GOLD)]
+    result = paired_bootstrap(GOLD, [p, q], [q, p], n=300)
+    assert result.delta == pytest.approx(0.0, abs=1e-12)
+    assert result.low == pytest.approx(0.0, abs=1e-12) and result.high == pytest.approx(0.0, abs=1e-12)
+    assert not paired_bootstrap(GOLD, [p], [q], n=300).low == paired_bootstrap(GOLD, [p], [q], n=300).high
+
+
 def test_pooled_is_the_mean_of_the_languages():
     pooled = pooled_paired_bootstrap([(GOLD, [RIGHT], [WRONG]), (GOLD[:30], [RIGHT[:30]], [RIGHT[:30]])], n=300)
     assert pooled.delta == pytest.approx(0.5) and pooled.languages == 2 and pooled.items == 90
