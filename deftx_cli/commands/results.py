@@ -74,7 +74,8 @@ def results(
                 else "paired results (records with predictions)" if paired else "evaluation results")
         raise InputNotFoundError(
             f"no {what}{' for ' + wanted if wanted else ''} under {where}",
-            "results come from 'deftx evaluate' and 'deftx transfer'",
+            "the curve's records come from 'deftx transfer --lang-steps'" if curve
+            else "results come from 'deftx evaluate' and 'deftx transfer'",
         )
     if output is None:
         typer.echo(text, nl=False)
