@@ -29,6 +29,7 @@ from statistics import fmean, stdev
 from typing import Any
 
 import math
+import os
 import re
 from pathlib import Path
 
@@ -37,7 +38,8 @@ from deftx.runs import parse_iso, read_results
 
 PAIR = (LtSft.name, DeftX.name)  # the two methods compared head to head: Delta = DeFT-X - LT-SFT
 NO_LANG_SFT = "no-lang-sft"  # the baseline of a task SFT evaluated without a target language SFT
-BASELINE_LABELS = {NO_LANG_SFT: "no lang SFT", FullFt.name: FullFt.label}
+OTHER_LANG_SFT = "other-lang-sft"  # the control: another language's SFT in place of the target's
+BASELINE_LABELS = {NO_LANG_SFT: "no lang SFT", OTHER_LANG_SFT: "other lang SFT", FullFt.name: FullFt.label}
 SYSTEM_LABELS = {**{name: METHODS[name].label for name in SPARSE_METHODS}, **BASELINE_LABELS}
 SYSTEMS = tuple(SYSTEM_LABELS)  # the known systems, in column order
 DELTA_LABEL = "Δ"
@@ -102,9 +104,11 @@ def as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def read_records(runs_dir: Path, languages: Iterable[str] = ()) -> list[dict[str, Any]]:
-    """The result records under a runs directory; with ``languages``, those of these targets only."""
-    records = read_results(Path(runs_dir))
+def read_records(runs_dir: Path | Iterable[Path], languages: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """The result records under a runs directory (or several, read together); with ``languages``,
+    those of these targets only."""
+    runs_dirs = [runs_dir] if isinstance(runs_dir, (str, os.PathLike)) else list(runs_dir)
+    records = [record for path in runs_dirs for record in read_results(Path(path))]
     wanted = set(languages)
     return [r for r in records if r.get("language") in wanted] if wanted else records
 
@@ -124,7 +128,8 @@ Variant = tuple[tuple[str, str], ...]  # sorted (setting, value) pairs of one re
 
 # How a differing setting is named in a column header; the value follows.
 SETTING_LABELS = {"k_lang": "K lang", "k_task": "K task", "rank_rule": "", "tail_keep": "tail",
-                  "lang_preset": "lang preset", "task_budget": "task", "task_examples": "task examples"}
+                  "lang_preset": "lang preset", "task_budget": "task", "task_examples": "task examples",
+                  "lang_steps": "lang steps", "control_lang": "control"}
 
 
 @dataclass(frozen=True)
@@ -184,37 +189,42 @@ def collect(records: Iterable[dict[str, Any]]) -> tuple[list[ResultPoint], list[
     points: list[ResultPoint] = []
     skipped: list[str] = []
     for record in records:
-        if not isinstance(record, dict):
-            skipped.append("a results.json that is not a JSON object")
-            continue
-        run_id = as_str(record.get("run_id")) or "?"
-        language = as_str(record.get("language"))
-        system = as_str(record.get("system")) or as_str(record.get("method"))
-        metrics = as_dict(record.get("metrics"))
-        metric = as_str(record.get("metric")) or pick_metric(k for k, v in metrics.items() if as_float(v) is not None)
-        value = as_float(metrics.get(metric)) if metric else None
-        if not language or not system:
-            skipped.append(f"{run_id}: no {'language' if not language else 'system'}")
-            continue
-        if metric is None or value is None:
-            skipped.append(f"{run_id}: no numeric value for metric {metric or '?'}")
-            continue
-        settings = as_dict(record.get("settings"))
-        key = TableKey(
-            task=as_str(record.get("task")) or "?",
-            base_model=as_str(record.get("base_model")) or "?",
-            split=as_str(record.get("split")) or "?",
-            metric=metric,
-            preset=_setting_text(settings.get("preset")),
-        )
-        variant = tuple(sorted((name, _setting_text(v)) for name, v in settings.items()
-                               if name != "preset" and _setting_text(v)))
-        created = parse_iso(as_str(record.get("created_at"))) or 0.0
-        collapsed = metrics.get("collapsed_classes")
-        collapsed = tuple(str(c) for c in collapsed) if isinstance(collapsed, list) else ()
-        points.append(ResultPoint(key, language, system, as_int(record.get("seed")), value, run_id, created, variant,
-                                  collapsed))
+        point = result_point(record)
+        if isinstance(point, str):
+            skipped.append(point)
+        else:
+            points.append(point)
     return points, skipped
+
+
+def result_point(record: Any) -> ResultPoint | str:
+    """One record's result, or why it cannot be used."""
+    if not isinstance(record, dict):
+        return "a results.json that is not a JSON object"
+    run_id = as_str(record.get("run_id")) or "?"
+    language = as_str(record.get("language"))
+    system = as_str(record.get("system")) or as_str(record.get("method"))
+    metrics = as_dict(record.get("metrics"))
+    metric = as_str(record.get("metric")) or pick_metric(k for k, v in metrics.items() if as_float(v) is not None)
+    value = as_float(metrics.get(metric)) if metric else None
+    if not language or not system:
+        return f"{run_id}: no {'language' if not language else 'system'}"
+    if metric is None or value is None:
+        return f"{run_id}: no numeric value for metric {metric or '?'}"
+    settings = as_dict(record.get("settings"))
+    key = TableKey(
+        task=as_str(record.get("task")) or "?",
+        base_model=as_str(record.get("base_model")) or "?",
+        split=as_str(record.get("split")) or "?",
+        metric=metric,
+        preset=_setting_text(settings.get("preset")),
+    )
+    variant = tuple(sorted((name, _setting_text(v)) for name, v in settings.items()
+                           if name != "preset" and _setting_text(v)))
+    created = parse_iso(as_str(record.get("created_at"))) or 0.0
+    collapsed = metrics.get("collapsed_classes")
+    collapsed = tuple(str(c) for c in collapsed) if isinstance(collapsed, list) else ()
+    return ResultPoint(key, language, system, as_int(record.get("seed")), value, run_id, created, variant, collapsed)
 
 
 def _setting_text(value: Any) -> str:
