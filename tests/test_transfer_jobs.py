@@ -177,3 +177,18 @@ def test_jobs_and_threads_are_checked(tmp_path):
     with pytest.raises(DeftxError, match="jobs"):
         execute(p, steps_of(p, tmp_path), model="m", data_dir=None, runs_dir=tmp_path, run_step=fake_step, jobs=0)
     assert not Path(tmp_path / "experiment.json").exists()
+
+
+def test_the_dashboard_line_names_the_steps_running_side_by_side(tmp_path):
+    from deftx.runs import ExperimentLog
+    from deftx_cli.text import experiment_text
+
+    log = ExperimentLog(tmp_path, [{"label": f"step {i}"} for i in range(9)])
+    log.running([3, 5], ["[seed 0] language SFT ace (LT-SFT)", "[seed 0] task SFT smsa/ind (full FT)"], 2, 600.0)
+    record = read_experiment(tmp_path)
+    now = record["step_started"] + 60
+    assert experiment_text(record, now=now) == ("Experiment: 2 of 9 steps done · 2 running: [seed 0] language SFT ace "
+                                                "(LT-SFT); [seed 0] task SFT smsa/ind (full FT) · about 9m00s left")
+    log.running([5], ["[seed 0] task SFT smsa/ind (full FT)"], 3, None)
+    assert experiment_text(read_experiment(tmp_path), now=now) == (
+        "Experiment: step 5 of 9 · [seed 0] task SFT smsa/ind (full FT)")
