@@ -37,7 +37,8 @@ from deftx.runs import parse_iso, read_results
 
 PAIR = (LtSft.name, DeftX.name)  # the two methods compared head to head: Delta = DeFT-X - LT-SFT
 NO_LANG_SFT = "no-lang-sft"  # the baseline of a task SFT evaluated without a target language SFT
-BASELINE_LABELS = {NO_LANG_SFT: "no lang SFT", FullFt.name: FullFt.label}
+OTHER_LANG_SFT = "other-lang-sft"  # the control: another language's SFT in place of the target's
+BASELINE_LABELS = {NO_LANG_SFT: "no lang SFT", OTHER_LANG_SFT: "other lang SFT", FullFt.name: FullFt.label}
 SYSTEM_LABELS = {**{name: METHODS[name].label for name in SPARSE_METHODS}, **BASELINE_LABELS}
 SYSTEMS = tuple(SYSTEM_LABELS)  # the known systems, in column order
 DELTA_LABEL = "Δ"
@@ -124,7 +125,8 @@ Variant = tuple[tuple[str, str], ...]  # sorted (setting, value) pairs of one re
 
 # How a differing setting is named in a column header; the value follows.
 SETTING_LABELS = {"k_lang": "K lang", "k_task": "K task", "rank_rule": "", "tail_keep": "tail",
-                  "lang_preset": "lang preset", "task_budget": "task", "task_examples": "task examples"}
+                  "lang_preset": "lang preset", "task_budget": "task", "task_examples": "task examples",
+                  "lang_steps": "lang steps", "control_lang": "control"}
 
 
 @dataclass(frozen=True)
