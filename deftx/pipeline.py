@@ -20,7 +20,7 @@ from typing import Any
 from deftx import __version__
 from deftx.config import TrainConfig, default_save_every
 from deftx.data import canonical_language, get_task, load_labelled_file, load_task_split, load_unlabelled_text
-from deftx.errors import ArtifactError, FingerprintMismatchError, UsageError
+from deftx.errors import ArtifactError, DataFormatError, FingerprintMismatchError, UsageError
 from deftx.methods import is_sparse, method_of, method_settings
 from deftx.results import NO_LANG_SFT
 from deftx.runs import Run, atomic_write_json, find_resumable, now_iso, use_umask, write_results
@@ -346,7 +346,7 @@ def evaluate_language_model(
         tokenizer, lines, max_length=config.max_length, mlm_probability=config.mlm_probability, seed=config.seed
     )
     if objective.validation is None:
-        raise UsageError(f"too little {lang} text for held-out blocks ({objective.blocks.shape[0]} blocks; 50 needed)",
+        raise DataFormatError(f"too little {lang} text for held-out blocks ({objective.blocks.shape[0]} blocks; 50 needed)",
                          hint="give more text, or a smaller --max-length")
     batch_size = max(config.batch_size, 32)  # as the training's evaluations (the masking follows the batches)
     base = objective.evaluate(mlm, batch_size)
