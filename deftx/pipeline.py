@@ -265,25 +265,17 @@ def train_language_sft(
 ) -> TrainOutcome:
     """A language SFT by masked-LM on unlabelled ``lang`` text. ``checkpointing``: how often to
     checkpoint, and whether to resume an interrupted run (see :class:`Checkpointing`)."""
-    from deftx.model import fingerprint, head_parameters, load_model, load_tokenizer, model_reference, untie_output_embeddings
-    from deftx.objectives import MaskedLMObjective
+    from deftx.model import fingerprint, head_parameters, model_reference
     from deftx.training import train_sft
 
     lang = canonical_language(lang)
     mask, mask_meta, config = _prepare_outputs(out, mask_file, config)
-    lines, sources = load_unlabelled_text(lang, data_dir, text_files, max_lines=config.max_examples, seed=config.seed)
-    tokenizer = load_tokenizer(model)
-    _seed_new_weights(config.seed)
-    mlm, missing = load_model(model, "mlm")
-    decoder = untie_output_embeddings(mlm)
+    lines, sources, mlm, missing, decoder, objective = _masked_lm_setup(lang, config, model, data_dir, text_files)
     head = {n: p for n, p in head_parameters(mlm).items() if p is not decoder}
     mode = _mlm_head_mode(config, model, missing, head)
     named = dict(mlm.named_parameters())
     base_missing = [n for n in missing if n in named and named[n] is not decoder and n not in head]
     dense = sorted(set(head if mode == "train" else []) | set(base_missing))
-    objective = MaskedLMObjective(
-        tokenizer, lines, max_length=config.max_length, mlm_probability=config.mlm_probability, seed=config.seed
-    )
     _check_mask_base(mask_meta, mlm)
     manifest = {
         "kind": "language",
@@ -310,6 +302,24 @@ def train_language_sft(
     return TrainOutcome(final, run.path, result.summary)
 
 
+def _masked_lm_setup(lang: str, config: TrainConfig, model: str | Path, data_dir: str | Path | None,
+                     text_files: Sequence[str | Path] | None):
+    """What a language SFT trains on and from: ``(lines, sources, model, missing, decoder, objective)``,
+    the text and its training and held-out blocks, and the masked-LM model with its decoder untied."""
+    from deftx.model import load_model, load_tokenizer, untie_output_embeddings
+    from deftx.objectives import MaskedLMObjective
+
+    lines, sources = load_unlabelled_text(lang, data_dir, text_files, max_lines=config.max_examples, seed=config.seed)
+    tokenizer = load_tokenizer(model)
+    _seed_new_weights(config.seed)  # a head that loading initialises follows the seed
+    mlm, missing = load_model(model, "mlm")
+    decoder = untie_output_embeddings(mlm)
+    objective = MaskedLMObjective(
+        tokenizer, lines, max_length=config.max_length, mlm_probability=config.mlm_probability, seed=config.seed
+    )
+    return lines, sources, mlm, missing, decoder, objective
+
+
 def evaluate_language_model(
     lang: str,
     config: TrainConfig,
@@ -327,8 +337,7 @@ def evaluate_language_model(
 
     A language SFT also repairs a weak masked-LM head; another language's SFT measured on the same
     text tells that part apart from what the SFT knows of the language."""
-    from deftx.model import load_model, load_tokenizer, model_reference, untie_output_embeddings
-    from deftx.objectives import MaskedLMObjective
+    from deftx.model import model_reference
     from deftx.sft import SparseDiff
 
     lang = canonical_language(lang)
@@ -337,14 +346,7 @@ def evaluate_language_model(
         lang_sft = SparseDiff.load(sft)
         if lang_sft.manifest.get("kind") != "language":
             raise ArtifactError(f"{sft} is a {lang_sft.manifest.get('kind')} SFT, not a language SFT")
-    lines, sources = load_unlabelled_text(lang, data_dir, text_files, max_lines=config.max_examples, seed=config.seed)
-    tokenizer = load_tokenizer(model)
-    _seed_new_weights(config.seed)  # a head that loading initialises, as the training's
-    mlm, _ = load_model(model, "mlm")
-    untie_output_embeddings(mlm)
-    objective = MaskedLMObjective(
-        tokenizer, lines, max_length=config.max_length, mlm_probability=config.mlm_probability, seed=config.seed
-    )
+    lines, sources, mlm, _, _, objective = _masked_lm_setup(lang, config, model, data_dir, text_files)
     if objective.validation is None:
         raise DataFormatError(f"too little {lang} text for held-out blocks ({objective.blocks.shape[0]} blocks; 50 needed)",
                          hint="give more text, or a smaller --max-length")
