@@ -209,11 +209,10 @@ def latest_evaluations(records: Iterable[Any]) -> list[Any]:
 
 
 def collect(records: Iterable[dict[str, Any]]) -> tuple[list[ResultPoint], list[str]]:
-    """The usable results (the latest of an evaluation made more than once: :func:`latest_evaluations`),
-    and one reason per record that was skipped."""
+    """The usable results, and one reason per record that was skipped."""
     points: list[ResultPoint] = []
     skipped: list[str] = []
-    for record in latest_evaluations(records):
+    for record in records:
         if not isinstance(record, dict):
             skipped.append("a results.json that is not a JSON object")
             continue
@@ -398,8 +397,9 @@ def collapse_note(collapsed: int, results: int) -> str:
 
 
 def build_pivots(records: Iterable[dict[str, Any]]) -> tuple[list[Pivot], list[str]]:
-    """Every comparison table the records hold: the one with the most results first, then by key."""
-    points, skipped = collect(records)
+    """Every comparison table the records hold: the one with the most results first, then by key. An
+    evaluation made again with more settings counts once (:func:`latest_evaluations`)."""
+    points, skipped = collect(latest_evaluations(records))
     pivots = [build_pivot(key, points) for key in sorted({p.key for p in points})]
     pivots.sort(key=lambda pivot: -pivot.results)  # stable: ties stay in key order
     return pivots, skipped
