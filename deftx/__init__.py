@@ -29,6 +29,7 @@ _EXPORTS = {
     "train_language_sft": "deftx.pipeline",
     "train_task_sft": "deftx.pipeline",
     "evaluate_transfer": "deftx.pipeline",
+    "evaluate_language_model": "deftx.pipeline",
     "compose_model": "deftx.pipeline",
     "SparseDiff": "deftx.sft",
     "compose": "deftx.sft",
@@ -49,7 +50,8 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load o
     from deftx.denoise import denoise_difference
     from deftx.errors import DeftxError
     from deftx.methods import DeftX, FullFt, LtSft, MethodConfig
-    from deftx.pipeline import compose_model, evaluate_transfer, train_language_sft, train_task_sft
+    from deftx.pipeline import (compose_model, evaluate_language_model, evaluate_transfer, train_language_sft,
+                                train_task_sft)
     from deftx.results import build_pivots, read_records
     from deftx.selection import select_top_k
     from deftx.sft import SparseDiff, compose

@@ -10,7 +10,7 @@ from deftx.metrics import COLLAPSE_SHARE, classification_metrics, collapse_warni
 from deftx.objectives.classification import encode_labelled, predict
 
 __all__ = ["COLLAPSE_SHARE", "check_labels", "classification_metrics", "collapse_warning", "collapsed_classes",
-           "evaluate_classifier", "prediction_shares"]
+           "classify_labelled", "evaluate_classifier", "prediction_shares"]
 
 
 def check_labels(sft_labels: Sequence[str] | None, eval_labels: Sequence[str]) -> list[str]:
@@ -26,9 +26,11 @@ def check_labels(sft_labels: Sequence[str] | None, eval_labels: Sequence[str]) -
     return list(sft_labels)
 
 
-def evaluate_classifier(model, tokenizer, data, *, batch_size: int = 64, max_length: int = 128) -> dict[str, Any]:
+def classify_labelled(model, tokenizer, data, *, batch_size: int = 64,
+                      max_length: int = 128) -> tuple[list[int], list[int], list[str]]:
     """Predict ``data`` (a :class:`deftx.data.LabelledData`) with a sequence-classification model
-    whose labels are ``model.config.id2label``; scores are over the data's label names."""
+    whose labels are ``model.config.id2label``: the predicted and the gold label ids, in data order,
+    both as indices into the returned label names (the model's order)."""
     model_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     check_labels(model_labels, data.label_names)
     # Map the data's label ids onto the model's label order.
@@ -36,4 +38,10 @@ def evaluate_classifier(model, tokenizer, data, *, batch_size: int = 64, max_len
     encoded = encode_labelled(tokenizer, data, max_length)
     encoded["labels"] = [to_model[g] for g in encoded["labels"]]
     preds = predict(model, tokenizer, encoded, batch_size)
-    return classification_metrics(preds, encoded["labels"], model_labels)
+    return preds, list(encoded["labels"]), model_labels
+
+
+def evaluate_classifier(model, tokenizer, data, *, batch_size: int = 64, max_length: int = 128) -> dict[str, Any]:
+    """The scores of :func:`classify_labelled`'s predictions, over the model's label names."""
+    preds, golds, labels = classify_labelled(model, tokenizer, data, batch_size=batch_size, max_length=max_length)
+    return classification_metrics(preds, golds, labels)

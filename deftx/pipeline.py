@@ -20,7 +20,7 @@ from typing import Any
 from deftx import __version__
 from deftx.config import TrainConfig, default_save_every
 from deftx.data import canonical_language, get_task, load_labelled_file, load_task_split, load_unlabelled_text
-from deftx.errors import ArtifactError, FingerprintMismatchError, UsageError
+from deftx.errors import ArtifactError, DataFormatError, FingerprintMismatchError, UsageError
 from deftx.methods import is_sparse, method_of, method_settings
 from deftx.results import NO_LANG_SFT
 from deftx.runs import Run, atomic_write_json, find_resumable, now_iso, use_umask, write_results
@@ -78,7 +78,7 @@ def _record_sft(run: Run, result, out: Path | None) -> Path | None:
 
 
 def _summary_for_run(summary: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in summary.items() if k in ("k", "maskable", "entries", "seconds", "processes")}
+    out = {k: v for k, v in summary.items() if k in ("k", "maskable", "entries", "seconds", "processes", "base_eval")}
     for phase in ("phase1", "phase2"):
         if phase in summary:
             out[phase] = {k: summary[phase].get(k) for k in ("steps", "final_loss", "eval")}
@@ -265,25 +265,17 @@ def train_language_sft(
 ) -> TrainOutcome:
     """A language SFT by masked-LM on unlabelled ``lang`` text. ``checkpointing``: how often to
     checkpoint, and whether to resume an interrupted run (see :class:`Checkpointing`)."""
-    from deftx.model import fingerprint, head_parameters, load_model, load_tokenizer, model_reference, untie_output_embeddings
-    from deftx.objectives import MaskedLMObjective
+    from deftx.model import fingerprint, head_parameters, model_reference
     from deftx.training import train_sft
 
     lang = canonical_language(lang)
     mask, mask_meta, config = _prepare_outputs(out, mask_file, config)
-    lines, sources = load_unlabelled_text(lang, data_dir, text_files, max_lines=config.max_examples, seed=config.seed)
-    tokenizer = load_tokenizer(model)
-    _seed_new_weights(config.seed)
-    mlm, missing = load_model(model, "mlm")
-    decoder = untie_output_embeddings(mlm)
+    lines, sources, mlm, missing, decoder, objective = _masked_lm_setup(lang, config, model, data_dir, text_files)
     head = {n: p for n, p in head_parameters(mlm).items() if p is not decoder}
     mode = _mlm_head_mode(config, model, missing, head)
     named = dict(mlm.named_parameters())
     base_missing = [n for n in missing if n in named and named[n] is not decoder and n not in head]
     dense = sorted(set(head if mode == "train" else []) | set(base_missing))
-    objective = MaskedLMObjective(
-        tokenizer, lines, max_length=config.max_length, mlm_probability=config.mlm_probability, seed=config.seed
-    )
     _check_mask_base(mask_meta, mlm)
     manifest = {
         "kind": "language",
@@ -308,6 +300,76 @@ def train_language_sft(
         )
         final = _record_sft(run, result, out)
     return TrainOutcome(final, run.path, result.summary)
+
+
+def _masked_lm_setup(lang: str, config: TrainConfig, model: str | Path, data_dir: str | Path | None,
+                     text_files: Sequence[str | Path] | None):
+    """What a language SFT trains on and from: ``(lines, sources, model, missing, decoder, objective)``,
+    the text and its training and held-out blocks, and the masked-LM model with its decoder untied."""
+    from deftx.model import load_model, load_tokenizer, untie_output_embeddings
+    from deftx.objectives import MaskedLMObjective
+
+    lines, sources = load_unlabelled_text(lang, data_dir, text_files, max_lines=config.max_examples, seed=config.seed)
+    tokenizer = load_tokenizer(model)
+    _seed_new_weights(config.seed)  # a head that loading initialises follows the seed
+    mlm, missing = load_model(model, "mlm")
+    decoder = untie_output_embeddings(mlm)
+    objective = MaskedLMObjective(
+        tokenizer, lines, max_length=config.max_length, mlm_probability=config.mlm_probability, seed=config.seed
+    )
+    return lines, sources, mlm, missing, decoder, objective
+
+
+def evaluate_language_model(
+    lang: str,
+    config: TrainConfig,
+    *,
+    model: str | Path,
+    sft: Path | None = None,
+    data_dir: str | Path | None = None,
+    text_files: Sequence[str | Path] | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Held-out masked-LM loss, accuracy and perplexity of the base model, and with the language SFT
+    ``sft`` applied, on ``lang``'s held-out blocks built exactly as a language SFT trained with
+    ``config`` builds them (text, line subset, block length, seed, masking): the ``base`` numbers equal
+    the ``base_eval`` such a training records.
+
+    A language SFT also repairs a weak masked-LM head; another language's SFT measured on the same
+    text tells that part apart from what the SFT knows of the language."""
+    from deftx.model import model_reference
+    from deftx.sft import SparseDiff
+
+    lang = canonical_language(lang)
+    lang_sft = None
+    if sft is not None:
+        lang_sft = SparseDiff.load(sft)
+        if lang_sft.manifest.get("kind") != "language":
+            raise ArtifactError(f"{sft} is a {lang_sft.manifest.get('kind')} SFT, not a language SFT")
+    lines, sources, mlm, _, _, objective = _masked_lm_setup(lang, config, model, data_dir, text_files)
+    if objective.validation is None:
+        raise DataFormatError(f"too little {lang} text for held-out blocks ({objective.blocks.shape[0]} blocks; 50 needed)",
+                         hint="give more text, or a smaller --max-length")
+    batch_size = max(config.batch_size, 32)  # as the training's evaluations (the masking follows the batches)
+    base = objective.evaluate(mlm, batch_size)
+    with_sft = None
+    if lang_sft is not None:
+        lang_sft.apply(mlm, force=force)
+        with_sft = objective.evaluate(mlm, batch_size)
+    return {
+        "language": lang,
+        "base_model": model_reference(model),
+        "text_sources": sources,
+        "lines": len(lines),
+        "held_out_blocks": int(objective.validation.shape[0]),
+        "max_length": config.max_length,
+        "seed": config.seed,
+        "base": base,
+        "sft": str(Path(sft).resolve()) if sft is not None else None,
+        "sft_language": lang_sft.manifest.get("language") if lang_sft is not None else None,
+        "sft_phase1_steps": (lang_sft.manifest.get("training") or {}).get("phase1_steps") if lang_sft is not None else None,
+        "with_sft": with_sft,
+    }
 
 
 def train_task_sft(
@@ -379,6 +441,7 @@ def train_task_sft(
             "path": str(Path(lang_sft).resolve()), "language": start_sft.manifest.get("language"),
             "method": start_sft.manifest.get("method"),
             "diff_sha256": start_sft.manifest.get("files", {}).get("diff.safetensors"),
+            "phase1_steps": (start_sft.manifest.get("training") or {}).get("phase1_steps"),
         }]
     settings = {"config": config.model_dump(mode="json"), "base_model": model_reference(model), "base_fingerprint": fingerprint(clf),
                 "lang_sft_sha256": (start_sft.manifest.get("files") or {}).get("diff.safetensors") if start_sft else None,
@@ -434,6 +497,26 @@ def system_of(task_manifest: dict[str, Any], with_lang_sft: bool) -> str:
     return str(task_manifest.get("method"))
 
 
+def lang_steps_of(task_manifest: dict[str, Any], lang_manifest: dict[str, Any] | None) -> int | None:
+    """The phase-1 steps of the language-SFT budget an evaluation belongs to: the applied language
+    SFT's; without one, those of the language SFT the task SFT was trained with (recorded in its
+    ``trained_with``, or read from that SFT's manifest for task SFTs trained before it was recorded);
+    ``None`` for a task SFT trained without a language SFT (dense fine-tuning)."""
+    if lang_manifest is not None:
+        return (lang_manifest.get("training") or {}).get("phase1_steps")
+    trained_with = task_manifest.get("trained_with") or []
+    if not trained_with or not isinstance(trained_with[0], dict):
+        return None
+    first = trained_with[0]
+    if "phase1_steps" in first:
+        return first["phase1_steps"]
+    manifest = Path(str(first.get("path") or "")) / "sft.json"
+    try:
+        return (json.loads(manifest.read_text()).get("training") or {}).get("phase1_steps")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def evaluate_transfer(
     task: str,
     lang: str,
@@ -451,9 +534,13 @@ def evaluate_transfer(
     force: bool = False,
     command: list[str] | None = None,
     system: str | None = None,
+    control_lang: str | None = None,
 ) -> tuple[dict[str, Any], Path]:
-    """Evaluate theta0 + phi_lang + phi_task on ``task`` in ``lang``; writes a results record."""
-    from deftx.evaluation import check_labels, evaluate_classifier
+    """Evaluate theta0 + phi_lang + phi_task on ``task`` in ``lang``; writes a results record with
+    the scores, and the predicted and gold label ids in data order (``predictions``, ``gold``:
+    indices into ``metrics["labels"]``). ``control_lang``: the language SFT applied is another
+    language's, in place of the target's (recorded as ``settings.control_lang``)."""
+    from deftx.evaluation import check_labels, classify_labelled, classification_metrics
 
     spec = get_task(task)
     lang = canonical_language(lang)
@@ -485,20 +572,27 @@ def evaluate_transfer(
             "lang_preset": lang_training.get("preset"),
             "task_budget": budget_text(training),
             "task_examples": (training.get("max_examples") or "all") if training else None,
+            "lang_steps": lang_steps_of(task_diff.manifest, lang_diff.manifest if lang_diff is not None else None),
         },
+        "lang_sft_language": lang_diff.manifest.get("language") if lang_diff is not None else None,
         "metric": spec.metric,
         "task_sft": str(Path(task_sft).resolve()),
         "lang_sft": str(Path(lang_sft).resolve()) if lang_sft is not None else None,
         "created_at": now_iso(),
     }
+    if control_lang is not None:
+        record["settings"]["control_lang"] = canonical_language(control_lang)
     with Run.start(
         runs_dir, "evaluation", config={"task_sft": record["task_sft"], "lang_sft": record["lang_sft"],
                                         "split": split, "batch_size": batch_size, "max_length": max_length},
         run_id=run_id, method=system, languages={"target": lang, "source": str(record["source_language"])},
         task=spec.name, base_model=record["base_model"], seed=record["seed"], command=command,
     ) as run:
-        metrics = evaluate_classifier(clf, tokenizer, data, batch_size=batch_size, max_length=max_length)
+        predictions, gold, model_labels = classify_labelled(clf, tokenizer, data, batch_size=batch_size,
+                                                            max_length=max_length)
+        metrics = classification_metrics(predictions, gold, model_labels)
         record["metrics"] = metrics
+        record["predictions"], record["gold"] = predictions, gold
         record["run_id"] = run.run_id
         write_results(run.path, record)
         headline = {k: metrics[k] for k in ("accuracy", "macro_f1", "prediction_shares", "collapsed_classes")}

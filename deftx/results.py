@@ -184,6 +184,33 @@ class Pivot:
 # collecting
 
 
+def latest_evaluations(records: Iterable[Any]) -> list[Any]:
+    """The records less those that a newer record of the same evaluation replaces: the same task SFT,
+    language SFT, target, split, system and seed, evaluated again by a version that records more
+    settings (the older record's settings are a part of the newer's), so that old and new never stand
+    in two columns."""
+
+    def ident(record: Any) -> tuple[Any, ...] | None:
+        if not isinstance(record, dict) or not as_str(record.get("task_sft")):
+            return None
+        return (*(as_str(record.get(k)) for k in ("task", "task_sft", "lang_sft", "language", "split", "system")),
+                as_int(record.get("seed")))
+
+    def when(record: dict[str, Any]) -> tuple[float, str]:
+        return parse_iso(as_str(record.get("created_at"))) or 0.0, as_str(record.get("run_id")) or ""
+
+    def replaces(newer: dict[str, Any], older: dict[str, Any]) -> bool:
+        new, old = as_dict(newer.get("settings")), as_dict(older.get("settings"))
+        return when(newer) > when(older) and len(new) > len(old) and all(new.get(k) == v for k, v in old.items())
+
+    records = list(records)
+    same: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for record in records:
+        if (key := ident(record)) is not None:
+            same.setdefault(key, []).append(record)
+    return [r for r in records if (key := ident(r)) is None or not any(replaces(o, r) for o in same[key])]
+
+
 def collect(records: Iterable[dict[str, Any]]) -> tuple[list[ResultPoint], list[str]]:
     """The usable results, and one reason per record that was skipped."""
     points: list[ResultPoint] = []
@@ -378,8 +405,9 @@ def collapse_note(collapsed: int, results: int) -> str:
 
 
 def build_pivots(records: Iterable[dict[str, Any]]) -> tuple[list[Pivot], list[str]]:
-    """Every comparison table the records hold: the one with the most results first, then by key."""
-    points, skipped = collect(records)
+    """Every comparison table the records hold: the one with the most results first, then by key. An
+    evaluation made again with more settings counts once (:func:`latest_evaluations`)."""
+    points, skipped = collect(latest_evaluations(records))
     pivots = [build_pivot(key, points) for key in sorted({p.key for p in points})]
     pivots.sort(key=lambda pivot: -pivot.results)  # stable: ties stay in key order
     return pivots, skipped

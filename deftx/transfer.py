@@ -6,6 +6,9 @@ method keeps its phase-1 difference, the other selects its mask from it and runs
 task SFT per method is trained on the source language (with that method's source SFT applied) and
 evaluated in every target with that method's target SFT. Baselines: ``no-lang-sft`` (the LT-SFT task
 SFT without a target language SFT) and ``full-ft`` (dense task fine-tuning, no language SFTs).
+With ``control_lang`` set, that language's SFT (first method, trained as the targets' are) is also
+applied in place of each target's own: the ``other-lang-sft`` control, which tells masked-LM repair
+from knowledge of the target language.
 With ``lang_seed`` set, the language SFTs are trained once with that seed and shared by every seed's
 task SFTs (a cheaper protocol: the spread over seeds then covers task training only).
 
@@ -38,7 +41,7 @@ from deftx.data import canonical_language, get_task
 from deftx.errors import ProcessFailedError, TrainingInterrupted, TrainingTerminated, UnknownNameError, UsageError
 from deftx.methods import SPARSE_METHODS, FullFt, cache_settings, get_method, method_of
 from deftx.pipeline import PHASE1_DIFF, total_steps
-from deftx.results import NO_LANG_SFT
+from deftx.results import NO_LANG_SFT, OTHER_LANG_SFT
 from deftx.runs import RESULTS_JSON, ExperimentLog, format_duration, read_run
 from deftx.scheduler import StepError, StepOutcome, StepSchedule, WorkerPool, default_threads, limit_threads
 
@@ -47,6 +50,9 @@ RECIPES = {"nusax-senti": ("smsa", "ind"), "americasnli": ("sick", "eng")}
 
 BASELINES = (NO_LANG_SFT, FullFt.name)
 SFT_MANIFEST = "sft/sft.json"
+# In every evaluation step's key: raised when results records gain fields, so that an experiment run
+# again evaluates once more (evaluations are cheap) instead of reusing records without them.
+EVALUATION_RECORD_VERSION = 2
 
 Notify = Callable[[str], None]
 
@@ -66,6 +72,7 @@ class TransferPlan:
     baselines: list[str] = field(default_factory=lambda: ["no-lang-sft"])
     split: str = "test"
     lang_seed: int | None = None  # one seed for every language SFT (None: each seed trains its own)
+    control_lang: str | None = None  # also evaluate every other target with this language's SFT
 
     def resolved(self) -> TransferPlan:
         spec = get_task(self.task)
@@ -74,6 +81,8 @@ class TransferPlan:
         self.train_task = get_task(self.train_task or train_task).name
         self.source_lang = canonical_language(self.source_lang or source or "")
         self.targets = [canonical_language(t) for t in self.targets]
+        if self.control_lang is not None:
+            self.control_lang = canonical_language(self.control_lang)
         bad = [m for m in self.methods if m not in SPARSE_METHODS]
         if bad or not self.methods:
             raise UsageError(f"methods must be {' and/or '.join(SPARSE_METHODS)} (got {', '.join(self.methods) or 'none'})")
@@ -106,6 +115,7 @@ class Step:
     task_sft: str | None = None  # run id of the evaluated task SFT
     keep_phase1_diff: bool = False
     mask_from: str | None = None  # run id whose phase-1 difference gives this step's mask
+    control_lang: str | None = None  # an other-lang-sft evaluation: the language of the SFT applied
 
     @property
     def needs(self) -> str:
@@ -157,8 +167,10 @@ def plan_steps(plan: TransferPlan, *, model: str | Path, runs_dir: Path, state: 
         lang_cfg = resolve_config("language", plan.preset, seed=lang_seed, **plan.lang_overrides)
         task_cfg = resolve_config("task", plan.task_preset or plan.preset, seed=seed, **plan.task_overrides)
         first = plan.methods[0]
-        for lang in [plan.source_lang, *[t for t in plan.targets if t != plan.source_lang]]:
-            for method in plan.methods:
+        languages = [plan.source_lang, *[t for t in plan.targets if t != plan.source_lang]]
+        control = plan.control_lang if plan.control_lang not in languages else None
+        for lang in languages + ([control] if control else []):
+            for method in plan.methods if lang != control else [first]:  # the control: the first method only
                 if (lang_seed, lang, method) in lang_runs:
                     continue  # shared with an earlier seed (lang_seed)
                 cfg = lang_cfg.model_copy(update={"method": method})
@@ -168,7 +180,9 @@ def plan_steps(plan: TransferPlan, *, model: str | Path, runs_dir: Path, state: 
                 run_id = f"xfer-lang-{lang}-{method}-s{lang_seed}-{key}"
                 step = Step("language", run_id, _label(lang_seed, f"language SFT {lang} ({get_method(method).label})"),
                             lang_seed, state.finished(run_id, SFT_MANIFEST), cfg, language=lang)
-                if method == first:
+                if lang == control:
+                    step.label += " (control)"
+                elif method == first:
                     step.keep_phase1_diff = len(plan.methods) > 1
                 else:  # phase 1 is shared with the first method when its difference is (or will be) kept
                     shared = lang_runs[(lang_seed, lang, first)]
@@ -193,14 +207,18 @@ def plan_steps(plan: TransferPlan, *, model: str | Path, runs_dir: Path, state: 
             evaluations = [(m, task_runs[m], lang_runs[(lang_seed, target, m)]) for m in plan.methods]
             if NO_LANG_SFT in plan.baselines:
                 evaluations.append((NO_LANG_SFT, task_runs[plan.methods[0]], None))
+            if plan.control_lang is not None and target != plan.control_lang:
+                evaluations.append((OTHER_LANG_SFT, task_runs[first], lang_runs[(lang_seed, plan.control_lang, first)]))
             if FullFt.name in plan.baselines:
                 evaluations.append((FullFt.name, task_runs[FullFt.name], None))
             for system, task_run, lang_run in evaluations:
-                key = step_key(sft_path(task_run), sft_path(lang_run), plan.split)
+                key = step_key(sft_path(task_run), sft_path(lang_run), plan.split, EVALUATION_RECORD_VERSION)
                 run_id = f"xfer-eval-{plan.task}-{target}-{system}-s{seed}-{key}"
-                steps.append(Step("evaluation", run_id, _label(seed, f"{plan.task}/{target} {system}"), seed,
+                control_lang = plan.control_lang if system == OTHER_LANG_SFT else None
+                label = f"{plan.task}/{target} {system}" + (f" ({control_lang} SFT)" if control_lang else "")
+                steps.append(Step("evaluation", run_id, _label(seed, label), seed,
                                   state.finished(run_id, RESULTS_JSON), language=target, system=system,
-                                  lang_sft=lang_run, task_sft=task_run))
+                                  lang_sft=lang_run, task_sft=task_run, control_lang=control_lang))
     return steps
 
 
@@ -494,7 +512,7 @@ def _run_step(plan: TransferPlan, step: Step, *, model, data_dir, runs_dir: Path
     if step.kind == "evaluation":
         record, _ = evaluate_transfer(plan.task, step.language, sft(step.task_sft), lang_sft=sft(step.lang_sft),
                                       model=model, split=plan.split, data_dir=data_dir, runs_dir=runs_dir,
-                                      run_id=step.run_id, system=step.system)
+                                      run_id=step.run_id, system=step.system, control_lang=step.control_lang)
         return record
     checkpointing = Checkpointing(save_every=save_every, resume=resume)
     doing = "resuming" if resume else "training"

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from deftx import __version__
-from deftx_cli.commands import compose, denoise, evaluate, info, interop, overlap, predict, results, train, transfer, tui
+from deftx_cli.commands import compose, denoise, evaluate, evaluate_lm, info, interop, overlap, predict, results, train, transfer, tui
 
 app = typer.Typer(
     name="deftx",
@@ -72,6 +72,7 @@ app.command("train-task", no_args_is_help=True)(with_help(train.train_task))
 app.command("denoise", no_args_is_help=True)(with_help(denoise.denoise))
 app.command("compose", no_args_is_help=True)(with_help(compose.compose))
 app.command("evaluate", no_args_is_help=True)(with_help(evaluate.evaluate))
+app.command("evaluate-lm", no_args_is_help=True)(with_help(evaluate_lm.evaluate_lm))
 app.command("transfer", no_args_is_help=True)(with_help(transfer.transfer))
 app.command("predict", no_args_is_help=True)(with_help(predict.predict))
 app.command("info", no_args_is_help=True)(with_help(info.info))

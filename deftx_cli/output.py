@@ -137,7 +137,8 @@ class TrainingProgress:
             self._train(fields)
         elif event == "eval":
             metrics = ", ".join(f"{k} {v:.4f}" for k, v in fields["metrics"].items() if isinstance(v, float))
-            self._line(f"{self.label}: phase {fields.get('phase')} eval: {metrics}")
+            when = "base model (before training)" if fields.get("base") else f"phase {fields.get('phase')}"
+            self._line(f"{self.label}: {when} eval: {metrics}")
         elif event == "selection":
             line = f"{self.label}: selected K = {fields['k']:,} of {fields['maskable']:,} ({fields['density']:.2%})"
             if fields.get("denoise"):

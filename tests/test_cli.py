@@ -1,5 +1,6 @@
 """Every command end to end through CliRunner: a tiny model, real files from ../shared/data."""
 
+import csv
 import json
 import os
 import signal
@@ -96,6 +97,73 @@ def test_evaluate_prints_metrics_and_writes_results(trained, shared_data):
     assert "results written to" in human.stderr
 
 
+def test_evaluation_records_hold_predictions_gold_and_the_language_sft_budget(trained, shared_data):
+    from deftx.metrics import classification_metrics
+
+    common = ["evaluate", "--task", "nusax-senti", "--lang", "ace", "--task-sft", trained["task"]["sft"],
+              "--split", "valid", "--data-dir", shared_data, "--runs-dir", trained["runs"], "--json"]
+    with_lang = json.loads(run(*common, "--lang-sft", trained["ace"]["sft"]).stdout)
+    without = json.loads(run(*common).stdout)
+    for record in (with_lang, without):
+        metrics = record["metrics"]
+        assert len(record["predictions"]) == len(record["gold"]) == metrics["n"] == 100
+        # the ids index metrics["labels"] and give back the record's scores
+        assert classification_metrics(record["predictions"], record["gold"], metrics["labels"]) == metrics
+        assert record["settings"]["lang_steps"] == 4  # the smoke preset's phase-1 steps
+        stored = json.loads((trained["runs"] / record["run_id"] / "results.json").read_text())
+        assert stored["predictions"] == record["predictions"] and stored["gold"] == record["gold"]
+    assert with_lang["gold"] == without["gold"]  # data order
+    gold_names = [with_lang["metrics"]["labels"][g] for g in with_lang["gold"]]
+    with (Path(shared_data) / "nusax" / "sentiment" / "acehnese" / "valid.csv").open(newline="") as f:
+        assert gold_names == [row["label"] for row in csv.DictReader(f)]
+    assert with_lang["lang_sft_language"] == "ace" and without["lang_sft_language"] is None
+
+
+def test_lang_steps_of_task_sfts_trained_before_it_was_recorded(trained, tmp_path):
+    from deftx.pipeline import lang_steps_of
+
+    task = json.loads((Path(trained["task"]["sft"]) / "sft.json").read_text())
+    assert task["trained_with"][0]["phase1_steps"] == 4
+    older = {**task, "trained_with": [{k: v for k, v in task["trained_with"][0].items() if k != "phase1_steps"}]}
+    assert lang_steps_of(older, None) == 4  # read from the language SFT's manifest
+    gone = {**older, "trained_with": [{**older["trained_with"][0], "path": str(tmp_path / "deleted")}]}
+    assert lang_steps_of(gone, None) is None
+    assert lang_steps_of({"method": "full-ft"}, None) is None
+    assert lang_steps_of(gone, {"training": {"phase1_steps": 300}}) == 300  # the applied language SFT's
+
+
+def test_a_language_sft_run_records_the_base_models_held_out_masked_lm(trained):
+    record = json.loads((Path(trained["ace"]["run"]) / "run.json").read_text())
+    base = record["summary"]["base_eval"]
+    assert set(base) == {"mlm_loss", "mlm_accuracy", "perplexity"}
+    assert json.loads((Path(trained["ace"]["sft"]) / "sft.json").read_text())["metrics"]["base_eval"] == base
+    events = [json.loads(l) for l in (Path(trained["ace"]["run"]) / "metrics.jsonl").read_text().splitlines()]
+    first_eval = next(e for e in events if e["event"] == "eval")
+    assert (first_eval["phase"], first_eval["step"], first_eval["metrics"]) == (1, 0, base)
+    assert "base_eval" not in json.loads((Path(trained["task"]["run"]) / "run.json").read_text())["summary"]
+
+
+def test_evaluate_lm_scores_the_held_out_text_the_language_sft_held_out(trained, tiny_model_dir, shared_data):
+    common = ["evaluate-lm", "--lang", "ace", "--model", tiny_model_dir, "--data-dir", shared_data,
+              "--preset", "smoke", "--json"]
+    own = json.loads(run(*common, "--sft", trained["ace"]["sft"]).stdout)
+    record = json.loads((Path(trained["ace"]["run"]) / "run.json").read_text())
+    assert own["base"] == record["summary"]["base_eval"]  # the same blocks, the same masking
+    final = record["summary"]["phase2"]["eval"]
+    for name in ("mlm_loss", "mlm_accuracy"):  # theta0 + phi is the trained model
+        assert own["with_sft"][name] == pytest.approx(final[name], abs=1e-4)
+    assert own["sft_language"] == "ace" and own["sft_phase1_steps"] == 4 and own["held_out_blocks"] >= 1
+    control = json.loads(run(*common, "--sft", trained["ind"]["sft"]).stdout)
+    assert control["base"] == own["base"] and control["sft_language"] == "ind"
+    assert control["with_sft"] != own["with_sft"]
+    human = run(*common[:-1])
+    assert "base model" in human.stdout and "accuracy" in human.stdout and "language SFT" not in human.stdout
+    other_length = json.loads(run(*common, "--max-length", "16").stdout)
+    assert other_length["base"] != own["base"]
+    task = run(*common, "--sft", trained["task"]["sft"], ok=False)
+    one_error_line(task, 5, "not a language SFT")
+
+
 def test_compose_writes_a_loadable_model(trained, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
@@ -157,7 +225,7 @@ def test_info_and_datasets(trained, shared_data):
 
 
 def test_help_shows_a_worked_example():
-    for command in ("train-lang", "train-task", "denoise", "compose", "evaluate", "transfer", "tui", "info"):
+    for command in ("train-lang", "train-task", "denoise", "compose", "evaluate", "evaluate-lm", "transfer", "tui", "info"):
         r = run(command, "--help")
         assert "Example" in r.stdout and "deftx " + command in r.stdout.replace("\n", " ")
 
@@ -197,6 +265,7 @@ MISSING = {
     "train-lang": (["--lang", "ind"], ["--text", "--mask"]),
     "train-task": (["--task", "smsa", "--source-lang", "ind"], ["--lang-sft", "--train-file", "--validation-file", "--mask"]),
     "evaluate": (["--task", "nusax-senti", "--lang", "ace"], ["--task-sft", "--lang-sft", "--eval-file"]),
+    "evaluate-lm": (["--lang", "ace"], ["--sft", "--text"]),
     "compose": (["--out", "composed"], ["--sft"]),
     "denoise": (["--k", "0.1"], ["--diff"]),
     "info": ([], [None]),
@@ -416,6 +485,26 @@ def test_transfer_task_budget_options(tiny_model_dir, shared_data, tmp_path):
     assert config["phase1_steps"] is None and config["batch_size"] == 16
     rows = len((Path(shared_data) / "smsa" / "train.nusax_filtered.tsv").read_text().splitlines())  # no header line
     assert abs(info["total_steps"]["phase1"] - rows * 0.02 / 16) <= 1, (info["total_steps"], rows)
+
+
+@pytest.mark.slow
+def test_transfer_control_lang_evaluates_each_target_with_another_languages_sft(tiny_model_dir, shared_data, tmp_path):
+    runs = tmp_path / "runs"
+    result = run("transfer", "--targets", "ace", "--methods", "lt-sft", "--baselines", "no-lang-sft", "--split", "valid",
+                 "--control-lang", "ind", "--preset", "smoke", "--model", tiny_model_dir, "--data-dir", shared_data,
+                 "--runs-dir", runs, "--json", "--quiet")
+    document = json.loads(result.stdout)
+    by_system = {r["system"]: r for r in document["records"]}
+    assert list(by_system) == ["lt-sft", "no-lang-sft", "other-lang-sft"]
+    control, own = by_system["other-lang-sft"], by_system["lt-sft"]
+    assert control["settings"]["control_lang"] == "ind" and control["lang_sft_language"] == "ind"
+    assert control["task_sft"] == own["task_sft"] and control["lang_sft"] != own["lang_sft"]
+    assert own["lang_sft_language"] == "ace" and "control_lang" not in own["settings"]
+    assert {r["settings"]["lang_steps"] for r in document["records"]} == {4}
+    # the source's SFT is the control: no training beyond ind's and ace's language SFTs
+    assert len([p for p in runs.iterdir() if p.name.startswith("xfer-lang-")]) == 2
+    [table] = document["tables"]
+    assert list(table["systems"]) == ["lt-sft", "deftx", "no-lang-sft", "other-lang-sft"]
 
 
 def test_task_sft_is_reproducible_from_its_seed_within_one_process(trained, tiny_model_dir, shared_data, tmp_path):

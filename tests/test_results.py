@@ -29,3 +29,35 @@ def test_read_records_keeps_the_languages_asked_for(tmp_path):
         (tmp_path / r["run_id"] / "results.json").write_text(json.dumps(r))
     assert {r["language"] for r in read_records(tmp_path)} == {"ace", "ban"}
     assert [r["language"] for r in read_records(tmp_path, ["ban"])] == ["ban"]
+
+
+def test_the_control_comes_after_no_lang_sft_and_language_sft_budgets_get_columns_of_their_own():
+    def at(system, steps, value, **settings):
+        r = record(system, "mad", 0, value, run_id=f"{system}-{steps}")
+        r["settings"] = {"lang_steps": steps, **settings}
+        return r
+
+    records = [at("other-lang-sft", 60, 0.42, control_lang="jav"), at("lt-sft", 60, 0.5), at("lt-sft", 300, 0.6),
+               at("lt-sft", 60, 0.51) | {"language": "min", "run_id": "min"}, at("no-lang-sft", 60, 0.4)]
+    [pivot], _ = build_pivots(records)
+    assert pivot.systems[:4] == ["lt-sft", "lt-sft[lang_steps=300]", "deftx", "no-lang-sft"]
+    assert pivot.systems[4] == "other-lang-sft"
+    assert pivot.labels["lt-sft[lang_steps=300]"] == "LT-SFT lang steps 300"
+    mad = next(row for row in pivot.rows if row.label == "mad")
+    assert mad.cells["lt-sft"].mean == 0.5 and mad.cells["lt-sft[lang_steps=300]"].mean == 0.6
+    assert mad.cells["other-lang-sft"].mean == 0.42
+
+
+def test_an_evaluation_made_again_replaces_the_older_record_in_tables():
+    """A transfer run again evaluates its cached task and language SFTs once more (the new record has
+    lang_steps, the old one not): the table keeps the new record alone, in the system's one column."""
+    old = record("lt-sft", "mad", 0, 0.5, run_id="old") | {"task_sft": "/r/task/sft", "lang_sft": "/r/mad/sft",
+                                                           "created_at": "2026-12-01T10:00:00Z"}
+    new = old | {"run_id": "new", "settings": {"lang_steps": 300}, "metrics": {"macro_f1": 0.52},
+                 "created_at": "2026-12-02T10:00:00Z"}
+    other = old | {"run_id": "other", "lang_sft": "/r/jav/sft", "system": "other-lang-sft"}
+    [pivot], _ = build_pivots([new, old, other])
+    assert pivot.systems == ["lt-sft", "deftx", "other-lang-sft"]
+    [mad] = pivot.rows
+    assert mad.cells["lt-sft"].mean == 0.52 and mad.cells["lt-sft"].n == 1
+    assert mad.cells["other-lang-sft"].mean == 0.5

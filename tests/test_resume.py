@@ -108,6 +108,10 @@ def test_killed_anywhere_and_resumed_gives_the_uninterrupted_sft(lang_args, tmp_
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_143(lang_args, tmp_path):
+    words, rng = " ".join(TEXT).split(), random.Random(1)
+    varied = tmp_path / "varied.txt"  # enough distinct lines for held-out blocks
+    varied.write_text("\n".join(sorted({" ".join(rng.choice(words) for _ in range(rng.randint(4, 9))) for _ in range(400)})))
+    lang_args[lang_args.index("--text") + 1] = varied
     runs = tmp_path / "runs"
     args = [*lang_args, "--runs-dir", runs, "--run-id", "job", "--save-every", "0", "--keep-checkpoints"]
     proc = child("TERM", "train:1:3", *args, code=143)
@@ -128,6 +132,12 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(lang_args, tmp_path):
     kept = sorted(p.name for p in (run_dir / "checkpoints").iterdir())  # --keep-checkpoints
     assert kept == ["phase1-step000000003", "phase1-step000000006"]
     assert train_steps(run_dir) == [(1, s) for s in range(1, STEPS + 1)] + [(2, s) for s in range(1, STEPS + 1)]
+    # the base model's held-out metrics come from the checkpoint: measured once, before the first step
+    base_eval = json.loads((run_dir / "run.json").read_text())["summary"]["base_eval"]
+    reference = json.loads((tmp_path / "reference" / "ref" / "run.json").read_text())["summary"]["base_eval"]
+    assert base_eval is not None and base_eval == reference
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(e["phase"], e["step"]) for e in events if e["event"] == "eval" and e.get("base")] == [(1, 0)]
 
 
 def test_resume_with_nothing_to_resume_starts_a_new_run(lang_args, tmp_path):

@@ -220,3 +220,49 @@ def test_gradient_accumulation_of_a_task_sft_trains_the_sft_of_one_batch(tiny_mo
         assert torch.allclose(values, accumulated.entries[name][1], rtol=0, atol=1e-6), name
     for name, value in one.head.items():
         assert torch.allclose(value, accumulated.head[name], rtol=0, atol=1e-6), name
+
+
+def test_language_sft_records_the_start_points_held_out_masked_lm(tiny_model_dir):
+    """``base_eval``: the held-out masked-LM metrics of the base model, measured before the first step
+    (logged as an eval event at step 0), differing from those after training."""
+    model, objective = mlm_setup(tiny_model_dir)
+    fresh, _ = mlm_setup(tiny_model_dir)
+    expected = objective.evaluate(fresh, 32)
+    assert expected is not None
+    events = []
+    result = train_sft(model, objective, config(phase1_steps=6, phase2_steps=6, lr=5e-2), manifest={"kind": "language"},
+                       callbacks=[lambda e, f: events.append((e, f))])
+    assert result.summary["base_eval"] == expected
+    assert result.sft.manifest["metrics"]["base_eval"] == expected
+    evals = [f for e, f in events if e == "eval"]
+    assert (evals[0]["phase"], evals[0]["step"], evals[0]["metrics"]) == (1, 0, expected)
+    assert [e for e, _ in events].index("eval") < [e for e, _ in events].index("train")
+    assert result.summary["phase2"]["eval"]["mlm_loss"] != expected["mlm_loss"]
+
+
+def test_start_point_is_evaluated_when_the_mask_is_given(tiny_model_dir):
+    model, objective = mlm_setup(tiny_model_dir)
+    fresh, _ = mlm_setup(tiny_model_dir)
+    mask = {name: torch.ones(p.shape, dtype=torch.bool) for name, p in maskable_parameters(model).items()}
+    events = []
+    result = train_sft(model, objective, config(), manifest={"kind": "language"}, mask=mask,
+                       callbacks=[lambda e, f: events.append((e, f))])
+    assert result.summary["base_eval"] == objective.evaluate(fresh, 32)
+    assert [(f["phase"], f["step"]) for e, f in events if e == "eval"][0] == (2, 0)
+
+
+def test_task_sft_records_no_base_eval(tiny_model_dir):
+    from deftx.data import LabelledData
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    texts = sentences(40, seed=1)
+    data = LabelledData(texts=texts, pairs=None, labels=[int("enak" in t) for t in texts],
+                        label_names=("negative", "positive"), source="test")
+    clf, missing = load_model(tiny_model_dir, "classification", labels=data.label_names)
+    events = []
+    task_cfg = resolve_config("task", "smoke", phase1_steps=2, phase2_steps=2, batch_size=8, k=0.02, device="cpu")
+    result = train_sft(clf, ClassificationObjective(tokenizer, data, data, max_length=16), task_cfg,
+                       manifest={"kind": "task"}, dense_parameters=sorted(set(head_parameters(clf)) | set(missing)),
+                       callbacks=[lambda e, f: events.append((e, f))])
+    assert "base_eval" not in result.summary
+    assert all(f["step"] > 0 for e, f in events if e == "eval")

@@ -267,3 +267,81 @@ def test_dense_fine_tuning_plans_phase_one_only():
     tasks = {s.label: s for s in steps_of(p) if s.kind == "task"}
     assert train_steps(tasks["[seed 0] task SFT smsa/ind (full FT)"]) == 40
     assert train_steps(tasks["[seed 0] task SFT smsa/ind (LT-SFT)"]) == 100
+
+
+def test_the_control_trains_one_language_sft_and_evaluates_every_other_target_with_it():
+    steps = steps_of(plan(targets=["ace", "mad"], methods=["lt-sft", "deftx"], baselines=["no-lang-sft"],
+                          control_lang="jav"))
+    s = by_label(steps)
+    jav = s["[seed 0] language SFT jav (LT-SFT) (control)"]
+    assert [x for x in steps if x.kind == "language" and x.language == "jav"] == [jav]  # the first method only
+    assert not jav.keep_phase1_diff and jav.mask_from is None
+    assert steps.index(jav) < min(steps.index(x) for x in steps if x.kind == "task")
+    lt_task = s["[seed 0] task SFT smsa/ind (LT-SFT)"].run_id
+    for target in ("ace", "mad"):
+        control = s[f"[seed 0] nusax-senti/{target} other-lang-sft (jav SFT)"]
+        assert (control.system, control.language, control.task_sft, control.lang_sft, control.control_lang) == (
+            "other-lang-sft", target, lt_task, jav.run_id, "jav")
+        systems = [x.system for x in steps if x.kind == "evaluation" and x.language == target]
+        assert systems == ["lt-sft", "deftx", "no-lang-sft", "other-lang-sft"]
+    assert len({x.run_id for x in steps}) == len(steps)
+    # the control SFT is the one a target of the same settings trains: run once, reused by both
+    as_target = by_label(steps_of(plan(targets=["jav"], methods=["lt-sft"])))
+    assert as_target["[seed 0] language SFT jav (LT-SFT)"].run_id == jav.run_id
+
+
+def test_a_control_language_among_the_targets_reuses_its_sft_and_skips_its_own_control():
+    steps = steps_of(plan(targets=["ace", "jav"], methods=["lt-sft", "deftx"], control_lang="jav"))
+    s = by_label(steps)
+    assert len([x for x in steps if x.kind == "language"]) == 6  # ind, ace, jav x 2 methods: nothing more
+    control = s["[seed 0] nusax-senti/ace other-lang-sft (jav SFT)"]
+    assert control.lang_sft == s["[seed 0] language SFT jav (LT-SFT)"].run_id
+    assert not [x for x in steps if x.language == "jav" and x.system == "other-lang-sft"]
+
+
+def test_the_source_as_control_language_reuses_the_source_sft():
+    steps = steps_of(plan(targets=["ace", "mad"], methods=["deftx", "lt-sft"], control_lang="ind", lang_seed=0,
+                          seeds=[0, 1]))
+    s = by_label(steps)
+    assert len([x for x in steps if x.kind == "language"]) == 6  # shared by the seeds
+    for seed in (0, 1):
+        control = s[f"[seed {seed}] nusax-senti/mad other-lang-sft (ind SFT)"]
+        assert control.lang_sft == s["[seed 0] language SFT ind (DeFT-X)"].run_id  # the first method's
+        assert control.task_sft == s[f"[seed {seed}] task SFT smsa/ind (DeFT-X)"].run_id
+
+
+def test_the_control_is_cached_like_any_step_and_changes_no_other_step():
+    without = steps_of(plan(targets=["ace"], methods=["lt-sft", "deftx"], baselines=["no-lang-sft"]))
+    with_control = steps_of(plan(targets=["ace"], methods=["lt-sft", "deftx"], baselines=["no-lang-sft"],
+                                 control_lang="jav"), all_done(without))
+    old = {x.run_id for x in without}
+    assert all(x.cached for x in with_control if x.run_id in old)
+    assert [x.label for x in with_control if not x.cached] == [
+        "[seed 0] language SFT jav (LT-SFT) (control)", "[seed 0] nusax-senti/ace other-lang-sft (jav SFT)"]
+    again = steps_of(plan(targets=["ace"], methods=["lt-sft", "deftx"], baselines=["no-lang-sft"],
+                          control_lang="jav"), all_done(with_control))
+    assert all(x.cached for x in again)
+
+
+def test_training_keys_stay_and_evaluation_keys_carry_the_record_version(monkeypatch):
+    """Experiments already running reuse their trainings (their run ids are those of earlier versions);
+    evaluations run again once, so that their records gain the new fields."""
+    steps = steps_of(plan(methods=["lt-sft", "deftx"], baselines=["no-lang-sft", "full-ft"]))
+    assert {x.label: x.run_id for x in steps if x.kind != "evaluation"} == TRAINING_RUN_IDS
+    monkeypatch.setattr("deftx.transfer.EVALUATION_RECORD_VERSION", 3)
+    bumped = steps_of(plan(methods=["lt-sft", "deftx"], baselines=["no-lang-sft", "full-ft"]))
+    for a, b in zip(steps, bumped):
+        assert (a.run_id == b.run_id) == (a.kind != "evaluation"), a.label
+
+
+# The run ids the planner gave these trainings before results records gained predictions and
+# lang_steps (model "m", runs dir "runs", preset smoke, target ace, both methods, full FT).
+TRAINING_RUN_IDS = {
+    "[seed 0] language SFT ind (LT-SFT)": "xfer-lang-ind-lt-sft-s0-e342fd95d8",
+    "[seed 0] language SFT ind (DeFT-X)": "xfer-lang-ind-deftx-s0-9e5afc0bdf",
+    "[seed 0] language SFT ace (LT-SFT)": "xfer-lang-ace-lt-sft-s0-5fc025aa93",
+    "[seed 0] language SFT ace (DeFT-X)": "xfer-lang-ace-deftx-s0-f7be3a553c",
+    "[seed 0] task SFT smsa/ind (LT-SFT)": "xfer-task-smsa-ind-lt-sft-s0-44ecbac1aa",
+    "[seed 0] task SFT smsa/ind (DeFT-X)": "xfer-task-smsa-ind-deftx-s0-e3dd6e0492",
+    "[seed 0] task SFT smsa/ind (full FT)": "xfer-task-smsa-ind-full-ft-s0-50a326e757",
+}

@@ -23,6 +23,7 @@ from deftx.objectives.base import move
 
 class MaskedLMObjective:
     name = "masked-lm"
+    evaluates_start = True  # the engine records the start point's held-out metrics (``base_eval``)
 
     def __init__(
         self,

@@ -338,6 +338,11 @@ def train_sft(
     if checkpoints is not None:
         _announce_checkpoints(checkpoints, config, maskable, dense, mask, summary["maskable"], emit)
     resume_phase2 = resume is not None and resume.phase == 2
+    if getattr(objective, "evaluates_start", False):
+        summary["base_eval"] = _base_eval(objective, model, config, resume, first_phase=1 if mask is None else 2,
+                                          emit=emit)
+        if checkpoints is not None:
+            checkpoints.context["base_eval"] = summary["base_eval"]
 
     if mask is None and resume_phase2:  # phase 1 and the selection are behind
         masks = resume.masks({n: tuple(p.shape) for n, p in maskable.items()})
@@ -417,6 +422,19 @@ def train_sft(
     return _finish(sft, summary, selection, config, manifest, base_fp, started, emit)
 
 
+def _base_eval(objective: Objective, model: nn.Module, config: TrainConfig, resume: Checkpoint | None, *,
+               first_phase: int, emit: Callable[..., None]) -> dict[str, Any] | None:
+    """The held-out metrics of the start point (before any training step), logged as an eval event
+    at step 0 of the first phase that runs. A resumed run carries them from its checkpoint; one
+    whose checkpoint predates them evaluates the start point (the model is still there)."""
+    if resume is not None and resume.context.get("base_eval") is not None:
+        return resume.context["base_eval"]
+    metrics = objective.evaluate(model, max(config.batch_size, 32))
+    if metrics is not None:
+        emit("eval", phase=first_phase, step=0, metrics=metrics, base=True)
+    return metrics
+
+
 def _anytime(checkpoints: Checkpointer | None):
     from contextlib import nullcontext
 
@@ -486,7 +504,8 @@ def _finish(
         "maskable": summary["maskable"],
         "selection": selection_info,
         "training": config.model_dump(mode="json"),
-        "metrics": {"final_eval": final_eval, "seconds": summary["seconds"]},
+        "metrics": {"final_eval": final_eval, "seconds": summary["seconds"],
+                    **({"base_eval": summary["base_eval"]} if summary.get("base_eval") is not None else {})},
         "library_version": __version__,
     }
     emit("done", summary={k: v for k, v in summary.items() if k not in ("phase1_diff",)})

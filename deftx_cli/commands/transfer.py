@@ -55,6 +55,7 @@ def transfer(
     baselines: Annotated[list[str], typer.Option("--baselines", metavar="<str>", help="no-lang-sft and/or full-ft, comma-separated ('' for none).")] = ["no-lang-sft"],
     seeds: Annotated[list[int], typer.Option("--seed", metavar="<int>", help="Seed(s); repeat for several.")] = [0],
     lang_seed: Annotated[Optional[int], typer.Option("--lang-seed", help="Train the language SFTs once with this seed and share them across --seed runs (default: one per seed).")] = None,
+    control_lang: Annotated[Optional[str], typer.Option("--control-lang", help="--control-lang jav: also evaluate each target with jav's language SFT in place of its own: if that helps as much, the gain is masked-LM repair, not the target language.")] = None,
     train_task: Annotated[Optional[str], typer.Option("--train-task", help="Task of the source training data (default from the recipe).")] = None,
     source_lang: Annotated[Optional[str], typer.Option("--source-lang", help="Source language (default from the recipe).")] = None,
     split: Annotated[str, typer.Option("--split", help="Evaluation split (choose settings on valid, report test).")] = "test",
@@ -111,7 +112,7 @@ def transfer(
                         train_task=train_task, source_lang=source_lang, preset=preset.value,
                         task_preset=task_preset.value if task_preset is not None else None,
                         lang_overrides=overrides_lang, task_overrides=overrides_task,
-                        baselines=split_list(baselines), split=split, lang_seed=lang_seed)
+                        baselines=split_list(baselines), split=split, lang_seed=lang_seed, control_lang=control_lang)
     records = run_transfer(
         plan, model=model, data_dir=data_dir, runs_dir=runs_dir,
         notify=(lambda m: None) if quiet else note,
