@@ -59,6 +59,20 @@ def test_a_finished_step_releases_the_steps_that_name_it(tmp_path):
     assert "[seed 0] nusax-senti/ace lt-sft" not in labels(steps, schedule.ready())  # needs ace's SFT and the task SFT
 
 
+def test_the_control_evaluation_waits_for_the_other_languages_sft(tmp_path):
+    steps = steps_of(plan(control_lang="jav"), tmp_path)
+    control = next(s for s in steps if s.system == "other-lang-sft")
+    jav = next(s for s in steps if s.kind == "language" and s.language == "jav")
+    assert jav.run_id in dependencies(control)
+    schedule = StepSchedule(steps)
+    for step in steps:  # everything but jav's language SFT has finished
+        if step is not jav and step is not control:
+            schedule.finished.add(step.run_id)
+    assert control not in [steps[i] for i in schedule.ready()]
+    schedule.finished.add(jav.run_id)
+    assert control in [steps[i] for i in schedule.ready()]
+
+
 def test_cached_steps_count_as_finished(tmp_path):
     steps = steps_of(plan(), tmp_path)
     for step in steps:
