@@ -33,6 +33,7 @@ TASK_EXAMPLES=${TASK_EXAMPLES:-0}      # 0: all of SmSA train
 CURVE_STEPS=${CURVE_STEPS:-300 1000 3000}
 JOBS_PART2=${JOBS_PART2:-6}
 JOBS_CURVE=${JOBS_CURVE:-2}
+SAVE_EVERY=${SAVE_EVERY:-0}           # checkpoints inside a phase (0: only at the end of phase 1 and on SIGTERM)
 : "${DEFTX_MODEL:?set DEFTX_MODEL to the base model (a directory or hub id)}"
 : "${DEFTX_DATA_DIR:?set DEFTX_DATA_DIR to a data root laid out like ../shared/data}"
 export DEFTX_MODEL DEFTX_DATA_DIR PYTHONUNBUFFERED=1
@@ -41,13 +42,13 @@ mkdir -p "$RUNS" "$OUT_DIR"
 part2=(--targets ace,ban,bjn,mad,min --control-lang jav --methods lt-sft,deftx --baselines no-lang-sft,full-ft
        --preset "$PRESET" --lang-steps "$P2_STEPS" --lang-set "batch_size=$P2_BATCH" --lang-set "max_length=$P2_LENGTH"
        --lang-set max_examples=0 --lang-set "mixed_precision=$P2_PRECISION" --task-max-examples "$TASK_EXAMPLES"
-       --task-set "mixed_precision=$P2_PRECISION" --seed 0 --runs-dir "$RUNS/part2" --jobs "$JOBS_PART2" --json)
+       --task-set "mixed_precision=$P2_PRECISION" --seed 0 --runs-dir "$RUNS/part2" --jobs "$JOBS_PART2" --save-every "$SAVE_EVERY" --json)
 curve() {  # the learning-curve experiment at $1 steps per phase
   local extra=()
   [ "$PRESET" = quick ] || extra=(--task-max-examples "${TASK_EXAMPLES:-32}")
   echo --targets mad,min --control-lang jav --methods lt-sft --baselines no-lang-sft --preset "$PRESET" \
     --lang-steps "$1" --lang-seed 0 --seed 0 --seed 1 --split valid --runs-dir "$RUNS/curve-$1" \
-    --jobs "$JOBS_CURVE" --json "${extra[@]}"
+    --jobs "$JOBS_CURVE" --save-every "$SAVE_EVERY" --json "${extra[@]}"
 }
 
 started=$(date +%s)

@@ -2,8 +2,9 @@
 
 :class:`StepSchedule` is the pure part: from the plan's steps and those finished, which may start now.
 A step waits for every step whose run it names (:func:`dependencies`: the run whose phase-1
-difference gives its mask, the language SFT it applies, the task SFT it evaluates); the steps ready
-start in plan order.
+difference gives its mask, the language SFT it applies, the task SFT it evaluates). Of the steps
+ready, those that more later steps wait for (directly or through others) start first, then plan order:
+a task SFT that a dozen evaluations need does not wait behind language SFTs that one evaluation needs.
 
 :class:`WorkerPool` runs steps in up to ``jobs`` "spawn" worker processes, each limited to
 ``threads`` torch threads. A worker sends what happens as plain messages on one queue (the step
@@ -43,6 +44,25 @@ def dependencies(step: Step) -> set[str]:
     return {run_id for run_id in (step.mask_from, step.lang_sft, step.task_sft) if run_id is not None}
 
 
+def _descendants(steps: Sequence[Step], needs: Sequence[set[str]]) -> list[int]:
+    """For each step, how many steps wait for it, directly or through other steps."""
+    index = {s.run_id: i for i, s in enumerate(steps)}
+    children: list[set[int]] = [set() for _ in steps]
+    for i, wanted in enumerate(needs):
+        for run_id in wanted:
+            children[index[run_id]].add(i)
+    memo: dict[int, set[int]] = {}
+
+    def below(i: int) -> set[int]:
+        if i not in memo:
+            memo[i] = set()
+            for child in children[i]:
+                memo[i] |= {child} | below(child)
+        return memo[i]
+
+    return [len(below(i)) for i in range(len(steps))]
+
+
 class StepSchedule:
     """Which steps may start, given those finished and running. Cached steps count as finished;
     a dependency that is no step of the plan is taken as already there."""
@@ -54,10 +74,13 @@ class StepSchedule:
         self.finished = {s.run_id for s in self.steps if s.cached}
         self.waiting = [i for i, s in enumerate(self.steps) if not s.cached]
         self.running: list[int] = []
+        self.unblocks = _descendants(self.steps, self.needs)
 
     def ready(self) -> list[int]:
-        """Indices of the waiting steps whose dependencies all finished, in plan order."""
-        return [i for i in self.waiting if self.needs[i] <= self.finished]
+        """Indices of the waiting steps whose dependencies all finished: those that more steps wait
+        for first, then in plan order."""
+        ready = [i for i in self.waiting if self.needs[i] <= self.finished]
+        return sorted(ready, key=lambda i: (-self.unblocks[i], i))
 
     def next(self, slots: int) -> list[int]:
         """The steps to start now with ``slots`` free workers (marked running)."""

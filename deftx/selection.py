@@ -28,9 +28,11 @@ def _bits(chunk: torch.Tensor) -> torch.Tensor:
 
 
 def _chunks(t: torch.Tensor):
+    """Chunks of the flattened tensor, on the CPU (the histograms and masks live there, whatever
+    device the scores are on)."""
     flat = t.detach().reshape(-1)
     for start in range(0, flat.numel(), CHUNK):
-        yield start, flat[start : start + CHUNK]
+        yield start, flat[start : start + CHUNK].cpu()
 
 
 def _kth_from_top(hist: torch.Tensor, k: int) -> tuple[int, int]:

@@ -206,3 +206,18 @@ def test_the_dashboard_line_names_the_steps_running_side_by_side(tmp_path):
     log.running([5], ["[seed 0] task SFT smsa/ind (full FT)"], 3, None)
     assert experiment_text(read_experiment(tmp_path), now=now) == (
         "Experiment: step 5 of 9 · [seed 0] task SFT smsa/ind (full FT)")
+
+
+def test_steps_that_more_steps_wait_for_start_first(tmp_path):
+    # Five targets and a control: once every LT-SFT language SFT is done, the LT-SFT task SFT (which 15
+    # evaluations wait for) starts before the DeFT-X language SFTs of the targets (one evaluation each).
+    steps = steps_of(plan(targets=["ace", "ban", "bjn", "mad", "min"], control_lang="jav"), tmp_path)
+    schedule = StepSchedule(steps)
+    started = schedule.next(len(steps))
+    assert all(steps[i].kind == "language" or "full FT" in steps[i].label for i in started)
+    for i in started:
+        if "(LT-SFT)" in steps[i].label:
+            schedule.finish(i)
+    ready = labels(steps, schedule.next(2))
+    assert ready == ["[seed 0] task SFT smsa/ind (LT-SFT)", "[seed 0] language SFT ind (DeFT-X)"]
+    assert labels(steps, schedule.ready())[0] == "[seed 0] language SFT ace (DeFT-X)"  # then plan order
