@@ -388,6 +388,8 @@ def test_ctrl_c_marks_the_run_interrupted_and_leaves_no_sft(tiny_model_dir, tmp_
         [sys.executable, "-m", "deftx_cli.app", "train-lang", "--lang", "ind", "--text", str(text), "--model",
          str(tiny_model_dir), "--preset", "smoke", "--phase1-steps", "100000", "--device", "cpu"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+        # a shell's background job ignores SIGINT, and children inherit that: give the child the default
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 60
     while time.time() < deadline:
