@@ -26,12 +26,12 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from statistics import fmean, stdev
+from statistics import fmean
 from typing import Any
 
 from deftx.methods import DeftX, LtSft
 from deftx.paired import Comparison, Evaluation, collect_evaluations, compare, newest_per_seed
-from deftx.results import NO_LANG_SFT, OTHER_LANG_SFT, Cell, TableKey, _split_variants, as_dict, as_float, as_int, as_str
+from deftx.results import NO_LANG_SFT, OTHER_LANG_SFT, Cell, TableKey, _cell, _split_variants, as_dict, as_float, as_int, as_str
 from deftx.runs import RunInfo, list_runs, parse_iso
 
 OWN = LtSft.name
@@ -135,12 +135,6 @@ def lm_scores(runs: Iterable[LanguageRun]) -> dict[str, LmScore]:
     return out
 
 
-def _cell(evaluations: list[Evaluation]) -> Cell:
-    values = [e.point.value for e in evaluations]
-    return Cell(fmean(values), stdev(values) if len(values) > 1 else None, len(values),
-                sum(bool(e.point.collapsed) for e in evaluations))
-
-
 def _main_settings(evaluations: list[Evaluation]) -> tuple[list[Evaluation], int]:
     """The evaluations made with their system's most frequent settings, the budget aside; and how many
     were left out."""
@@ -198,7 +192,7 @@ def _build_curve(key: TableKey, evaluations: list[Evaluation], lm_runs: list[Lan
         for steps in sorted({e.lang_steps for e in mine}):  # type: ignore[type-var]
             at = [e for e in mine if e.lang_steps == steps]
             of = {s: [e for e in at if e.point.system == s] for s in CURVE_SYSTEMS}
-            row = CurveRow(language, steps, TARGET, {s: _cell(v) for s, v in of.items() if v})
+            row = CurveRow(language, steps, TARGET, {s: _cell([e.point for e in v]) for s, v in of.items() if v})
             row.own_minus_none = compare(of[OWN], of[NO_LANG_SFT], resamples=resamples, bootstrap_seed=bootstrap_seed)
             row.own_minus_control = compare(of[OWN], of[OTHER_LANG_SFT], resamples=resamples,
                                             bootstrap_seed=bootstrap_seed)
