@@ -156,6 +156,25 @@ def test_state_dict_round_trip_resumes_exactly(tiny_model_dir):
     assert second.state_dict()["state"].keys() == first.state_dict()["state"].keys()
 
 
+def test_indices_beyond_float32_integers_load_back_exactly():
+    # A word-embedding matrix has more than 2**24 entries (float32 holds integers exactly up to 2**24):
+    # torch's load_state_dict casts state tensors to the parameter's dtype, which moved such indices by
+    # one, so a run resumed in phase 2 trained other entries than the uninterrupted one.
+    n = 2**24 + 64
+    p = torch.nn.Parameter(torch.zeros(n))
+    mask = torch.zeros(n, dtype=torch.bool)
+    picked = torch.tensor([3, 2**24 + 1, 2**24 + 3, n - 1])
+    mask[picked] = True
+    first = SparseAdamW([p], {p: mask}, lr=1e-2, weight_decay=0.0)
+    p.grad = torch.ones(n)
+    first.step()
+    second = SparseAdamW([p], {p: mask}, lr=1e-2, weight_decay=0.0)
+    second.load_state_dict(copy.deepcopy(first.state_dict()))
+    loaded = second.state[p]["index"]
+    assert loaded.dtype == torch.int64 and torch.equal(loaded, picked)
+    assert torch.equal(second.state[p]["exp_avg"], first.state[p]["exp_avg"])
+
+
 def test_a_mask_must_fit_its_parameter():
     p = torch.nn.Parameter(torch.zeros(3, 4))
     with pytest.raises(ValueError, match="shape"):

@@ -85,10 +85,21 @@ class SparseAdamW(torch.optim.Optimizer):
         return out
 
     def load_state_dict(self, state_dict: dict) -> None:
-        super().load_state_dict(state_dict)
-        for state in self.state.values():  # indices stay integer (the base class casts float state only)
-            if INDEX in state:
-                state[INDEX] = state[INDEX].long()
+        """``torch.optim.Optimizer.load_state_dict``, with the indices kept exact: the base class casts
+        every state tensor but ``step`` to its parameter's dtype, and float32 holds integers exactly
+        only up to 2**24 (a word-embedding matrix has more entries), so the indices are set aside
+        and put back as int64 after it."""
+        saved_state = state_dict.get("state") or {}
+        indices = {key: entry[INDEX] for key, entry in saved_state.items() if isinstance(entry, dict) and INDEX in entry}
+        stripped = {**state_dict, "state": {key: {k: v for k, v in entry.items() if k != INDEX} if key in indices else entry
+                                            for key, entry in saved_state.items()}}
+        super().load_state_dict(stripped)
+        saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+        params = [p for group in self.param_groups for p in group["params"]]
+        by_saved_id = dict(zip(saved_ids, params))
+        for key, index in indices.items():
+            p = by_saved_id[key]
+            self.state[p][INDEX] = torch.as_tensor(index).to(device=p.device, dtype=torch.long)
 
     @torch.no_grad()
     def step(self, closure=None):
