@@ -21,6 +21,9 @@ class DeftxError(Exception):
     """Base class: a problem the user can fix. ``hint`` says how."""
 
     exit_code = 1
+    # True when another process reports the same error (a stop all processes of a launch agreed on):
+    # the CLI then exits with the code and prints nothing.
+    reported_elsewhere = False
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)

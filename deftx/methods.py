@@ -224,3 +224,114 @@ def cache_settings(config: TrainConfig) -> dict[str, Any]:
     defaults = {n: TrainConfig.model_fields[n].get_default(call_default_factory=True) for n in ignored}
     return config.model_copy(update=defaults).model_dump()
 
+
+
+# ----------------------------------------------------------------------------------------------
+# a method of an experiment's plan, with settings of its own
+
+VARIANT_SEP = "@"
+SIDES = ("lang", "task")
+
+
+@dataclass(frozen=True)
+class MethodVariant:
+    """A method as an experiment plans it, with settings of its own for the language SFTs, the task
+    SFT or both, on top of the plan's: ``deftx``, ``deftx@rank:16`` (both), ``deftx@lang=energy:0.8``
+    (the language SFTs only), ``deftx@task=energy:0.9+tail:0.01``, ``deftx@lang=rank:8@task=rank:32``.
+    A setting is a rank rule (``energy:F``, ``rank:R``) and/or ``tail:F``, joined by ``+``. Every
+    variant of a plan shares phase 1 with the plan's first method wherever its start point is the same.
+
+        >>> v = MethodVariant.parse("deftx@lang=rank:16+tail:0.01")
+        >>> v.lang, v.task, v.label
+        ({'rank_rule': 'rank:16', 'tail_keep': 0.01}, {}, 'DeFT-X lang rank:16 tail 0.01')
+    """
+
+    method: str
+    lang_settings: tuple[tuple[str, Any], ...] = ()
+    task_settings: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def lang(self) -> dict[str, Any]:
+        return dict(self.lang_settings)
+
+    @property
+    def task(self) -> dict[str, Any]:
+        return dict(self.task_settings)
+
+    @property
+    def plain(self) -> bool:
+        return not self.lang_settings and not self.task_settings
+
+    @classmethod
+    def parse(cls, text: str | MethodVariant) -> MethodVariant:
+        if isinstance(text, MethodVariant):
+            return text
+        name, *parts = str(text).strip().split(VARIANT_SEP)
+        method = get_method(name.strip())
+        sides: dict[str, dict[str, Any]] = {"lang": {}, "task": {}}
+        for part in parts:
+            side, eq, setting = part.partition("=")
+            targets = [side] if eq and side in SIDES else list(SIDES)
+            if eq and side not in SIDES:
+                raise UsageError(f"method {text!r}: {side!r} is not lang or task",
+                                 hint="e.g. deftx@lang=energy:0.8, deftx@task=rank:16 or deftx@rank:16 (both)")
+            values = _variant_settings(setting if eq else part, str(text))
+            if values and not set(values) <= set(method.own_settings):
+                raise UsageError(f"method {text!r}: {method.label} has no rank rule or tail to set",
+                                 hint="settings after @ are DeFT-X's: deftx@rank:16")
+            for target in targets:
+                sides[target].update(values)
+        return cls(method.name, tuple(sorted(sides["lang"].items())), tuple(sorted(sides["task"].items())))
+
+    @property
+    def name(self) -> str:
+        """The canonical text: what ``parse`` reads back."""
+        if self.plain:
+            return self.method
+        if self.lang_settings == self.task_settings:
+            return f"{self.method}{VARIANT_SEP}{_settings_text(self.lang)}"
+        return self.method + "".join(f"{VARIANT_SEP}{side}={_settings_text(getattr(self, side))}"
+                                     for side in SIDES if getattr(self, side))
+
+    @property
+    def label(self) -> str:
+        """For people: ``DeFT-X``, ``DeFT-X rank:16``, ``DeFT-X lang energy:0.8``."""
+        base = get_method(self.method).label
+        if self.plain:
+            return base
+        if self.lang_settings == self.task_settings:
+            return f"{base} {_settings_label(self.lang)}"
+        return " ".join([base, *(f"{side} {_settings_label(getattr(self, side))}" for side in SIDES if getattr(self, side))])
+
+    def settings_for(self, kind: str) -> dict[str, Any]:
+        """The TrainConfig settings this variant sets for a ``language`` or ``task`` SFT."""
+        return {"method": self.method, **(self.lang if kind == "language" else self.task)}
+
+
+def _variant_settings(text: str, whole: str) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for item in (i.strip() for i in text.split("+")):
+        if not item:
+            raise UsageError(f"method {whole!r}: an empty setting", hint="e.g. deftx@energy:0.8+tail:0.01")
+        if item.startswith("tail:"):
+            try:
+                values["tail_keep"] = check_tail_keep(float(item.removeprefix("tail:")))
+            except ValueError:
+                raise UsageError(f"method {whole!r}: {item!r} is not tail:F with F in [0, 1]") from None
+        else:
+            values["rank_rule"] = str(RankRule.parse(item))
+    return values
+
+
+def _settings_text(settings: Mapping[str, Any]) -> str:
+    parts = [str(settings["rank_rule"])] if "rank_rule" in settings else []
+    if "tail_keep" in settings:
+        parts.append(f"tail:{settings['tail_keep']:g}")
+    return "+".join(parts)
+
+
+def _settings_label(settings: Mapping[str, Any]) -> str:
+    parts = [str(settings["rank_rule"])] if "rank_rule" in settings else []
+    if "tail_keep" in settings:
+        parts.append(f"tail {settings['tail_keep']:g}")
+    return " ".join(parts)

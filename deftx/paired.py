@@ -12,7 +12,7 @@ language and over all languages (pooled bootstrap), plus a sign test over the (l
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from statistics import fmean
 from typing import Any
 
@@ -147,6 +147,7 @@ class PairedTable:
     pairs: list[PairResult]
     scale: float
     notes: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)  # headers of the DeFT-X settings' columns
 
 
 def build_paired_tables(records: Iterable[dict[str, Any]], *, resamples: int = 2000,
@@ -162,24 +163,27 @@ def build_paired_tables(records: Iterable[dict[str, Any]], *, resamples: int = 2
     tables = []
     for key in sorted({e.point.key for e in ready}):
         members = [e for e in ready if e.point.key == key]
-        split_points, _, _ = _split_variants([e.point for e in members])
-        by_id = {id(e.point): e for e in members}
-        main = [by_id[id(orig)] for orig, new in zip([e.point for e in members], split_points) if new.system == orig.system]
+        split_points, labels, _ = _split_variants([e.point for e in members])
+        rekeyed = [replace(e, point=new) for e, new in zip(members, split_points)]
+        main = [e for e, orig in zip(rekeyed, members) if e.point.system == orig.point.system]
+        # every setting of DeFT-X apart from its main one (an ablation's columns) against LT-SFT too
+        variants = sorted({e.point.system for e in rekeyed if e.point.system.startswith(DeftX.name + "[")})
+        kept = main + [e for e in rekeyed if e.point.system in variants]
         notes = []
-        if len(main) < len(members):
-            notes.append(f"{len(members) - len(main)} result(s) with other settings than their system's main "
+        if len(kept) < len(members):
+            notes.append(f"{len(members) - len(kept)} result(s) with other settings than their system's main "
                          f"column left out")
-        main = newest_per_seed(main)
+        kept = newest_per_seed(kept)
         pairs = []
-        for a, b in PAIRS:
-            pair = _pair(main, a, b, resamples, bootstrap_seed)
+        for a, b in (*PAIRS, *((variant, LtSft.name) for variant in variants)):
+            pair = _pair(kept, a, b, resamples, bootstrap_seed)
             if pair is not None:
                 pairs.append(pair)
         if not pairs:
             continue
-        values = [e.point.value for e in main]
+        values = [e.point.value for e in kept]
         scale = 100.0 if values and all(0.0 <= v <= 1.0 for v in values) else 1.0
-        tables.append(PairedTable(key, pairs, scale, notes))
+        tables.append(PairedTable(key, pairs, scale, notes, {s: label for s, label in labels.items() if s in variants}))
     return tables, skipped
 
 

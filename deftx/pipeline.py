@@ -20,7 +20,7 @@ from typing import Any
 from deftx import __version__
 from deftx.config import TrainConfig, default_save_every
 from deftx.data import canonical_language, get_task, load_labelled_file, load_task_split, load_unlabelled_text
-from deftx.errors import ArtifactError, DataFormatError, FingerprintMismatchError, UsageError
+from deftx.errors import ArtifactError, DataFormatError, FingerprintMismatchError, TrainingTerminated, UsageError
 from deftx.methods import is_sparse, method_of, method_settings
 from deftx.results import NO_LANG_SFT
 from deftx.runs import Run, atomic_write_json, find_resumable, now_iso, use_umask, write_results
@@ -177,22 +177,30 @@ def _training_run(
     valid checkpoint), with SIGTERM caught and a :class:`Checkpointer` writing into it. Yields
     ``(run, checkpointer, checkpoint to resume from or None, callbacks with the run's log)``. When
     the body finishes, the checkpoints are deleted unless asked to keep them."""
-    from deftx.training.checkpoint import CHECKPOINTS_DIR, Checkpointer, StopRequest, latest_checkpoint, list_checkpoints, settings_difference
+    from deftx.signals import StopRequest
+    from deftx.training.checkpoint import CHECKPOINTS_DIR, Checkpointer, latest_checkpoint, settings_difference
     from deftx.training.distributed import is_main_process, launched_processes, peer_failures
 
     if launched_processes()[0] > 1:
         # Data-parallel: the main process alone writes the run; no checkpoints (a resume would have to
-        # restore every process), and a dead or silent peer fails the run in one line.
+        # restore every process), and a dead or silent peer fails the run in one line. SIGTERM (a
+        # scheduler's, or the launcher's when a peer died) stops every process at the same step.
         if checkpointing.resume:
             raise UsageError("--resume is not available under a multi-process launch",
                              hint="resume in one process, or start the launch again")
-        if not is_main_process(train_config.device):
-            with peer_failures():
-                yield _NoRunFiles(), None, None, []
-            return
-        with Run.start(runs_dir, kind, run_id=run_id, languages=languages, task=task, **run_fields) as run, \
-                peer_failures():
-            yield run, None, None, [lambda e, f: run.log(e, **f), *callbacks]
+        with StopRequest() as stop:
+            stopper = Checkpointer(None, stop=stop)
+            if not is_main_process(train_config.device):
+                try:
+                    with peer_failures():
+                        yield _NoRunFiles(), stopper, None, []
+                except TrainingTerminated as exc:
+                    exc.reported_elsewhere = True  # the main process stopped at the same step and says so
+                    raise
+                return
+            with Run.start(runs_dir, kind, run_id=run_id, languages=languages, task=task, **run_fields) as run, \
+                    peer_failures():
+                yield run, stopper, None, [lambda e, f: run.log(e, **f), *callbacks]
         return
 
     found = checkpoint = None
@@ -217,34 +225,46 @@ def _training_run(
         where = ({"phase": checkpoint.phase, "step": checkpoint.step, "checkpoint": checkpoint.name}
                  if checkpoint is not None else {"phase": None, "step": 0, "checkpoint": None})
         context = Run.resume(found.path, metrics_offset=checkpoint.metrics_offset if checkpoint else 0, resumption=where)
-    with StopRequest() as stop, context as run:
-        checkpoints_dir = run.path / CHECKPOINTS_DIR
+    with StopRequest() as stop:
+        if stop.requested:  # SIGTERM came while the data and model loaded (a worker of deftx transfer)
+            raise TrainingTerminated("terminated (SIGTERM) before training started", hint="run the same command again")
+        with context as run:
+            yield from _checkpointed(run, stop, save_every, settings, checkpointing, found, checkpoint, callbacks)
 
-        def saved(record: dict[str, Any]) -> None:
-            present = {p.name for p in list_checkpoints(checkpoints_dir)}
-            kept = [c for c in run.record.get("checkpoints") or [] if c.get("name") in present and c.get("name") != record["name"]]
-            run.update(checkpoints=[*kept, record], checkpoints_written=int(run.record.get("checkpoints_written") or 0) + 1)
 
-        checkpointer = Checkpointer(checkpoints_dir, save_every=save_every, settings=settings,
-                                    metrics_offset=run.metrics_offset, stop=stop, on_saved=saved)
-        logged = [lambda e, f: run.log(e, **f), *callbacks]
-        if found is None:
-            run.update(resume_settings=settings, checkpointing={"save_every": save_every, "keep": checkpointing.keep})
-        else:
-            checkpointer.discard_after(checkpoint)
-            present = {p.name for p in list_checkpoints(checkpoints_dir)}
-            run.update(checkpoints=[c for c in run.record.get("checkpoints") or [] if c.get("name") in present],
-                       checkpointing={"save_every": save_every, "keep": checkpointing.keep})
-            resumption = run.record["resumptions"][-1]
-            _emit(logged, "resume", run_id=run.run_id, attempt=len(run.record["resumptions"]) + 1,
-                  phase=resumption["phase"], step=resumption["step"], checkpoint=resumption["checkpoint"],
-                  total_steps=(run.record.get("total_steps") or {}).get(f"phase{resumption['phase']}"),
-                  phase_done=bool(checkpoint is not None and checkpoint.phase_done),
-                  dropped_metrics_lines=resumption["dropped_metrics_lines"])
-        yield run, checkpointer, checkpoint, logged
-        if not checkpointing.keep:
-            checkpointer.remove_all()
-            run.update(checkpoints=[])
+def _checkpointed(run: Run, stop: Any, save_every: int, settings: dict[str, Any], checkpointing: Checkpointing,
+                  found: Any, checkpoint: Any, callbacks: list[EventCallback]) -> Iterator[tuple[Run, Any, Any, list[EventCallback]]]:
+    """The body of :func:`_training_run` inside its run: a :class:`Checkpointer` writing into the run,
+    the resumption recorded, and the checkpoints deleted at the end unless kept."""
+    from deftx.training.checkpoint import CHECKPOINTS_DIR, Checkpointer, list_checkpoints
+
+    checkpoints_dir = run.path / CHECKPOINTS_DIR
+
+    def saved(record: dict[str, Any]) -> None:
+        present = {p.name for p in list_checkpoints(checkpoints_dir)}
+        kept = [c for c in run.record.get("checkpoints") or [] if c.get("name") in present and c.get("name") != record["name"]]
+        run.update(checkpoints=[*kept, record], checkpoints_written=int(run.record.get("checkpoints_written") or 0) + 1)
+
+    checkpointer = Checkpointer(checkpoints_dir, save_every=save_every, settings=settings,
+                                metrics_offset=run.metrics_offset, stop=stop, on_saved=saved)
+    logged = [lambda e, f: run.log(e, **f), *callbacks]
+    if found is None:
+        run.update(resume_settings=settings, checkpointing={"save_every": save_every, "keep": checkpointing.keep})
+    else:
+        checkpointer.discard_after(checkpoint)
+        present = {p.name for p in list_checkpoints(checkpoints_dir)}
+        run.update(checkpoints=[c for c in run.record.get("checkpoints") or [] if c.get("name") in present],
+                   checkpointing={"save_every": save_every, "keep": checkpointing.keep})
+        resumption = run.record["resumptions"][-1]
+        _emit(logged, "resume", run_id=run.run_id, attempt=len(run.record["resumptions"]) + 1,
+              phase=resumption["phase"], step=resumption["step"], checkpoint=resumption["checkpoint"],
+              total_steps=(run.record.get("total_steps") or {}).get(f"phase{resumption['phase']}"),
+              phase_done=bool(checkpoint is not None and checkpoint.phase_done),
+              dropped_metrics_lines=resumption["dropped_metrics_lines"])
+    yield run, checkpointer, checkpoint, logged
+    if not checkpointing.keep:
+        checkpointer.remove_all()
+        run.update(checkpoints=[])
 
 
 def train_language_sft(
@@ -554,6 +574,7 @@ def evaluate_transfer(
     training = task_diff.manifest.get("training") or {}
     lang_training = (lang_diff.manifest.get("training") or {}) if lang_diff is not None else {}
     own = method_settings(training)
+    lang_own = method_settings(lang_training) if lang_diff is not None else {}
     record = {
         "task": spec.name,
         "language": lang,
@@ -568,6 +589,8 @@ def evaluate_transfer(
             "k_lang": lang_diff.manifest.get("k") if lang_diff is not None else None,
             "rank_rule": own.get("rank_rule"),
             "tail_keep": own.get("tail_keep"),
+            "lang_rank_rule": lang_own.get("rank_rule"),
+            "lang_tail_keep": lang_own.get("tail_keep"),
             "preset": training.get("preset"),
             "lang_preset": lang_training.get("preset"),
             "task_budget": budget_text(training),

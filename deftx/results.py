@@ -127,7 +127,8 @@ class TableKey:
 Variant = tuple[tuple[str, str], ...]  # sorted (setting, value) pairs of one result's settings
 
 # How a differing setting is named in a column header; the value follows.
-SETTING_LABELS = {"k_lang": "K lang", "k_task": "K task", "rank_rule": "", "tail_keep": "tail",
+SETTING_LABELS = {"k_lang": "K lang", "k_task": "K task", "rank_rule": "task", "tail_keep": "task tail",
+                  "lang_rank_rule": "lang", "lang_tail_keep": "lang tail",
                   "lang_preset": "lang preset", "task_budget": "task", "task_examples": "task examples",
                   "lang_steps": "lang steps", "control_lang": "control"}
 

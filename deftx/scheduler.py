@@ -11,7 +11,8 @@ a task SFT that a dozen evaluations need does not wait behind language SFTs that
 started in process ``pid``, a line for people, a training event), returns a :class:`StepOutcome`
 and never raises: an exception travels back as a :class:`StepError` (plain data: not every library
 error survives pickling) that the parent turns into one error with the step's exit code. Workers
-ignore Ctrl-C; the parent stops them with SIGTERM, on which a training checkpoints and stops.
+ignore Ctrl-C; the parent stops them with SIGTERM, on which a training checkpoints and stops (a step
+that has not started training yet stops before its first step; an evaluation finishes).
 
 This module imports no torch at import time: a worker sets its thread limits before torch loads.
 """
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from deftx.errors import DeftxError, TrainingInterrupted, TrainingTerminated
+from deftx.signals import note_sigterm
 
 if TYPE_CHECKING:
     from deftx.transfer import Step
@@ -196,14 +198,13 @@ _threads = 1
 def _start_worker(threads: int, events: Any) -> None:
     global _events, _threads
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops the workers
-    signal.signal(signal.SIGTERM, _terminated)  # a training replaces this while it runs: it checkpoints first
+    # Noted only: a training replaces this while it runs (it checkpoints first), and one that starts
+    # after a SIGTERM stops before its first step. Raising here, at whatever line the worker is on
+    # (an import, the executor's loop), would be swallowed or leave a traceback on the screen.
+    signal.signal(signal.SIGTERM, note_sigterm)
     _events, _threads = events, threads
     for variable in THREAD_VARIABLES:
         os.environ[variable] = str(threads)
-
-
-def _terminated(signum: int, frame: Any) -> None:
-    raise TrainingTerminated("terminated (SIGTERM)", hint="rerun the same command to resume")
 
 
 def _send(message: tuple[Any, ...]) -> None:

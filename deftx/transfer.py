@@ -39,10 +39,10 @@ from typing import Any, Protocol
 from deftx.config import TrainConfig, resolve_config
 from deftx.data import canonical_language, get_task
 from deftx.errors import ProcessFailedError, TrainingInterrupted, TrainingTerminated, UnknownNameError, UsageError
-from deftx.methods import SPARSE_METHODS, FullFt, cache_settings, get_method, method_of
+from deftx.methods import METHODS, SPARSE_METHODS, FullFt, MethodVariant, cache_settings, get_method, method_of
 from deftx.pipeline import PHASE1_DIFF, total_steps
 from deftx.results import NO_LANG_SFT, OTHER_LANG_SFT
-from deftx.runs import RESULTS_JSON, ExperimentLog, format_duration, read_run
+from deftx.runs import RESULTS_JSON, ExperimentLog, format_duration, read_run, slug
 from deftx.scheduler import StepError, StepOutcome, StepSchedule, WorkerPool, default_threads, limit_threads
 
 # Evaluation task -> (training task, source language) of the standard recipes.
@@ -52,7 +52,7 @@ BASELINES = (NO_LANG_SFT, FullFt.name)
 SFT_MANIFEST = "sft/sft.json"
 # In every evaluation step's key: raised when results records gain fields, so that an experiment run
 # again evaluates once more (evaluations are cheap) instead of reusing records without them.
-EVALUATION_RECORD_VERSION = 2
+EVALUATION_RECORD_VERSION = 3
 
 Notify = Callable[[str], None]
 
@@ -83,9 +83,19 @@ class TransferPlan:
         self.targets = [canonical_language(t) for t in self.targets]
         if self.control_lang is not None:
             self.control_lang = canonical_language(self.control_lang)
-        bad = [m for m in self.methods if m not in SPARSE_METHODS]
-        if bad or not self.methods:
-            raise UsageError(f"methods must be {' and/or '.join(SPARSE_METHODS)} (got {', '.join(self.methods) or 'none'})")
+        try:
+            variants = [MethodVariant.parse(m) for m in self.methods]
+        except UnknownNameError as exc:
+            raise UnknownNameError("method of --methods", exc.name, SPARSE_METHODS) from None
+        bad = [v.method for v in variants if v.method not in SPARSE_METHODS]
+        if bad or not variants:
+            raise UsageError(f"methods must be {' and/or '.join(SPARSE_METHODS)} (got {', '.join(self.methods) or 'none'})",
+                             hint="a DeFT-X setting of its own: deftx@rank:16, deftx@lang=energy:0.8, deftx@task=tail:0.01")
+        names = [v.name for v in variants]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise UsageError(f"method {twice[0]} is given twice")
+        self.methods = names
         bad = [b for b in self.baselines if b not in BASELINES]
         if bad:
             raise UnknownNameError("baseline", bad[0], BASELINES)
@@ -115,6 +125,7 @@ class Step:
     task_sft: str | None = None  # run id of the evaluated task SFT
     keep_phase1_diff: bool = False
     mask_from: str | None = None  # run id whose phase-1 difference gives this step's mask
+    mask_from_label: str | None = None  # for people: whose phase 1 that is ("LT-SFT")
     control_lang: str | None = None  # an other-lang-sft evaluation: the language of the SFT applied
 
     @property
@@ -161,65 +172,98 @@ def plan_steps(plan: TransferPlan, *, model: str | Path, runs_dir: Path, state: 
         return str(runs_dir / run_id / "sft") if run_id is not None else None
 
     steps: list[Step] = []
-    lang_runs: dict[tuple[int, str, str], str] = {}  # (lang seed, language, method) -> run id
+    by_id: dict[str, Step] = {}
+    evaluated: set[tuple[int, str, str, str]] = set()  # (seed, target, system, key) of the evaluations planned
+    lang_runs: dict[tuple[int, str, str], str] = {}  # (lang seed, language, method variant) -> run id
+    variants = [MethodVariant.parse(m) for m in plan.methods]
+    first = variants[0]
+
+    def add(step: Step) -> Step:
+        """The step, or the planned one with its run id (two variants that train the same SFT)."""
+        if step.run_id not in by_id:
+            by_id[step.run_id] = step
+            steps.append(step)
+        return by_id[step.run_id]
+
     for seed in plan.seeds:
         lang_seed = seed if plan.lang_seed is None else plan.lang_seed
         lang_cfg = resolve_config("language", plan.preset, seed=lang_seed, **plan.lang_overrides)
         task_cfg = resolve_config("task", plan.task_preset or plan.preset, seed=seed, **plan.task_overrides)
-        first = plan.methods[0]
         languages = [plan.source_lang, *[t for t in plan.targets if t != plan.source_lang]]
         control = plan.control_lang if plan.control_lang not in languages else None
         for lang in languages + ([control] if control else []):
-            for method in plan.methods if lang != control else [first]:  # the control: the first method only
-                if (lang_seed, lang, method) in lang_runs:
+            for variant in variants if lang != control else [first]:  # the control: the first method only
+                if (lang_seed, lang, variant.name) in lang_runs:
                     continue  # shared with an earlier seed (lang_seed)
-                cfg = lang_cfg.model_copy(update={"method": method})
-                own = get_method(method).from_config(cfg).settings()
+                cfg = lang_cfg.model_copy(update=variant.settings_for("language"))
+                own = get_method(variant.method).from_config(cfg).settings()
                 key = step_key("lang", str(model), lang, cfg.model_dump(exclude={"method", "rank_rule", "tail_keep"}),
-                               method, own.get("rank_rule"), own.get("tail_keep"))
-                run_id = f"xfer-lang-{lang}-{method}-s{lang_seed}-{key}"
-                step = Step("language", run_id, _label(lang_seed, f"language SFT {lang} ({get_method(method).label})"),
+                               variant.method, own.get("rank_rule"), own.get("tail_keep"))
+                run_id = f"xfer-lang-{lang}-{variant.method}-s{lang_seed}-{key}"
+                step = Step("language", run_id, _label(lang_seed, f"language SFT {lang} ({variant.label})"),
                             lang_seed, state.finished(run_id, SFT_MANIFEST), cfg, language=lang)
                 if lang == control:
                     step.label += " (control)"
-                elif method == first:
-                    step.keep_phase1_diff = len(plan.methods) > 1
-                else:  # phase 1 is shared with the first method when its difference is (or will be) kept
-                    shared = lang_runs[(lang_seed, lang, first)]
-                    shared_step = next(s for s in steps if s.run_id == shared)
-                    if not shared_step.cached or state.has_phase1_diff(shared):
-                        step.mask_from = shared
-                lang_runs[(lang_seed, lang, method)] = run_id
-                steps.append(step)
+                elif variant is first:
+                    step.keep_phase1_diff = len(variants) > 1
+                elif run_id != lang_runs[(lang_seed, lang, first.name)]:
+                    # phase 1 is shared with the first method when its difference is (or will be) kept
+                    shared = lang_runs[(lang_seed, lang, first.name)]
+                    if not by_id[shared].cached or state.has_phase1_diff(shared):
+                        step.mask_from, step.mask_from_label = shared, first.label
+                lang_runs[(lang_seed, lang, variant.name)] = add(step).run_id
         task_runs: dict[str, str] = {}
-        variants = [(m, m, lang_runs[(lang_seed, plan.source_lang, m)]) for m in plan.methods]
+        trainings = [(v.name, v, lang_runs[(lang_seed, plan.source_lang, v.name)]) for v in variants]
         if FullFt.name in plan.baselines:
-            variants.append((FullFt.name, FullFt.name, None))
-        for name, method, src in variants:
-            cfg = task_cfg.model_copy(update={"method": method})
+            trainings.append((FullFt.name, MethodVariant(FullFt.name), None))
+        phase1_holders: dict[str, str] = {}  # a task SFT's phase-1 identity -> the run that keeps that phase 1
+        for name, variant, src in trainings:
+            cfg = task_cfg.model_copy(update=variant.settings_for("task"))
             key = step_key("task", str(model), plan.train_task, plan.source_lang, cache_settings(cfg), sft_path(src))
-            run_id = f"xfer-task-{plan.train_task}-{plan.source_lang}-{name}-s{seed}-{key}"
-            label = _label(seed, f"task SFT {plan.train_task}/{plan.source_lang} ({get_method(method).label})")
-            steps.append(Step("task", run_id, label, seed, state.finished(run_id, SFT_MANIFEST), cfg,
-                              language=plan.source_lang, system=name, lang_sft=src))
-            task_runs[name] = run_id
+            run_id = f"xfer-task-{plan.train_task}-{plan.source_lang}-{variant.method}-s{seed}-{key}"
+            label = _label(seed, f"task SFT {plan.train_task}/{plan.source_lang} ({variant.label})")
+            step = add(Step("task", run_id, label, seed, state.finished(run_id, SFT_MANIFEST), cfg,
+                            language=plan.source_lang, system=variant.method, lang_sft=src))
+            task_runs[name] = step.run_id
+            if get_method(variant.method).sparse and step.run_id == run_id and not step.keep_phase1_diff:
+                # task SFTs that start from the same point with the same settings but their method's
+                # share phase 1: the first keeps its difference, the others select from it
+                identity = step_key(sft_path(src), phase1_settings(cfg))
+                holder = phase1_holders.setdefault(identity, run_id)
+                if holder != run_id:
+                    by_id[holder].keep_phase1_diff = True
+                    if not by_id[holder].cached or state.has_phase1_diff(holder):
+                        step.mask_from = holder
+                        step.mask_from_label = f"the task SFT of {next(v for v in variants if task_runs.get(v.name) == holder).label}"
         for target in plan.targets:
-            evaluations = [(m, task_runs[m], lang_runs[(lang_seed, target, m)]) for m in plan.methods]
+            evaluations = [(v.method, task_runs[v.name], lang_runs[(lang_seed, target, v.name)], v) for v in variants]
             if NO_LANG_SFT in plan.baselines:
-                evaluations.append((NO_LANG_SFT, task_runs[plan.methods[0]], None))
+                evaluations.append((NO_LANG_SFT, task_runs[first.name], None, None))
             if plan.control_lang is not None and target != plan.control_lang:
-                evaluations.append((OTHER_LANG_SFT, task_runs[first], lang_runs[(lang_seed, plan.control_lang, first)]))
+                evaluations.append((OTHER_LANG_SFT, task_runs[first.name],
+                                    lang_runs[(lang_seed, plan.control_lang, first.name)], None))
             if FullFt.name in plan.baselines:
-                evaluations.append((FullFt.name, task_runs[FullFt.name], None))
-            for system, task_run, lang_run in evaluations:
+                evaluations.append((FullFt.name, task_runs[FullFt.name], None, None))
+            for system, task_run, lang_run, variant in evaluations:
                 key = step_key(sft_path(task_run), sft_path(lang_run), plan.split, EVALUATION_RECORD_VERSION)
-                run_id = f"xfer-eval-{plan.task}-{target}-{system}-s{seed}-{key}"
+                name = slug(variant.name) if variant is not None else system
+                run_id = f"xfer-eval-{plan.task}-{target}-{name}-s{seed}-{key}"
+                if (seed, target, system, key) in evaluated:
+                    continue  # the same SFTs evaluated under another variant's name
+                evaluated.add((seed, target, system, key))
                 control_lang = plan.control_lang if system == OTHER_LANG_SFT else None
-                label = f"{plan.task}/{target} {system}" + (f" ({control_lang} SFT)" if control_lang else "")
-                steps.append(Step("evaluation", run_id, _label(seed, label), seed,
-                                  state.finished(run_id, RESULTS_JSON), language=target, system=system,
-                                  lang_sft=lang_run, task_sft=task_run, control_lang=control_lang))
+                shown = variant.label if variant is not None and not variant.plain else system
+                label = f"{plan.task}/{target} {shown}" + (f" ({control_lang} SFT)" if control_lang else "")
+                add(Step("evaluation", run_id, _label(seed, label), seed,
+                         state.finished(run_id, RESULTS_JSON), language=target, system=system,
+                         lang_sft=lang_run, task_sft=task_run, control_lang=control_lang))
     return steps
+
+
+def phase1_settings(config: TrainConfig) -> dict[str, Any]:
+    """The settings phase 1 depends on: all but the method's and K (which only the selection reads)."""
+    method_only = {f for m in METHODS.values() for f in m.own_settings} | {"method", "k"}
+    return config.model_dump(exclude=method_only)
 
 
 class StepProgress(Protocol):
@@ -516,21 +560,20 @@ def _run_step(plan: TransferPlan, step: Step, *, model, data_dir, runs_dir: Path
         return record
     checkpointing = Checkpointing(save_every=save_every, resume=resume)
     doing = "resuming" if resume else "training"
-    if step.kind == "task":
-        notify(f"{step.label}: {doing}")
-        train_task_sft(plan.train_task, plan.source_lang, step.config, model=model, lang_sft=sft(step.lang_sft),
-                       data_dir=data_dir, runs_dir=runs_dir, run_id=step.run_id, callbacks=callbacks,
-                       checkpointing=checkpointing)
-        return None
     mask_file = None
     if step.mask_from is not None:
         mask_file = _select_shared_mask(step, runs_dir)
-        notify(f"{step.label}: phase 1 shared with {get_method(plan.methods[0]).label}; mask selected from its difference")
+        notify(f"{step.label}: phase 1 shared with {step.mask_from_label or step.mask_from}; mask selected from its difference")
     notify(f"{step.label}: {doing}")
     try:
-        train_language_sft(step.language, step.config, model=model, data_dir=data_dir, runs_dir=runs_dir,
-                           run_id=step.run_id, keep_phase1_diff=step.keep_phase1_diff, mask_file=mask_file,
-                           callbacks=callbacks, checkpointing=checkpointing)
+        if step.kind == "task":
+            train_task_sft(plan.train_task, plan.source_lang, step.config, model=model, lang_sft=sft(step.lang_sft),
+                           data_dir=data_dir, runs_dir=runs_dir, run_id=step.run_id, callbacks=callbacks,
+                           keep_phase1_diff=step.keep_phase1_diff, mask_file=mask_file, checkpointing=checkpointing)
+        else:
+            train_language_sft(step.language, step.config, model=model, data_dir=data_dir, runs_dir=runs_dir,
+                               run_id=step.run_id, keep_phase1_diff=step.keep_phase1_diff, mask_file=mask_file,
+                               callbacks=callbacks, checkpointing=checkpointing)
     finally:
         if mask_file is not None:
             mask_file.unlink(missing_ok=True)

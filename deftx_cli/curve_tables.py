@@ -186,8 +186,9 @@ def curves_to_json(curves: list[Curve]) -> str:
 # the paired table
 
 
-def pair_label(a: str, b: str) -> str:
-    return f"{system_label(a)} − {system_label(b)}"
+def pair_label(a: str, b: str, labels: dict[str, str] | None = None) -> str:
+    labels = labels or {}
+    return f"{labels.get(a) or system_label(a)} − {labels.get(b) or system_label(b)}"
 
 
 def format_pooled(interval: PairedDifference | None, mean_delta: float | None, scale: float) -> str:
@@ -209,7 +210,7 @@ def paired_to_markdown(table: PairedTable) -> str:
         cells = [format_comparison(by_language.get(language), table.scale) for language in languages]
         sign = pair.sign
         sign_text = f"{sign.wins}/{sign.losses}/{sign.ties}, p={sign.p:.3g}" if sign else DASH
-        lines.append(f"| {pair_label(pair.a, pair.b)} | " + " | ".join(cells)
+        lines.append(f"| {pair_label(pair.a, pair.b, table.labels)} | " + " | ".join(cells)
                      + f" | {format_pooled(pair.pooled, pair.mean_delta, table.scale)} | {sign_text} |")
     for note in table.notes:
         lines += ["", f"Note: {note}."]
@@ -242,7 +243,7 @@ def paired_to_json(tables: list[PairedTable]) -> str:
         for pair in table.pairs:
             sign = pair.sign
             pairs.append({
-                "a": pair.a, "b": pair.b, "label": pair_label(pair.a, pair.b),
+                "a": pair.a, "b": pair.b, "label": pair_label(pair.a, pair.b, table.labels),
                 "languages": {language: _comparison_document(c) for language, c in pair.rows},
                 "all_languages": {"mean_delta": pair.mean_delta, "interval_95": _interval_document(pair.pooled)},
                 "sign_test": None if sign is None else {"wins": sign.wins, "losses": sign.losses, "ties": sign.ties,

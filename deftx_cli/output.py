@@ -37,7 +37,10 @@ def fail(message: str, hint: str | None, code: int) -> typer.Exit:
 
 
 def exit_for(exc: DeftxError) -> typer.Exit:
-    """Report a library error on stderr; the exit to raise, with the error's code."""
+    """Report a library error on stderr (unless the main process of a launch reports it); the exit
+    to raise, with the error's code."""
+    if exc.reported_elsewhere:
+        return typer.Exit(exc.exit_code)
     return fail(exc.message, exc.hint, exc.exit_code)
 
 

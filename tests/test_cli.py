@@ -408,7 +408,7 @@ def test_ctrl_c_marks_the_run_interrupted_and_leaves_no_sft(tiny_model_dir, tmp_
 
 
 @pytest.mark.parametrize("option,code,needle", [
-    (["--methods", "lt-sft,deft-x"], 2, "methods"), (["--baselines", "no-lang"], 3, "baseline"),
+    (["--methods", "lt-sft,deft-x"], 3, "methods"), (["--baselines", "no-lang"], 3, "baseline"),
     (["--split", "dev"], 3, "split"), (["--k-lang", "-5"], 2, "K"), (["--rank-rule", "rank:0"], 2, "rank rule"),
 ])
 def test_transfer_checks_its_settings_before_anything_runs(tmp_path, option, code, needle):

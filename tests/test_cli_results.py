@@ -49,7 +49,7 @@ def test_markdown_tables_per_split_with_a_column_per_rank_rule(tmp_path):
     assert out.index("· test") < out.index("· valid")
     test_table = out[: out.index("· valid")]
     header = next(l for l in test_table.splitlines() if l.startswith("| Language"))
-    assert header == "| Language | LT-SFT | DeFT-X | Δ | DeFT-X energy:0.8 |"
+    assert header == "| Language | LT-SFT | DeFT-X | Δ | DeFT-X task energy:0.8 |"
     ace = next(l for l in test_table.splitlines() if l.startswith("| ace"))
     assert ace == "| ace | 42.0±2.8 (2) | **46.0±1.4 (2)** | +4.0 | 30.0 (1) |"
     ban = next(l for l in test_table.splitlines() if l.startswith("| ban"))

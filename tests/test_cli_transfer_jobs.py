@@ -165,3 +165,29 @@ def test_sigterm_stops_the_workers_at_a_checkpoint_and_a_rerun_finishes(tiny_mod
     assert rerun.returncode == 0, rerun.stderr
     assert "resuming run" in rerun.stderr, rerun.stderr
     shutil.rmtree(runs)
+
+
+@pytest.mark.slow
+def test_deftx_settings_in_one_command_share_phase_one_and_get_columns(tiny_model_dir, shared_data, tmp_path):
+    runs = tmp_path / "runs"
+    out = run(*transfer_args(tiny_model_dir, shared_data, runs, "--methods",
+                             "lt-sft,deftx,deftx@lang=rank:2,deftx@task=rank:2", "--quiet"))
+    records = json.loads(out.stdout)["records"]
+    settings = {(r["system"], r["settings"]["rank_rule"], r["settings"]["lang_rank_rule"]) for r in records}
+    assert settings == {("lt-sft", None, None), ("deftx", "energy:0.9", "energy:0.9"), ("deftx", "energy:0.9", "rank:2"),
+                        ("deftx", "rank:2", "energy:0.9"), ("no-lang-sft", None, None)}
+    # one phase 1 per language (LT-SFT's) and one per task-SFT start point
+    phase1 = {p.parent.name for p in runs.glob("*/metrics.jsonl")
+              if any(json.loads(line).get("phase") == 1 for line in p.read_text().splitlines())}
+    assert sorted(name.split("-s0-")[0] for name in phase1) == [
+        "xfer-lang-ace-lt-sft", "xfer-lang-ind-lt-sft", "xfer-task-smsa-ind-deftx", "xfer-task-smsa-ind-deftx",
+        "xfer-task-smsa-ind-lt-sft"]  # DeFT-X's task SFT and the one of DeFT-X lang rank:2 (another start)
+    [r2] = [r for r in records if r["settings"]["rank_rule"] == "rank:2"]
+    task_sft = json.loads((Path(r2["task_sft"]) / "sft.json").read_text())
+    assert task_sft["selection"]["rank_rule"] == "rank:2" and task_sft["training"]["rank_rule"] == "rank:2"
+    # the comparison table gives each setting its own column, named by what differs
+    table = run("results", "--runs-dir", runs, "--split", "valid")
+    header = next(line for line in table.stdout.splitlines() if line.startswith("| Language"))
+    assert header == "| Language | LT-SFT | DeFT-X | Δ | DeFT-X lang rank:2 | DeFT-X task rank:2 | no lang SFT |"
+    paired = run("results", "--runs-dir", runs, "--split", "valid", "--paired")
+    assert "| DeFT-X lang rank:2 − LT-SFT |" in paired.stdout and "| DeFT-X task rank:2 − LT-SFT |" in paired.stdout

@@ -8,6 +8,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -31,7 +32,9 @@ TRAIN = ["train-lang", "--lang", "ind", "--text", "text.txt", "--model", "model"
 TOLERANCE = 1e-6
 
 # Run as "python -m torch.distributed.run ... fault.py <mode> <deftx arguments>": process 1 dies
-# (or hangs) on its third loss computation, in phase 1.
+# (or hangs) on its third loss computation, in phase 1. When it dies, process 0 is still computing
+# that step (held for 3 s), so the launcher's SIGTERM, sent to the survivors when a worker dies,
+# reaches it there and not in a collective.
 FAULT = """
 import os, sys, time
 from deftx.objectives.mlm import MaskedLMObjective
@@ -44,6 +47,8 @@ def loss(self, *args, **kwargs):
         if mode == "die":
             os._exit(3)
         time.sleep(600)
+    if os.environ.get("RANK") == "0" and calls["n"] == 3 and mode == "die":
+        time.sleep(3)
     return original(self, *args, **kwargs)
 MaskedLMObjective.loss = loss
 from deftx_cli.app import main
@@ -132,6 +137,31 @@ def test_a_failed_process_fails_the_run_without_an_sft(workdir, mode):
     errors = [line for line in out.stderr.splitlines() if line.startswith("deftx: error:")]
     assert len(errors) == 1 and "another training process" in errors[0]
     assert elapsed < 60
+
+
+def test_sigterm_to_the_launch_stops_every_process_at_one_step(workdir):
+    """A scheduler cancels the launch (SIGTERM to the launcher, which passes it to the workers): the
+    processes agree on a step to stop at, and the run is marked interrupted (not failed, not left
+    running), with no SFT."""
+    args = [*TRAIN, "--runs-dir", "term", "--phase1-steps", "2000"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={free_port()}",
+               "-m", "deftx_cli.app", *args]
+    proc = subprocess.Popen(command, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    metrics = workdir / "term" / "r" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and '"train"' not in (metrics.read_text() if metrics.exists() else ""):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    record = json.loads((workdir / "term/r/run.json").read_text())
+    assert record["status"] == "interrupted", record["error"]
+    assert "a multi-process launch writes no checkpoints" in record["error"]
+    assert not (workdir / "term/r/sft").exists()
+    # one line from deftx (the launcher prints its own report of the signal)
+    errors = [line for line in stderr.splitlines() if line.startswith("deftx: error:")]
+    assert len(errors) == 1 and "terminated (SIGTERM) at phase 1 step" in errors[0], stderr[-2000:]
 
 
 def test_fp16_on_a_cpu_is_refused_in_one_line(workdir, monkeypatch):

@@ -328,7 +328,9 @@ def test_training_keys_stay_and_evaluation_keys_carry_the_record_version(monkeyp
     evaluations run again once, so that their records gain the new fields."""
     steps = steps_of(plan(methods=["lt-sft", "deftx"], baselines=["no-lang-sft", "full-ft"]))
     assert {x.label: x.run_id for x in steps if x.kind != "evaluation"} == TRAINING_RUN_IDS
-    monkeypatch.setattr("deftx.transfer.EVALUATION_RECORD_VERSION", 3)
+    import deftx.transfer
+
+    monkeypatch.setattr("deftx.transfer.EVALUATION_RECORD_VERSION", deftx.transfer.EVALUATION_RECORD_VERSION + 1)
     bumped = steps_of(plan(methods=["lt-sft", "deftx"], baselines=["no-lang-sft", "full-ft"]))
     for a, b in zip(steps, bumped):
         assert (a.run_id == b.run_id) == (a.kind != "evaluation"), a.label
@@ -345,3 +347,67 @@ TRAINING_RUN_IDS = {
     "[seed 0] task SFT smsa/ind (DeFT-X)": "xfer-task-smsa-ind-deftx-s0-e3dd6e0492",
     "[seed 0] task SFT smsa/ind (full FT)": "xfer-task-smsa-ind-full-ft-s0-50a326e757",
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# DeFT-X settings as methods of their own (an ablation in one command)
+
+ABLATION = ["lt-sft", "deftx", "deftx@lang=energy:0.8", "deftx@task=rank:16", "deftx@rank:8"]
+
+
+def test_each_deftx_setting_is_a_method_that_shares_phase_one():
+    steps = steps_of(plan(methods=ABLATION, baselines=["no-lang-sft"]))
+    s = by_label(steps)
+    lt = s["[seed 0] language SFT ace (LT-SFT)"]
+    plain = s["[seed 0] language SFT ace (DeFT-X)"]
+    e08 = s["[seed 0] language SFT ace (DeFT-X lang energy:0.8)"]
+    r8 = s["[seed 0] language SFT ace (DeFT-X rank:8)"]
+    # one phase 1 per language: every DeFT-X setting selects its mask from LT-SFT's difference
+    assert lt.keep_phase1_diff and {plain.mask_from, e08.mask_from, r8.mask_from} == {lt.run_id}
+    assert (e08.config.rank_rule, r8.config.rank_rule, plain.config.rank_rule) == ("energy:0.8", "rank:8", "energy:0.9")
+    # deftx@task=rank:16 trains no language SFT of its own: its language SFTs are plain DeFT-X's
+    assert len([x for x in steps if x.kind == "language"]) == 2 * 4
+    tasks = {x.label: x for x in steps if x.kind == "task"}
+    assert list(tasks) == [f"[seed 0] task SFT smsa/ind ({m})" for m in
+                           ("LT-SFT", "DeFT-X", "DeFT-X lang energy:0.8", "DeFT-X task rank:16", "DeFT-X rank:8")]
+    task_plain, task_r16 = tasks["[seed 0] task SFT smsa/ind (DeFT-X)"], tasks["[seed 0] task SFT smsa/ind (DeFT-X task rank:16)"]
+    # the language-only setting's task SFT has plain DeFT-X's settings, trained on its own source SFT ...
+    task_e08 = tasks["[seed 0] task SFT smsa/ind (DeFT-X lang energy:0.8)"]
+    assert task_e08.config.rank_rule == "energy:0.9"
+    assert task_e08.lang_sft == s["[seed 0] language SFT ind (DeFT-X lang energy:0.8)"].run_id
+    # ... and the task-only setting shares the plain task SFT's start, so its phase 1 too
+    assert task_r16.lang_sft == task_plain.lang_sft == s["[seed 0] language SFT ind (DeFT-X)"].run_id
+    assert task_plain.keep_phase1_diff and task_r16.mask_from == task_plain.run_id and task_r16.config.rank_rule == "rank:16"
+    assert task_e08.mask_from is None and tasks["[seed 0] task SFT smsa/ind (LT-SFT)"].mask_from is None
+    # one evaluation per setting and target, each with its own SFTs
+    evals = [x for x in steps if x.kind == "evaluation"]
+    assert [x.label for x in evals] == [
+        "[seed 0] nusax-senti/ace lt-sft", "[seed 0] nusax-senti/ace deftx", "[seed 0] nusax-senti/ace DeFT-X lang energy:0.8",
+        "[seed 0] nusax-senti/ace DeFT-X task rank:16", "[seed 0] nusax-senti/ace DeFT-X rank:8", "[seed 0] nusax-senti/ace no-lang-sft"]
+    assert {x.system for x in evals[1:5]} == {"deftx"}
+    assert len({(x.task_sft, x.lang_sft) for x in evals}) == len(evals)
+    assert len({x.run_id for x in steps}) == len(steps)
+
+
+def test_adding_settings_keeps_the_plain_methods_runs_cached():
+    base = steps_of(plan(methods=["lt-sft", "deftx"], baselines=["no-lang-sft"]))
+    wider = steps_of(plan(methods=ABLATION, baselines=["no-lang-sft"]), all_done(base))
+    old = {x.run_id for x in base}
+    assert old <= {x.run_id for x in wider}
+    assert all(x.cached for x in wider if x.run_id in old)
+    # the plain DeFT-X task SFT was trained without keeping its phase-1 difference: the task-only
+    # setting then trains its own phase 1 instead of waiting for a difference that will not come
+    [r16] = [x for x in wider if x.kind == "task" and x.config.rank_rule == "rank:16"]
+    assert r16.mask_from is None
+
+
+@pytest.mark.parametrize("methods, needle", [
+    (["lt-sft@rank:16"], "LT-SFT has no rank rule"),
+    (["deftx@side=rank:16"], "'side' is not lang or task"),
+    (["deftx@energy:1.5"], "energy fraction"),
+    (["deftx", "deftx"], "given twice"),
+    (["deftx@rank:16", "deftx@lang=rank:16@task=rank:16"], "given twice"),
+])
+def test_a_bad_setting_of_a_method_is_refused_before_anything_runs(methods, needle):
+    with pytest.raises(DeftxError, match=needle):
+        steps_of(plan(methods=methods))

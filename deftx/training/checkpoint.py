@@ -46,6 +46,7 @@ from safetensors.torch import load_file, save_file
 from deftx import __version__
 from deftx.errors import ArtifactError, TrainingTerminated, UsageError
 from deftx.runs import use_umask
+from deftx.signals import StopRequest
 from deftx.sft import sha256_file
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -102,51 +103,6 @@ def _flatten_settings(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any
 
 def _shown(value: Any) -> str:
     return "unset" if value is None else json.dumps(value) if not isinstance(value, str) else value
-
-
-# ------------------------------------------------------------------------------- SIGTERM
-
-
-class StopRequest:
-    """While installed (``with StopRequest():``), SIGTERM does not kill the process: training stops
-    at the end of the current step, saves a checkpoint and raises :class:`TrainingTerminated`.
-    Inside :meth:`anytime` (the selection, which the phase-1 checkpoint already covers) it raises
-    at once. Installed only from the main thread; elsewhere it is inert."""
-
-    def __init__(self, signum: int = signal.SIGTERM) -> None:
-        self.signum = signum
-        self.requested = False
-        self._anytime = False
-        self._previous: Any = None
-        self._installed = False
-
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(self.signum, self._handle)
-            self._installed = True
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._installed:
-            signal.signal(self.signum, self._previous)
-            self._installed = False
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
-        if self._anytime:
-            self._anytime = False
-            raise TrainingTerminated("terminated (SIGTERM); the last checkpoint holds the run",
-                                     hint="rerun the same command with --resume")
-
-    @contextmanager
-    def anytime(self) -> Iterator[None]:
-        self._anytime = True
-        try:
-            if self.requested:
-                self._handle(self.signum, None)
-            yield
-        finally:
-            self._anytime = False
 
 
 # ------------------------------------------------------------------------------- state (de)serialisation
@@ -414,7 +370,8 @@ def _numel(shape: Any) -> int:
 
 class Checkpointer:
     """Writes a run's checkpoints: every ``save_every`` steps (0: never), at the end of phase 1, and
-    when SIGTERM arrives (through ``stop``). Keeps the last ``keep`` checkpoints.
+    when SIGTERM arrives (through ``stop``). Keeps the last ``keep`` checkpoints. With ``directory``
+    None (a multi-process launch) it writes none, and SIGTERM still ends training at a step's end.
 
     ``settings`` (what a resumed run must match) and ``context`` (what earlier stages produced: the
     phase-1 summary, the selection) go into every checkpoint; ``metrics_offset`` reports the size of
@@ -422,7 +379,7 @@ class Checkpointer:
 
     def __init__(
         self,
-        directory: Path,
+        directory: Path | None,
         *,
         save_every: int = 0,
         keep: int = KEEP_LAST,
@@ -433,7 +390,7 @@ class Checkpointer:
     ) -> None:
         if save_every < 0:
             raise UsageError(f"--save-every must be 0 (off) or a number of steps (got {save_every})")
-        self.directory = Path(directory)
+        self.directory = Path(directory) if directory is not None else None
         self.save_every = save_every
         self.keep = max(1, keep)
         self.settings = dict(settings or {})
@@ -444,23 +401,46 @@ class Checkpointer:
 
     # -- policy
 
+    @property
+    def writes(self) -> bool:
+        return self.directory is not None
+
     def due(self, step: int, total_steps: int) -> bool:
-        return bool(self.save_every) and step % self.save_every == 0 and step < total_steps
+        return self.writes and bool(self.save_every) and step % self.save_every == 0 and step < total_steps
 
     def stop_requested(self) -> bool:
         return self.stop is not None and self.stop.requested
 
-    def after_step(self, training: Any, loop: dict[str, Any]) -> None:
-        """Called by the engine after each step: save when due or asked to stop, then stop."""
+    def after_step(self, training: Any, loop: dict[str, Any], agree: Callable[[bool], bool] | None = None) -> None:
+        """Called by the engine after each step: save when due or asked to stop, then stop.
+        ``agree`` (every process of a multi-process launch calls it at every step) turns this
+        process's wish to stop into the launch's, so that all stop at the same step, and a peer
+        that died is noticed there as a failure rather than taken for a stop."""
         step, total = loop["step"], training.total_steps
         stopping = self.stop_requested() and step < total
-        if self.due(step, total) or stopping:
+        if agree is not None:
+            stopping = agree(stopping)
+        if self.due(step, total) or (stopping and self.writes):
             self.save(training, loop)
         if stopping:
-            raise TrainingTerminated(
-                f"terminated (SIGTERM) at phase {training.phase} step {step}; checkpoint saved",
-                hint="rerun the same command with --resume",
-            )
+            raise self._terminated(f"at phase {training.phase} step {step}")
+
+    def end_of_phase1(self, training: Any, agree: Callable[[bool], bool] | None = None) -> None:
+        """The checkpoint at the end of phase 1 (before the selection), then stop if asked to."""
+        if self.writes:
+            self.save(training, {"step": training.total_steps}, phase_done=True)
+        stopping = self.stop_requested()
+        if agree is not None:
+            stopping = agree(stopping)
+        if stopping:
+            raise self._terminated("at the end of phase 1")
+
+    def _terminated(self, where: str) -> TrainingTerminated:
+        if self.writes:
+            return TrainingTerminated(f"terminated (SIGTERM) {where}; checkpoint saved",
+                                      hint="rerun the same command with --resume")
+        return TrainingTerminated(f"terminated (SIGTERM) {where}; a multi-process launch writes no checkpoints",
+                                  hint="start the launch again")
 
     # -- writing
 
@@ -554,7 +534,8 @@ class Checkpointer:
         return removed
 
     def remove_all(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
     # -- size
 

@@ -139,6 +139,8 @@ class _Phase:
             return max(0.0, (self.total_steps - step) / max(1, self.total_steps - warmup))
 
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        # Under several processes every one asks the others at each step whether to stop (SIGTERM).
+        self.agree = (lambda stop: all_reduce_sum(float(stop), accelerator) > 0) if accelerator.num_processes > 1 else None
         self.n_maskable = sum(p.numel() for p in maskable.values())
         self.trainable = list(maskable.values()) + list(dense.values())
         self.names = {id(p): n for n, p in maskable.items()}
@@ -262,7 +264,7 @@ class _Phase:
                 if self.checkpoints is not None:
                     self.checkpoints.after_step(self, dict(
                         step=step, epoch=epoch, position=position, window_loss=window_loss, window_n=window_n,
-                        window_examples=window_examples, last_loss=last_loss, last_eval=last_eval))
+                        window_examples=window_examples, last_loss=last_loss, last_eval=last_eval), self.agree)
                 if step >= self.total_steps:
                     break
             epoch += 1
@@ -335,7 +337,7 @@ def train_sft(
     # One loss module for both phases: under N processes it is wrapped once for data parallelism.
     loss_module = accelerator.prepare(LossModule(model, objective))
     phase_args = (model, objective, config, maskable, dense, start)
-    if checkpoints is not None:
+    if checkpoints is not None and checkpoints.writes:
         _announce_checkpoints(checkpoints, config, maskable, dense, mask, summary["maskable"], emit)
     resume_phase2 = resume is not None and resume.phase == 2
     if getattr(objective, "evaluates_start", False):
@@ -362,12 +364,7 @@ def train_sft(
             summary["phase1"] = phase1.run(resume)
             if checkpoints is not None:
                 checkpoints.context["phase1"] = summary["phase1"]
-                checkpoints.save(phase1, {"step": phase1.total_steps}, phase_done=True)
-                if checkpoints.stop_requested():
-                    from deftx.errors import TrainingTerminated
-
-                    raise TrainingTerminated("terminated (SIGTERM) at the end of phase 1; checkpoint saved",
-                                             hint="rerun the same command with --resume")
+                checkpoints.end_of_phase1(phase1, phase1.agree)
             del phase1
         if checkpoints is not None:
             checkpoints.context["phase1"] = summary["phase1"]
@@ -438,8 +435,8 @@ def _base_eval(objective: Objective, model: nn.Module, config: TrainConfig, resu
 def _anytime(checkpoints: Checkpointer | None):
     from contextlib import nullcontext
 
-    if checkpoints is None or checkpoints.stop is None:
-        return nullcontext()
+    if checkpoints is None or checkpoints.stop is None or not checkpoints.writes:
+        return nullcontext()  # without a checkpoint to fall back on, a stop waits for the next step
     return checkpoints.stop.anytime()
 
 

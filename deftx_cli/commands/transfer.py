@@ -51,7 +51,7 @@ def _with_settings(explicit: dict[str, Any], pairs: list[str] | None, option: st
 def transfer(
     targets: Annotated[list[str], typer.Option("--target", "--targets", metavar="<str>", help="Target language(s), comma-separated or repeated.")],
     task: Annotated[str, typer.Option("--task", "-t", help="Evaluation task: nusax-senti (source ind, trained on SmSA) or americasnli (source eng, trained on SICK offline).")] = "nusax-senti",
-    methods: Annotated[list[str], typer.Option("--methods", metavar="<str>", help="lt-sft and/or deftx, comma-separated.")] = ["lt-sft,deftx"],
+    methods: Annotated[list[str], typer.Option("--methods", metavar="<str>", help="lt-sft and/or deftx, comma-separated; a DeFT-X setting as a method of its own (sharing phase 1): deftx@rank:16 (language and task SFTs), deftx@lang=energy:0.8, deftx@task=energy:0.9+tail:0.01.")] = ["lt-sft,deftx"],
     baselines: Annotated[list[str], typer.Option("--baselines", metavar="<str>", help="no-lang-sft and/or full-ft, comma-separated ('' for none).")] = ["no-lang-sft"],
     seeds: Annotated[list[int], typer.Option("--seed", metavar="<int>", help="Seed(s); repeat for several.")] = [0],
     lang_seed: Annotated[Optional[int], typer.Option("--lang-seed", help="Train the language SFTs once with this seed and share them across --seed runs (default: one per seed).")] = None,
@@ -95,6 +95,11 @@ def transfer(
 
         deftx transfer --targets ace,mad --jobs 2 --threads 1
         deftx transfer --targets ace,mad --lang-set batch_size=32
+
+    DeFT-X settings as methods of their own (phase 1 trained once; choose on
+    --split valid):
+
+        deftx transfer --targets mad --methods lt-sft,deftx,deftx@lang=rank:16
     """
     from deftx.results import build_pivots
     from deftx.transfer import TransferPlan, run_transfer

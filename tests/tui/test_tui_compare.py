@@ -202,13 +202,13 @@ def test_other_settings_of_a_system_get_their_own_column():
     assert ace.cells["lt-sft"].n == 3 and ace.cells["lt-sft[k_lang=3,000,000]"].mean == pytest.approx(0.40)
     assert ace.delta == pytest.approx(fmean(expected("deftx", "ace")) - fmean(expected("lt-sft", "ace")))
     headers = dict(column_labels(pivot))
-    assert headers["deftx[rank_rule=energy:0.8]"] == "DeFT-X energy:0.8"
-    assert headers["deftx[rank_rule=energy:0.8,tail_keep=0.01]"] == "DeFT-X energy:0.8 · tail 0.01"
+    assert headers["deftx[rank_rule=energy:0.8]"] == "DeFT-X task energy:0.8"
+    assert headers["deftx[rank_rule=energy:0.8,tail_keep=0.01]"] == "DeFT-X task energy:0.8 · task tail 0.01"
     assert headers["lt-sft[k_lang=3,000,000]"] == "LT-SFT K lang 3,000,000"
     assert [k for k, _ in column_labels(pivot)][:5] == [
         "lt-sft", "lt-sft[k_lang=3,000,000]", "deftx", "delta", "deftx[rank_rule=energy:0.8]"]
     assert any(n.startswith("DeFT-X: ") and "energy:0.9" in n for n in pivot.notes)
-    assert "| Language | LT-SFT | LT-SFT K lang 3,000,000 | DeFT-X | Δ | DeFT-X energy:0.8 |" in to_markdown(pivot)
+    assert "| Language | LT-SFT | LT-SFT K lang 3,000,000 | DeFT-X | Δ | DeFT-X task energy:0.8 |" in to_markdown(pivot)
 
 
 def test_main_setting_is_the_one_with_most_results():
