@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from deftx.provenance import cpu_model, git_commit
+from deftx.records.provenance import cpu_model, git_commit
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("DEFTX_SHARED_DIR", REPO.parent / "shared"))

@@ -43,7 +43,7 @@ def main() -> None:
     import torch
 
     from deftx.methods import DeftX, LtSft
-    from deftx.sft import load_difference
+    from deftx.sft.diff import load_difference
     from deftx.sparsity import resolve_k
 
     torch.manual_seed(0)

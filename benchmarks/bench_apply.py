@@ -28,7 +28,7 @@ def random_sft(maskable: dict, k: int, seed: int, fingerprint: str, kind: str):
     """A SparseDiff with ``k`` uniformly drawn positions over all maskable parameters."""
     import torch
 
-    from deftx.sft import SparseDiff
+    from deftx.sft.diff import SparseDiff
 
     g = torch.Generator().manual_seed(seed)
     sizes = torch.tensor([p.numel() for p in maskable.values()])
@@ -57,7 +57,8 @@ def main() -> None:
     import torch
 
     from deftx.model import fingerprint, maskable_parameters, model_from_config
-    from deftx.sft import DIFF_FILE, SparseDiff, compose
+    from deftx.sft.manifest import DIFF_FILE
+    from deftx.sft.diff import SparseDiff, compose
 
     config = xlmr_base_config(**(dict(num_hidden_layers=2, vocab_size=25_000) if args.quick else {}))
     print(machine_header("Apply, revert, compose, save and load SFTs"))

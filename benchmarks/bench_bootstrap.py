@@ -1,7 +1,7 @@
-"""The paired bootstrap of ``deftx results --curve / --paired``: ``deftx.stats.paired_bootstrap`` (every
+"""The paired bootstrap of ``deftx results --curve / --paired``: ``deftx.analysis.stats.paired_bootstrap`` (every
 resample's confusion matrices in one ``numpy.bincount``) against a plain loop that scores each resample
 with ``deftx.metrics.classification_metrics``, on the same resamples (the intervals must agree exactly),
-and the whole ``--paired`` table (``deftx.paired.build_paired_tables``) of the Part 2 shape: five
+and the whole ``--paired`` table (``deftx.analysis.paired.build_paired_tables``) of the Part 2 shape: five
 languages x three seeds x four systems, NusaX test size (400 sentences), 2,000 resamples.
 
     python benchmarks/bench_bootstrap.py           # ~1 minute on 2 cores
@@ -21,11 +21,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_header, table, timer  # noqa: E402
 
 from deftx.metrics import classification_metrics  # noqa: E402
-from deftx.paired import build_paired_tables  # noqa: E402
-from deftx.stats import paired_bootstrap  # noqa: E402
+from deftx.analysis.paired import build_paired_tables  # noqa: E402
+from deftx.analysis.stats import paired_bootstrap  # noqa: E402
 
 LABELS = ["negative", "neutral", "positive"]
-CHUNK = 500  # deftx.stats draws its resamples in chunks of this many rows
+CHUNK = 500  # deftx.analysis.stats draws its resamples in chunks of this many rows
 
 
 def noisy(gold: np.ndarray, right: float, rng: np.random.Generator) -> np.ndarray:
@@ -77,7 +77,7 @@ def main() -> None:
         low, high = loop_bootstrap(gold, a, b, resamples)
     same = abs(low - fast.low) < 1e-12 and abs(high - fast.high) < 1e-12
     print(table(["way", "seconds", "interval", "same interval"], [
-        ["deftx.stats.paired_bootstrap", fast_time(), f"[{fast.low:.4f}, {fast.high:.4f}]", "-"],
+        ["deftx.analysis.stats.paired_bootstrap", fast_time(), f"[{fast.low:.4f}, {fast.high:.4f}]", "-"],
         ["loop over resamples (classification_metrics)", loop_time(), f"[{low:.4f}, {high:.4f}]", str(same)],
     ]))
     print(f"\nspeed-up: {loop_time() / fast_time():.0f}x\n")

@@ -52,7 +52,7 @@ def group(name: str, shape: tuple[int, int]) -> str:
 
 
 def measure(shapes: dict[str, tuple[int, int]], spectrum: str, fraction: float) -> None:
-    from deftx.denoise import denoise_difference
+    from deftx.methods.denoise import denoise_difference
 
     rule = f"energy:{fraction:g}"
     modes = ["auto", "full"]

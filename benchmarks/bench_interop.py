@@ -27,7 +27,7 @@ def random_sft(shapes: dict[str, tuple[int, ...]], k: int, seed: int, kind: str)
     """A SparseDiff with ``k`` uniformly drawn positions over all parameters of ``shapes``."""
     import torch
 
-    from deftx.sft import SparseDiff
+    from deftx.sft.diff import SparseDiff
 
     g = torch.Generator().manual_seed(seed)
     sizes = torch.tensor([numel(s) for s in shapes.values()])
@@ -51,9 +51,10 @@ def main() -> None:
 
     import torch
 
-    from deftx.interop import decode_composable, export_composable_sft, load_composable_file
-    from deftx.overlap import overlap_report, read_sparse_arrays
-    from deftx.sft import DIFF_FILE, SparseDiff
+    from deftx.sft.interop import decode_composable, export_composable_sft, load_composable_file
+    from deftx.sft.overlap import overlap_report, read_sparse_arrays
+    from deftx.sft.manifest import DIFF_FILE
+    from deftx.sft.diff import SparseDiff
 
     shapes = xlmr_base_shapes(**(dict(layers=2, vocab=25_000) if args.quick else {}))
     n = sum(numel(s) for s in shapes.values())

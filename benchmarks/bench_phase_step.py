@@ -58,7 +58,7 @@ def build(config, args, model_dir, text_file):
     from deftx.config import resolve_config
     from deftx.model import load_tokenizer, model_from_config, untie_output_embeddings
     from deftx.objectives import MaskedLMObjective
-    from deftx.selection import select_top_k
+    from deftx.methods.selection import select_top_k
 
     model = model_from_config(config, "mlm", seed=0)
     untie_output_embeddings(model)

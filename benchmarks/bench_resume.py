@@ -76,7 +76,7 @@ def checkpoint_write_seconds(model_dir: Path, lang: str, data: Path) -> list[lis
     from deftx.data import load_unlabelled_text
     from deftx.model import load_model, load_tokenizer, maskable_parameters, untie_output_embeddings
     from deftx.objectives import MaskedLMObjective
-    from deftx.selection import select_top_k
+    from deftx.methods.selection import select_top_k
     from deftx.sparsity import resolve_k
     from deftx.training.checkpoint import Checkpointer, read_checkpoint
     from deftx.training.engine import _Phase

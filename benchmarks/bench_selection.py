@@ -1,5 +1,5 @@
 """Global top-K selection over every maskable tensor of XLM-R base (~278M scores, 1.04 GiB in float32):
-``deftx.selection.select_top_k`` (a chunked radix select, no concatenation) against the plain ways,
+``deftx.methods.selection.select_top_k`` (a chunked radix select, no concatenation) against the plain ways,
 ``torch.cat`` + ``torch.topk`` and ``torch.cat`` + ``torch.sort``. All three produce the same output,
 one boolean mask per tensor, from signed differences (compared by magnitude).
 
@@ -72,7 +72,7 @@ def _baseline(scores: dict, k: int, how: str) -> dict:
 def worker(method: str, k: int, layers: int, vocab: int) -> None:
     import torch
 
-    from deftx.selection import select_top_k
+    from deftx.methods.selection import select_top_k
 
     scores = random_differences(xlmr_base_shapes(layers, vocab), seed=0)
     with PeakMemory() as mem, timer() as elapsed:

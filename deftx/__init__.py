@@ -1,8 +1,8 @@
 """deftx: zero-shot cross-lingual transfer with composable sparse fine-tuning.
 
 The public API is importable from the package and loads lazily, as peft's does: ``import deftx``
-and the torch-free modules (``deftx.runs``, ``deftx.errors``, ``deftx.config``, ``deftx.methods``,
-``deftx.sparsity``, ``deftx.results``, ``deftx.data.registry``) do not import torch, so that the
+and the torch-free modules (``deftx.records``, ``deftx.errors``, ``deftx.config``, ``deftx.methods``,
+``deftx.sparsity``, ``deftx.analysis``, ``deftx.data.registry``) do not import torch, so that the
 dashboard and ``deftx --help`` open fast; a name such as ``deftx.train_language_sft`` imports its
 module on first use.
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from deftx.version import __version__
 
 # public name -> the module that defines it
 _EXPORTS = {
@@ -26,38 +26,41 @@ _EXPORTS = {
     "FullFt": "deftx.methods",
     "RankRule": "deftx.sparsity",
     "resolve_k": "deftx.sparsity",
-    "train_language_sft": "deftx.pipeline",
-    "train_task_sft": "deftx.pipeline",
-    "evaluate_transfer": "deftx.pipeline",
-    "evaluate_language_model": "deftx.pipeline",
-    "compose_model": "deftx.pipeline",
-    "SparseDiff": "deftx.sft",
-    "compose": "deftx.sft",
-    "denoise_difference": "deftx.denoise",
-    "select_top_k": "deftx.selection",
+    "train_language_sft": "deftx.experiment.language",
+    "train_task_sft": "deftx.experiment.task",
+    "evaluate_transfer": "deftx.experiment.evaluation",
+    "evaluate_language_model": "deftx.experiment.language",
+    "compose_model": "deftx.experiment.inference",
+    "SparseDiff": "deftx.sft.diff",
+    "compose": "deftx.sft.diff",
+    "denoise_difference": "deftx.methods.denoise",
+    "select_top_k": "deftx.methods.selection",
     "train_sft": "deftx.training",
-    "TransferPlan": "deftx.transfer",
-    "run_transfer": "deftx.transfer",
-    "build_pivots": "deftx.results",
-    "read_records": "deftx.results",
+    "TransferPlan": "deftx.experiment.plan",
+    "run_transfer": "deftx.experiment.executor",
+    "build_pivots": "deftx.analysis.comparison",
+    "read_records": "deftx.analysis.comparison",
     "DeftxError": "deftx.errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time the names load on first use
+    from deftx.analysis.comparison import build_pivots, read_records
     from deftx.config import TrainConfig, resolve_config
-    from deftx.denoise import denoise_difference
     from deftx.errors import DeftxError
+    from deftx.experiment.evaluation import evaluate_transfer
+    from deftx.experiment.executor import run_transfer
+    from deftx.experiment.inference import compose_model
+    from deftx.experiment.language import evaluate_language_model, train_language_sft
+    from deftx.experiment.plan import TransferPlan
+    from deftx.experiment.task import train_task_sft
     from deftx.methods import DeftX, FullFt, LtSft, MethodConfig
-    from deftx.pipeline import (compose_model, evaluate_language_model, evaluate_transfer, train_language_sft,
-                                train_task_sft)
-    from deftx.results import build_pivots, read_records
-    from deftx.selection import select_top_k
-    from deftx.sft import SparseDiff, compose
+    from deftx.methods.denoise import denoise_difference
+    from deftx.methods.selection import select_top_k
+    from deftx.sft.diff import SparseDiff, compose
     from deftx.sparsity import RankRule, resolve_k
     from deftx.training import train_sft
-    from deftx.transfer import TransferPlan, run_transfer
 
 
 def __getattr__(name: str) -> Any:

@@ -1,13 +1,10 @@
-"""SFTs named by a Hugging Face hub id: fetched once into huggingface_hub's cache, then read locally.
+"""The Hugging Face hub as deftx reaches it: whether it is reachable, what names a hub repository
+rather than a local path, and fetching a repository's files once into huggingface_hub's cache (read
+from there afterwards, also offline). Offline (``HF_HUB_OFFLINE=1``) or when the hub does not answer a
+quick connection attempt, only the cache is read, and a miss fails at once with one line saying how to
+pass a local directory instead.
 
-Every place that takes an SFT directory also takes a hub id (``owner/name``, with a revision: a
-branch, tag or commit). :func:`resolve_sft_source` turns either into a local directory. A path that
-exists is used as it is; something that looks like a path (``./x``, ``/x``, ``~/x``, ``a/b/c``) and
-does not exist is an error; anything else is a hub id. Offline (``HF_HUB_OFFLINE=1``) a hub id is
-read from the cache or refused at once, with a line saying how to pass a local directory instead; so
-is one when the hub does not answer a quick connection attempt (no network).
-
-``huggingface_hub`` is imported only when a hub id is actually fetched.
+``huggingface_hub`` is imported only when a repository is actually fetched.
 """
 
 from __future__ import annotations
@@ -19,10 +16,6 @@ import socket
 from pathlib import Path
 
 from deftx.errors import InputNotFoundError, UsageError
-from deftx.sft_manifest import COMPOSABLE_SFT_FILE, DIFF_FILE, HEAD_FILE, MANIFEST_FILE
-
-# The files an SFT repository may hold: a deftx SFT, or composable-sft's file and its config.
-SFT_REPO_FILES = (MANIFEST_FILE, DIFF_FILE, HEAD_FILE, COMPOSABLE_SFT_FILE, "config.json")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
@@ -62,22 +55,9 @@ def is_hub_id(source: str | Path) -> bool:
     return bool(_HUB_ID.match(text)) and ".." not in text
 
 
-def resolve_sft_source(source: str | Path, revision: str | None = None, *, what: str = "SFT") -> Path:
-    """A local directory for ``source``: the directory itself, or the hub repository's snapshot in
-    the huggingface_hub cache (downloaded when online and not yet cached)."""
-    text = str(source)
-    path = Path(text).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise InputNotFoundError(f"{text} is a file, not an {what} directory")
-        return path
-    if not is_hub_id(text):
-        raise InputNotFoundError(f"{what} directory {text} does not exist")
-    return fetch_hub_repo(text, revision, what=what)
-
-
-def fetch_hub_repo(repo_id: str, revision: str | None = None, *, what: str = "SFT") -> Path:
-    """Download (or find in the cache) the SFT files of ``repo_id`` at ``revision``."""
+def fetch_hub_repo(repo_id: str, revision: str | None = None, *, what: str, files: tuple[str, ...]) -> Path:
+    """Download (or find in the cache) the ``files`` (names or patterns) of ``repo_id`` at ``revision``;
+    the local snapshot directory. ``what`` names the thing in errors ("SFT")."""
     local_hint = f"pass a local {what} directory instead (a path such as ./{repo_id.split('/')[-1]})"
     if "/" not in repo_id:
         local_hint = f"there is no local directory {repo_id} either; {local_hint}"
@@ -96,7 +76,7 @@ def fetch_hub_repo(repo_id: str, revision: str | None = None, *, what: str = "SF
     at = f" at revision {revision}" if revision else ""
     offline = hub_offline()  # then only the cache: failing at once, not after the client's retries
     try:
-        folder = snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=list(SFT_REPO_FILES),
+        folder = snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=list(files),
                                    local_files_only=offline)
     except HFValidationError as exc:
         raise UsageError(f"{repo_id!r} is neither a local directory nor a valid hub id: {_first_line(exc)}") from None
@@ -119,12 +99,7 @@ def fetch_hub_repo(repo_id: str, revision: str | None = None, *, what: str = "SF
             f"could not fetch {what} {repo_id}{at} from the Hugging Face hub: {type(exc).__name__}: {_first_line(exc)}",
             hint=local_hint,
         ) from None
-    folder = Path(folder)
-    if not any((folder / name).is_file() for name in (MANIFEST_FILE, COMPOSABLE_SFT_FILE)):
-        raise InputNotFoundError(
-            f"hub repository {repo_id}{at} holds no SFT (neither {MANIFEST_FILE} nor {COMPOSABLE_SFT_FILE})"
-        )
-    return folder
+    return Path(folder)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from deftx import __version__
+from deftx.version import __version__
 from deftx_cli.commands import compose, denoise, evaluate, evaluate_lm, info, interop, overlap, predict, results, train, transfer, tui
 
 app = typer.Typer(

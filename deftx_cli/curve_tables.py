@@ -1,5 +1,5 @@
 """The learning curve (``deftx results --curve``) and the paired table (``--paired``) as Markdown, CSV
-and JSON. The numbers come from :mod:`deftx.curve` and :mod:`deftx.paired`."""
+and JSON. The numbers come from :mod:`deftx.analysis.curve` and :mod:`deftx.analysis.paired`."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import io
 import json
 from typing import Any
 
-from deftx.curve import CURVE_SYSTEMS, LM_STAGES, OTHER_LANG_SFT, TARGET, Curve, CurveRow, first_helpful_text
-from deftx.paired import Comparison, PairedTable
-from deftx.results import DELTA_LABEL, NO_LANG_SFT, TableKey, system_label
-from deftx.stats import PairedDifference
+from deftx.analysis.curve import CURVE_SYSTEMS, LM_STAGES, OTHER_LANG_SFT, TARGET, Curve, CurveRow, first_helpful_text
+from deftx.analysis.paired import Comparison, PairedTable
+from deftx.analysis.comparison import DELTA_LABEL, TableKey
+from deftx.methods.configs import NO_LANG_SFT, system_label
+from deftx.analysis.stats import PairedDifference
 
 from deftx_cli.tables import format_cell, format_value
 from deftx_cli.text import DASH, model_label

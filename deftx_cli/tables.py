@@ -1,6 +1,6 @@
 """The comparison tables as text: Markdown, CSV, JSON and a Rich table, and their titles.
 
-The tables themselves come from :mod:`deftx.results`; ``deftx transfer``, ``deftx results`` and the
+The tables themselves come from :mod:`deftx.analysis.comparison`; ``deftx transfer``, ``deftx results`` and the
 dashboard's compare view format them here.
 """
 
@@ -12,8 +12,9 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from deftx.results import COLLAPSE_MARK, DELTA_LABEL, Cell, Pivot, TableKey, system_label
-from deftx.runs import slug
+from deftx.analysis.comparison import COLLAPSE_MARK, DELTA_LABEL, Cell, Pivot, TableKey
+from deftx.methods.configs import system_label
+from deftx.records.files import slug
 
 from deftx_cli.text import DASH, model_label
 

@@ -120,7 +120,7 @@ def test_evaluation_records_hold_predictions_gold_and_the_language_sft_budget(tr
 
 
 def test_lang_steps_of_task_sfts_trained_before_it_was_recorded(trained, tmp_path):
-    from deftx.pipeline import lang_steps_of
+    from deftx.experiment.evaluation import lang_steps_of
 
     task = json.loads((Path(trained["task"]["sft"]) / "sft.json").read_text())
     assert task["trained_with"][0]["phase1_steps"] == 4
@@ -180,7 +180,7 @@ def test_compose_of_a_language_sft_saves_the_untied_frozen_decoder_it_was_traine
     import torch
     from transformers import AutoModelForMaskedLM
 
-    from deftx.sft import SparseDiff
+    from deftx.sft.diff import SparseDiff
 
     out = tmp_path / "composed-mlm"
     run("compose", "--model", _model(trained), "--sft", trained["ace"]["sft"], "--out", out)

@@ -84,7 +84,7 @@ def _one_class_task_sft(task_sft: Path, out: Path) -> Path:
     """The task SFT with a head that always says 'positive'."""
     import torch
 
-    from deftx.sft import SparseDiff
+    from deftx.sft.diff import SparseDiff
 
     sft = SparseDiff.load(task_sft)
     sft.head["classifier.bias"] = torch.tensor([0.0, 0.0, 1000.0])
@@ -117,7 +117,7 @@ def test_compose_without_model_uses_the_recorded_base_from_another_directory(fir
 
 
 def test_compose_force_overrides_a_base_mismatch_between_two_sfts(first_run, tmp_path):
-    from deftx.sft import SparseDiff
+    from deftx.sft.diff import SparseDiff
 
     other = SparseDiff.load(first_run["ace"]["sft"])
     other.manifest["base_fingerprint"] = "sha256:" + "0" * 32
@@ -132,7 +132,6 @@ def test_compose_force_overrides_a_base_mismatch_between_two_sfts(first_run, tmp
 def test_a_hub_id_fails_at_once_offline(how, first_run, tmp_path, monkeypatch):
     if how == "no network":
         import deftx.hub
-
         monkeypatch.delenv("HF_HUB_OFFLINE")
         monkeypatch.setattr(deftx.hub, "_hub_reachable", lambda endpoint: False)
     started = time.monotonic()
@@ -173,7 +172,7 @@ def test_results_json_paths_are_valid_from_another_directory(first_run, shared_d
 
 
 def test_a_rerun_after_ctrl_c_says_it_starts_over(tiny_model_dir, tmp_path):
-    from deftx.runs import Run
+    from deftx.records.runs import Run
 
     runs = tmp_path / "runs"
     Run.create(runs, "language", config={}, run_id="earlier", method="deftx", languages={"target": "ind"}).close("interrupted")
@@ -243,7 +242,7 @@ def test_the_task_sfts_final_validation_records_prediction_shares(first_run):
 
 
 def test_prediction_shares_and_collapsed_classes():
-    from deftx.evaluation import classification_metrics, collapse_warning
+    from deftx.metrics import classification_metrics, collapse_warning
 
     metrics = classification_metrics([2] * 98 + [0] * 2, [0, 1, 2] * 33 + [0], ["negative", "neutral", "positive"])
     assert metrics["prediction_shares"] == {"negative": 0.02, "neutral": 0.0, "positive": 0.98}

@@ -14,7 +14,7 @@ from test_cli import one_error_line, run
 
 from deftx.config import parse_settings
 from deftx.errors import UsageError
-from deftx.transfer import TransferPlan, plan_steps
+from deftx.experiment.plan import TransferPlan, plan_steps
 
 
 def settings_plan(lang_set=(), task_set=()):

@@ -1,4 +1,4 @@
-"""The learning curve over language-SFT budgets (deftx.curve), the paired table (deftx.paired) and
+"""The learning curve over language-SFT budgets (deftx.analysis.curve), the paired table (deftx.analysis.paired) and
 ``deftx results --curve / --paired / --plot``, from synthetic result records and run.json files."""
 
 import csv
@@ -8,9 +8,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from deftx.curve import build_curves, read_runs
+from deftx.analysis.curve import build_curves, read_runs
 from deftx.metrics import classification_metrics
-from deftx.paired import build_paired_tables
+from deftx.analysis.paired import build_paired_tables
 from deftx_cli.app import app
 
 runner = CliRunner()
@@ -90,7 +90,7 @@ def invoke(*args):
 
 def test_curve_values_per_language_and_budget(tmp_path):
     fill_curve(tmp_path)
-    from deftx.results import read_records
+    from deftx.analysis.comparison import read_records
 
     [curve], skipped = build_curves(read_records(tmp_path), read_runs(tmp_path), resamples=500)
     assert any("without a language-SFT budget" in s for s in skipped)
@@ -195,7 +195,7 @@ def fill_paired(runs):
 
 def test_paired_table_values(tmp_path):
     fill_paired(tmp_path)
-    from deftx.results import read_records
+    from deftx.analysis.comparison import read_records
 
     [table], skipped = build_paired_tables(read_records(tmp_path), resamples=500)
     assert any("1 result(s) without predictions" in s for s in skipped)

@@ -333,7 +333,7 @@ def test_hub_unreachable_is_an_input_error():
 
 def test_hub_class_labels_are_mapped_by_name():
     datasets = pytest.importorskip("datasets")
-    from deftx.data.hub import labelled_from_dataset
+    from deftx.data.hub_splits import labelled_from_dataset
     from deftx.data.registry import hub_split
 
     # IndoNLU orders SmSA's labels positive, neutral, negative; deftx's order is negative, neutral, positive.

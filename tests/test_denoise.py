@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from deftx.denoise import denoise_difference, denoise_targets, matrix_type, rank_from_energy, squared_norm
+from deftx.methods.denoise import denoise_difference, denoise_targets, matrix_type, rank_from_energy, squared_norm
 from deftx.errors import UsageError
 from deftx.sparsity import RankRule
 
@@ -95,14 +95,14 @@ def test_gram_path_for_high_ranks_matches_dense_svd(shape, rule):
 
 
 def test_squared_norm_sums_every_slice(monkeypatch):
-    monkeypatch.setattr("deftx.denoise._CHUNK", 7)
+    monkeypatch.setattr("deftx.methods.denoise._CHUNK", 7)
     delta = torch.randn(13, 11)
     assert squared_norm(delta) == pytest.approx(float(delta.double().pow(2).sum()), rel=1e-12)
     assert squared_norm(delta.T) == pytest.approx(float(delta.double().pow(2).sum()), rel=1e-12)
 
 
 def test_gram_accumulates_every_row_slice(monkeypatch):
-    monkeypatch.setattr("deftx.denoise._ROWS", 5)
+    monkeypatch.setattr("deftx.methods.denoise._ROWS", 5)
     delta = low_rank_plus_noise(120, 70, rank=60, noise=1.0, seed=4)
     got, info = denoise_difference(delta, "rank:40")
     want, _ = reference(delta, RankRule.parse("rank:40"))

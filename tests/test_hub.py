@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from deftx.errors import InputNotFoundError
-from deftx.hub import is_hub_id, resolve_sft_source
+from deftx.hub import is_hub_id
+from deftx.sft.sources import resolve_sft_source
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -77,7 +78,7 @@ def test_a_cached_hub_sft_is_used_offline_by_every_command(tiny_model_dir, tmp_p
     from typer.testing import CliRunner
 
     from deftx.model import base_parameters, fingerprint, load_model
-    from deftx.sft import SparseDiff
+    from deftx.sft.diff import SparseDiff
     from deftx_cli.app import app
 
     model, _ = load_model(tiny_model_dir, "mlm")

@@ -18,10 +18,10 @@ def modules_after(code: str) -> set[str]:
     "code",
     [
         "import deftx_cli.app",
-        "import deftx, deftx.runs, deftx.errors, deftx.data",
-        "import deftx.config, deftx.methods, deftx.sparsity, deftx.results, deftx.transfer, deftx_cli.tables",
+        "import deftx, deftx.records.runs, deftx.errors, deftx.data",
+        "import deftx.config, deftx.methods, deftx.sparsity, deftx.analysis.comparison, deftx.experiment.plan, deftx_cli.tables",
         "from deftx import DeftX, LtSft, TrainConfig, resolve_config, TransferPlan, build_pivots, RankRule",
-        "import deftx.overlap, deftx.hub, deftx.sft_manifest",
+        "import deftx.sft.overlap, deftx.hub, deftx.sft.manifest",
         "from typer.testing import CliRunner\nfrom deftx_cli.app import app\nCliRunner().invoke(app, ['--help'])\n"
         "CliRunner().invoke(app, ['train-lang', '--help'])",
     ],

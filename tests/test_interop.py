@@ -15,14 +15,14 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from deftx.errors import ArtifactError
-from deftx.interop import (
+from deftx.sft.interop import (
     first_fastest_to_row_major,
     import_composable_sft,
     load_composable_file,
     row_major_to_first_fastest,
 )
 from deftx.model import base_parameters, head_parameters, load_model
-from deftx.sft import SparseDiff
+from deftx.sft.diff import SparseDiff
 from deftx_cli.app import app
 
 

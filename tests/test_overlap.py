@@ -9,8 +9,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from deftx.overlap import SparseArrays, overlap_report, pair_overlap, parameter_group, read_sparse_arrays
-from deftx.sft import SparseDiff
+from deftx.sft.overlap import SparseArrays, overlap_report, pair_overlap, parameter_group, read_sparse_arrays
+from deftx.sft.diff import SparseDiff
 from deftx_cli.app import app
 
 Q = "encoder.layer.0.attention.self.query.weight"

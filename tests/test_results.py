@@ -1,8 +1,8 @@
-"""The one comparison table of deftx.results, as transfer, results and the compare view read it."""
+"""The one comparison table of deftx.analysis.comparison, as transfer, results and the compare view read it."""
 
 import json
 
-from deftx.results import build_pivots, read_records
+from deftx.analysis.comparison import build_pivots, read_records
 
 
 def record(system, language, seed, value, run_id=None):
@@ -27,8 +27,8 @@ def test_read_records_keeps_the_languages_asked_for(tmp_path):
     for r in (record("lt-sft", "ace", 0, 0.5), record("lt-sft", "ban", 0, 0.3)):
         (tmp_path / r["run_id"]).mkdir()
         (tmp_path / r["run_id"] / "results.json").write_text(json.dumps(r))
-    assert {r["language"] for r in read_records(tmp_path)} == {"ace", "ban"}
-    assert [r["language"] for r in read_records(tmp_path, ["ban"])] == ["ban"]
+    assert {r.language for r in read_records(tmp_path)} == {"ace", "ban"}
+    assert [r.language for r in read_records(tmp_path, ["ban"])] == ["ban"]
 
 
 def test_the_control_comes_after_no_lang_sft_and_language_sft_budgets_get_columns_of_their_own():

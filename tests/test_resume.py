@@ -200,7 +200,9 @@ def test_a_task_sft_resumed_in_phase_2_is_the_uninterrupted_one(tiny_model_dir, 
     # A task SFT with a language SFT applied and a dense classifier head; the first attempt fails in
     # phase 2 (any crash: the run is marked failed), the second resumes it from its checkpoint.
     from deftx.config import resolve_config
-    from deftx.pipeline import Checkpointing, train_language_sft, train_task_sft
+    from deftx.experiment.lifecycle import Checkpointing
+    from deftx.experiment.language import train_language_sft
+    from deftx.experiment.task import train_task_sft
 
     text = tmp_path / "text.txt"
     text.write_text("\n".join(random.Random(1).choice(TEXT) for _ in range(200)) + "\n")
@@ -290,7 +292,7 @@ def test_which_run_resume_continues(tmp_path):
     import socket
 
     from deftx.errors import UsageError
-    from deftx.runs import find_resumable
+    from deftx.records.reading import find_resumable
 
     def run(run_id, started, **fields):
         (tmp_path / run_id).mkdir()

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from deftx import selection
+from deftx.methods import selection
 from deftx.errors import UsageError
-from deftx.selection import mask_overlap, select_top_k
+from deftx.methods.selection import mask_overlap, select_top_k
 from deftx.sparsity import resolve_k
 
 

@@ -7,7 +7,7 @@ import torch
 
 from deftx.errors import ArtifactError, FingerprintMismatchError, InputNotFoundError, UsageError
 from deftx.model import base_parameters, fingerprint, load_model
-from deftx.sft import SparseDiff, compose, load_mask, save_mask
+from deftx.sft.diff import SparseDiff, compose, load_mask, save_mask
 
 
 def random_sft(model, density=0.05, seed=0, head=None, **manifest):

@@ -1,4 +1,4 @@
-"""Paired bootstrap and sign test (deftx.stats) on cases that can be checked by hand."""
+"""Paired bootstrap and sign test (deftx.analysis.stats) on cases that can be checked by hand."""
 
 import random
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from deftx.metrics import classification_metrics
-from deftx.stats import accuracy, macro_f1, paired_bootstrap, pooled_paired_bootstrap, sign_test
+from deftx.analysis.stats import accuracy, macro_f1, paired_bootstrap, pooled_paired_bootstrap, sign_test
 
 GOLD = [0, 1, 2] * 20  # 60 sentences, 3 labels
 RIGHT = list(GOLD)

@@ -8,7 +8,7 @@ import torch
 from deftx.config import resolve_config
 from deftx.model import base_parameters, head_parameters, is_layer_norm, load_model, load_tokenizer, maskable_parameters, untie_output_embeddings
 from deftx.objectives import ClassificationObjective, MaskedLMObjective
-from deftx.sft import SparseDiff, compose, load_difference
+from deftx.sft.diff import SparseDiff, compose, load_difference
 from deftx.methods import DeftX
 from deftx.training import train_sft
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from deftx.errors import DataFormatError, DeftxError, TrainingTerminated
-from deftx.runs import read_experiment
-from deftx.scheduler import StepError, StepSchedule, dependencies
-from deftx.transfer import TransferPlan, execute, plan_steps
+from deftx.records.reading import read_experiment
+from deftx.experiment.scheduler import StepError, StepSchedule, dependencies
+from deftx.experiment.plan import TransferPlan, plan_steps
+from deftx.experiment.executor import execute
 
 
 def plan(**kw):
@@ -166,7 +167,7 @@ def test_two_jobs_run_every_step_after_its_dependencies_and_return_the_same_reco
     assert sum(n.endswith(": training") for n in notes) == len(steps), "the workers' lines reach notify"
     assert sorted(events) == sorted((s.label, "train") for s in steps), "training events reach callbacks_for"
     record = read_experiment(two)
-    assert record["status"] == "finished" and record["finished"] == len(steps)
+    assert record.status == "finished" and record.finished == len(steps)
 
 
 @pytest.mark.slow
@@ -183,7 +184,7 @@ def test_a_failing_step_stops_new_starts_and_raises_its_error(tmp_path):
     ran = {s.label for s in steps if (tmp_path / s.run_id / "done").exists()}
     assert "[seed 0] language SFT ind (LT-SFT)" in ran  # it ran beside the failing step, and finished
     assert not any(s.kind == "evaluation" for s in steps if s.label in ran)
-    assert read_experiment(tmp_path)["status"] == "failed"
+    assert read_experiment(tmp_path).status == "failed"
 
 
 def test_jobs_and_threads_are_checked(tmp_path):
@@ -194,13 +195,13 @@ def test_jobs_and_threads_are_checked(tmp_path):
 
 
 def test_the_dashboard_line_names_the_steps_running_side_by_side(tmp_path):
-    from deftx.runs import ExperimentLog
+    from deftx.records.runs import ExperimentLog
     from deftx_cli.text import experiment_text
 
     log = ExperimentLog(tmp_path, [{"label": f"step {i}"} for i in range(9)])
     log.running([3, 5], ["[seed 0] language SFT ace (LT-SFT)", "[seed 0] task SFT smsa/ind (full FT)"], 2, 600.0)
     record = read_experiment(tmp_path)
-    now = record["step_started"] + 60
+    now = record.step_started + 60
     assert experiment_text(record, now=now) == ("Experiment: 2 of 9 steps done · 2 running: [seed 0] language SFT ace "
                                                 "(LT-SFT); [seed 0] task SFT smsa/ind (full FT) · about 9m00s left")
     log.running([5], ["[seed 0] task SFT smsa/ind (full FT)"], 3, None)

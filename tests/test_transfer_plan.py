@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from deftx.errors import DeftxError
-from deftx.transfer import TransferPlan, execute, plan_steps
+from deftx.experiment.plan import TransferPlan, plan_steps
+from deftx.experiment.executor import execute
 
 RUNS = Path("runs")
 
@@ -191,7 +192,7 @@ def test_the_executor_resumes_a_training_step_that_checkpointed(tmp_path):
 
 
 def test_the_executor_records_the_experiment_for_the_dashboard(tmp_path):
-    from deftx.runs import read_experiment
+    from deftx.records.reading import read_experiment
 
     p = plan(methods=["lt-sft"])
     steps = plan_steps(p, model="m", runs_dir=tmp_path)
@@ -199,7 +200,7 @@ def test_the_executor_records_the_experiment_for_the_dashboard(tmp_path):
 
     def fake_step(plan, step, *, runs_dir, **_):
         record = read_experiment(runs_dir)
-        seen.append((record["status"], record["index"], record["step_label"], record["total"]))
+        seen.append((record.status, record.index, record.step_label, record.total))
         if step.kind == "evaluation":
             return {"metric": "macro_f1", "metrics": {"macro_f1": 0.5}, "system": step.system}
         return None
@@ -207,13 +208,13 @@ def test_the_executor_records_the_experiment_for_the_dashboard(tmp_path):
     execute(p, steps, model="m", data_dir=None, runs_dir=tmp_path, run_step=fake_step)
     assert seen == [("running", i + 1, s.label, len(steps)) for i, s in enumerate(steps)]
     final = read_experiment(tmp_path)
-    assert final["status"] == "finished" and final["eta_seconds"] is None
-    assert [s["run_id"] for s in final["steps"]] == [s.run_id for s in steps]
+    assert final.status == "finished" and final.eta_seconds is None
+    assert [s.run_id for s in final.steps] == [s.run_id for s in steps]
 
 
 @pytest.mark.parametrize("error, status", [(RuntimeError("boom"), "failed"), (KeyboardInterrupt(), "interrupted")])
 def test_a_stopped_experiment_is_recorded_as_such(tmp_path, error, status):
-    from deftx.runs import read_experiment
+    from deftx.records.reading import read_experiment
 
     p = plan(methods=["lt-sft"])
     steps = plan_steps(p, model="m", runs_dir=tmp_path)
@@ -226,11 +227,11 @@ def test_a_stopped_experiment_is_recorded_as_such(tmp_path, error, status):
     with pytest.raises(type(error)):
         execute(p, steps, model="m", data_dir=None, runs_dir=tmp_path, run_step=fails_at_the_second)
     record = read_experiment(tmp_path)
-    assert record["status"] == status and record["index"] == 2 and record["step_label"] == steps[1].label
+    assert record.status == status and record.index == 2 and record.step_label == steps[1].label
 
 
 def test_the_time_left_follows_the_planned_optimizer_steps_of_each_training():
-    from deftx.transfer import EVALUATION_AS_TRAIN_STEPS, _Pace, train_steps
+    from deftx.experiment.executor import EVALUATION_AS_TRAIN_STEPS, _Pace, train_steps
 
     p = plan(methods=["lt-sft", "deftx"], task_overrides={"phase1_steps": 40, "phase2_steps": 60})
     steps = steps_of(p)
@@ -250,7 +251,7 @@ def test_the_time_left_follows_the_planned_optimizer_steps_of_each_training():
 
 
 def test_an_epoch_budget_over_every_example_has_no_planned_size():
-    from deftx.transfer import train_steps
+    from deftx.experiment.executor import train_steps
 
     p = plan(methods=["lt-sft"], task_overrides={"phase1_epochs": 1.0, "phase2_epochs": 1.0, "max_examples": 0})
     task = next(x for x in steps_of(p) if x.kind == "task")
@@ -261,7 +262,7 @@ def test_an_epoch_budget_over_every_example_has_no_planned_size():
 
 
 def test_dense_fine_tuning_plans_phase_one_only():
-    from deftx.transfer import train_steps
+    from deftx.experiment.executor import train_steps
 
     p = plan(methods=["lt-sft"], baselines=["full-ft"], task_overrides={"phase1_steps": 40, "phase2_steps": 60})
     tasks = {s.label: s for s in steps_of(p) if s.kind == "task"}
@@ -328,9 +329,8 @@ def test_training_keys_stay_and_evaluation_keys_carry_the_record_version(monkeyp
     evaluations run again once, so that their records gain the new fields."""
     steps = steps_of(plan(methods=["lt-sft", "deftx"], baselines=["no-lang-sft", "full-ft"]))
     assert {x.label: x.run_id for x in steps if x.kind != "evaluation"} == TRAINING_RUN_IDS
-    import deftx.transfer
-
-    monkeypatch.setattr("deftx.transfer.EVALUATION_RECORD_VERSION", deftx.transfer.EVALUATION_RECORD_VERSION + 1)
+    import deftx.experiment.plan
+    monkeypatch.setattr("deftx.experiment.plan.EVALUATION_RECORD_VERSION", deftx.experiment.plan.EVALUATION_RECORD_VERSION + 1)
     bumped = steps_of(plan(methods=["lt-sft", "deftx"], baselines=["no-lang-sft", "full-ft"]))
     for a, b in zip(steps, bumped):
         assert (a.run_id == b.run_id) == (a.kind != "evaluation"), a.label

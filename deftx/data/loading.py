@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deftx.data.hub import load_hub_split
+from deftx.data.hub_splits import load_hub_split
 from deftx.data.labelled import LabelledData, read_local_split
 from deftx.data.registry import (
     DATA_DIR_ENV,

@@ -29,12 +29,9 @@ import json
 import os
 import random
 import shutil
-import signal
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,11 +40,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from deftx import __version__
+from deftx.version import __version__
 from deftx.errors import ArtifactError, TrainingTerminated, UsageError
-from deftx.runs import use_umask
+from deftx.records.files import use_umask
 from deftx.signals import StopRequest
-from deftx.sft import sha256_file
+from deftx.sft.manifest import sha256_file
 
 CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "state.safetensors"

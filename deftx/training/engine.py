@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from deftx import __version__
+from deftx.version import __version__
 from deftx.methods import MaskSelection, method_of
 from deftx.model import fingerprint, full_name, maskable_parameters
 from deftx.objectives.base import Objective
 from deftx.sparsity import resolve_k
-from deftx.sft import SparseDiff, save_difference
+from deftx.sft.diff import SparseDiff, save_difference
 from deftx.training.checkpoint import Checkpoint, Checkpointer, index_masks
 from deftx.training.distributed import (
     LossModule,

@@ -27,10 +27,10 @@ def compose(
 
         deftx compose --sft runs/<ace-run>/sft --sft runs/<task-run>/sft -o ace-senti
     """
-    from deftx.hub import resolve_sft_source
+    from deftx.sft.sources import resolve_sft_source
 
     folders = [resolve_sft_source(s, revision) for s in sft]
-    from deftx.pipeline import compose_model
+    from deftx.experiment.inference import compose_model
 
     result = compose_model(model, folders, out, force=force, overwrite=overwrite)
     if as_json:

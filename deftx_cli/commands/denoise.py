@@ -47,7 +47,7 @@ def denoise(
         deftx denoise --diff runs/<run> --k 0.03 --out mask.safetensors
     """
     from deftx.methods import get_method
-    from deftx.sft import load_difference, save_mask
+    from deftx.sft.diff import load_difference, save_mask
 
     config = get_method(method.value).from_config({
         "rank_rule": rank_rule, "tail_keep": tail_keep, "denoise_include": include or ["*"],

@@ -39,12 +39,12 @@ def evaluate(
         TASK=runs/<task-run>/sft ACE=runs/<ace-run>/sft
         deftx evaluate -t nusax-senti -l ace --task-sft $TASK --lang-sft $ACE
     """
-    from deftx.hub import resolve_sft_source
+    from deftx.sft.sources import resolve_sft_source
 
     task_folder = resolve_sft_source(task_sft, revision)
     lang_folder = resolve_sft_source(lang_sft, revision) if lang_sft is not None else None
     from deftx.metrics import collapse_warning
-    from deftx.pipeline import evaluate_transfer
+    from deftx.experiment.evaluation import evaluate_transfer
 
     record, run_path = evaluate_transfer(
         task, lang, task_folder,

@@ -46,8 +46,8 @@ def evaluate_lm(
         deftx evaluate-lm --lang mad --sft runs/<jav-run>/sft
     """
     from deftx.config import resolve_config
-    from deftx.hub import resolve_sft_source
-    from deftx.pipeline import evaluate_language_model
+    from deftx.sft.sources import resolve_sft_source
+    from deftx.experiment.language import evaluate_language_model
 
     folder = resolve_sft_source(sft, revision) if sft is not None else None
 

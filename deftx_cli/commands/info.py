@@ -25,11 +25,11 @@ def info(
 
         deftx info runs/<run>/sft
     """
-    from deftx.hub import resolve_sft_source
+    from deftx.sft.sources import resolve_sft_source
 
     folder = resolve_sft_source(sft, revision)  # before torch is imported: a hub failure is immediate
     from deftx.metrics import collapse_warning
-    from deftx.sft import SparseDiff
+    from deftx.sft.diff import SparseDiff
 
     diff = SparseDiff.load(folder, verify=verify)
     m = diff.manifest

@@ -39,13 +39,13 @@ def import_sft(
         deftx import cambridgeltl/xlmr-task-sft-nusax_senti -o nusax-task
     """
     from deftx.errors import UsageError
-    from deftx.hub import resolve_sft_source
+    from deftx.sft.sources import resolve_sft_source
 
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise UsageError(f"{out} already exists and is not empty", hint="choose another --out or pass --overwrite")
     given = Path(source).expanduser()
     folder = given if given.is_file() else resolve_sft_source(source, revision, what="composable-sft SFT")
-    from deftx.interop import import_composable_sft
+    from deftx.sft.interop import import_composable_sft
 
     diff = import_composable_sft(
         folder, model, labels=split_list(labels), language=language, task=task,
@@ -82,11 +82,11 @@ def export_sft(
 
         deftx export runs/<run>/sft --to composable-sft -o exported/ace
     """
-    from deftx.hub import resolve_sft_source
+    from deftx.sft.sources import resolve_sft_source
 
     folder = resolve_sft_source(sft, revision)
-    from deftx.interop import export_composable_sft, export_prefix
-    from deftx.sft import SparseDiff
+    from deftx.sft.interop import export_composable_sft, export_prefix
+    from deftx.sft.diff import SparseDiff
 
     diff = SparseDiff.load(folder)
     path = export_composable_sft(diff, out, prefix=export_prefix(diff, model), overwrite=overwrite)

@@ -35,8 +35,8 @@ def overlap(
         deftx overlap runs/<ace-run>/sft runs/<task-run>/sft --by type
     """
     from deftx.errors import UsageError
-    from deftx.hub import resolve_sft_source
-    from deftx.overlap import overlap_report, read_sparse_arrays
+    from deftx.sft.sources import resolve_sft_source
+    from deftx.sft.overlap import overlap_report, read_sparse_arrays
 
     if len(sfts) < 2:
         raise UsageError("give at least two SFTs to compare")

@@ -56,11 +56,11 @@ def predict(
         deftx predict --task-sft $TASK "Film ini sangat bagus!" "Jelek sekali."
         deftx predict --task-sft $TASK --lang-sft $ACE --file ace-sentences.txt
     """
-    from deftx.hub import resolve_sft_source
+    from deftx.sft.sources import resolve_sft_source
 
     task_folder = resolve_sft_source(task_sft, revision)
     lang_folder = resolve_sft_source(lang_sft, revision) if lang_sft is not None else None
-    from deftx.pipeline import predict_texts
+    from deftx.experiment.inference import predict_texts
 
     if file is not None and str(file) != "-" and not file.is_file():
         from deftx.errors import InputNotFoundError

@@ -30,12 +30,15 @@ def results(
     paired: Annotated[bool, typer.Option("--paired", metavar="", help="Paired differences (DeFT-X − LT-SFT, LT-SFT − no lang SFT, ...) per language and over all, with 95% bootstrap intervals and a sign test; from results that hold predictions.")] = False,
     plot: Annotated[Optional[Path], typer.Option("--plot", callback=a_file, help="With --curve: also draw the curve as a PNG here (needs matplotlib: pip install 'deftx\\[plot]').")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", callback=a_file, help="Write to this file (atomically) instead of stdout.")] = None,
+    strict: Annotated[bool, typer.Option("--strict", metavar="", help="Fail (exit 4) when a record cannot be read, instead of printing the table marked incomplete.")] = False,
 ) -> None:
     """Print the LT-SFT vs DeFT-X comparison: languages x systems, mean ± std over seeds.
 
     The dashboard's compare view, from every results.json under the runs directory.
     Results made with other settings (rank rule, tail, K) get columns of their own.
     --curve: the learning curve over language-SFT budgets; --paired: paired differences.
+    A record that cannot be read (truncated, another shape) is named on stderr and
+    the table says it is incomplete; --strict fails instead.
 
     Example:
 
@@ -45,8 +48,8 @@ def results(
         deftx results --runs-dir runs/lc --runs-dir runs/lc2 --curve
         deftx results --runs-dir runs/nusax --paired --split test
     """
-    from deftx.errors import InputNotFoundError, UsageError
-    from deftx.results import read_records
+    from deftx.analysis.comparison import read_records
+    from deftx.errors import DataFormatError, InputNotFoundError, UsageError
 
     if curve and paired:
         raise UsageError("--curve and --paired are two different tables", "ask for one at a time")
@@ -60,27 +63,41 @@ def results(
             raise InputNotFoundError(f"no runs directory {runs_dir}", "pass --runs-dir (where 'deftx transfer' wrote its runs)")
     where = " and ".join(str(d) for d in runs_dirs)
     wanted_languages = split_list(languages)
-    records = read_records(runs_dirs, wanted_languages)
+    read = read_records(runs_dirs, wanted_languages)
+    records, problems = read.records, list(read.problems)
+    runs = None
+    if curve:  # the masked-LM columns come from the language SFTs' run.json
+        from deftx.analysis.curve import read_runs
+
+        runs = read_runs(runs_dirs)
+        problems += [f"{info.path / 'run.json'}: {info.error}" for info in runs if not info.readable]
+    for problem in problems:
+        note(f"cannot read {problem}")
+    if problems and strict:
+        raise DataFormatError(f"{len(problems)} record(s) under {where} cannot be read (named above)",
+                              "remove or repair them, or run without --strict to see the table marked incomplete")
+    incomplete = [f"incomplete: {len(problems)} record(s) under {where} could not be read (named on stderr)"] if problems else []
     if curve:
-        text, count, tables = _curve(records, runs_dirs, task, split, plot, fmt)
+        text, count, tables = _curve(records, runs, task, split, plot, fmt, incomplete)
     elif paired:
-        text, count, tables = _paired(records, task, split, fmt)
+        text, count, tables = _paired(records, task, split, fmt, incomplete)
     else:
-        text, count, tables = _comparison(records, task, split, fmt)
+        text, count, tables = _comparison(records, task, split, fmt, incomplete)
     if not count:
         wanted = ", ".join(f"{name} {value}" for name, value in (
             ("task", task), ("split", split), ("languages", ",".join(wanted_languages))) if value)
         what = ("learning-curve results (records with settings.lang_steps)" if curve
                 else "paired results (records with predictions)" if paired else "evaluation results")
+        unread = f" ({len(problems)} record(s) could not be read: named above)" if problems else ""
         raise InputNotFoundError(
-            f"no {what}{' for ' + wanted if wanted else ''} under {where}",
+            f"no {what}{' for ' + wanted if wanted else ''} under {where}{unread}",
             "the curve's records come from 'deftx transfer --lang-steps'" if curve
             else "results come from 'deftx evaluate' and 'deftx transfer'",
         )
     if output is None:
         typer.echo(text, nl=False)
     else:
-        from deftx.runs import atomic_write_bytes
+        from deftx.records.files import atomic_write_bytes
 
         atomic_write_bytes(output, text.encode())
         note(f"wrote {count} {tables} to {output}")
@@ -105,27 +122,34 @@ def _skipped(skipped: list[str]) -> None:
         note(f"skipped {reason}")
 
 
-def _comparison(records: list, task: str | None, split: str | None, fmt: TableFormat) -> tuple[str, int, str]:
-    from deftx.results import build_pivots
+def _mark(items: list, incomplete: list[str]) -> list:
+    for item in items:
+        item.notes[:0] = incomplete
+    return items
+
+
+def _comparison(records: list, task: str | None, split: str | None, fmt: TableFormat,
+                incomplete: list[str]) -> tuple[str, int, str]:
+    from deftx.analysis.comparison import build_pivots
 
     from deftx_cli.tables import tables_to_csv, to_json, to_markdown
 
     pivots, skipped = build_pivots(records)
-    pivots = _keep(pivots, task, split)
+    pivots = _mark(_keep(pivots, task, split), incomplete)
     if pivots:
         _skipped(skipped)
     return _render(pivots, fmt, to_markdown, tables_to_csv, to_json), len(pivots), "table(s)"
 
 
-def _curve(records: list, runs_dirs: list[Path], task: str | None, split: str | None, plot: Path | None,
-           fmt: TableFormat) -> tuple[str, int, str]:
-    from deftx.curve import build_curves, plot_curve, read_runs
+def _curve(records: list, runs: list, task: str | None, split: str | None, plot: Path | None,
+           fmt: TableFormat, incomplete: list[str]) -> tuple[str, int, str]:
+    from deftx.analysis.curve import build_curves, plot_curve
 
     from deftx_cli.curve_tables import curve_to_markdown, curves_to_csv, curves_to_json
     from deftx_cli.tables import table_title
 
-    curves, skipped = build_curves(records, read_runs(runs_dirs))
-    curves = _keep(curves, task, split)
+    curves, skipped = build_curves(records, runs)
+    curves = _mark(_keep(curves, task, split), incomplete)
     if not curves:
         return "", 0, ""
     _skipped(skipped)
@@ -137,13 +161,14 @@ def _curve(records: list, runs_dirs: list[Path], task: str | None, split: str | 
     return _render(curves, fmt, curve_to_markdown, curves_to_csv, curves_to_json), len(curves), "curve(s)"
 
 
-def _paired(records: list, task: str | None, split: str | None, fmt: TableFormat) -> tuple[str, int, str]:
-    from deftx.paired import build_paired_tables
+def _paired(records: list, task: str | None, split: str | None, fmt: TableFormat,
+            incomplete: list[str]) -> tuple[str, int, str]:
+    from deftx.analysis.paired import build_paired_tables
 
     from deftx_cli.curve_tables import paired_to_csv, paired_to_json, paired_to_markdown
 
     tables, skipped = build_paired_tables(records)
-    tables = _keep(tables, task, split)
+    tables = _mark(_keep(tables, task, split), incomplete)
     if not tables:
         return "", 0, ""
     _skipped(skipped)

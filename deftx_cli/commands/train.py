@@ -25,12 +25,16 @@ def _config(kind: str, preset: Preset, method: Method, **overrides: Any):
     return resolve_config(kind, preset.value, method=method.value, **overrides)
 
 
-def _note_restart(runs_dir: Path, run_id: str | None, kind: str, method: str, languages: dict[str, str]) -> None:
-    """Say so when the same training was interrupted last time: this run starts over from scratch."""
-    from deftx.runs import latest_run
+def _note_restart(runs_dir: Path, run_id: str | None, kind: str, method: str, languages: dict[str, str],
+                  resume: bool) -> None:
+    """Say so when the same training was interrupted last time and this one starts over from scratch
+    (not when it resumes: it then says which run it continues)."""
+    from deftx.records.reading import latest_run
 
+    if resume:
+        return
     last = latest_run(runs_dir, kind, method, languages)
-    if last is not None and last.get("status") == "interrupted" and run_id != last.run_id:
+    if last is not None and last.status == "interrupted" and run_id != last.run_id:
         note(f"note: the last run of this training ({last.path}) was interrupted; this one starts over "
              f"in a new run directory")
 
@@ -103,7 +107,8 @@ def train_lang(
         export DEFTX_MODEL=../shared/models/me5-small-mlm
         deftx train-lang --lang quy --method deftx --preset cpu
     """
-    from deftx.pipeline import Checkpointing, train_language_sft
+    from deftx.experiment.lifecycle import Checkpointing
+    from deftx.experiment.language import train_language_sft
 
     config = _config("language", preset, method, k=k, rank_rule=rank_rule, tail_keep=tail_keep,
                      max_examples=max_lines, phase1_steps=phase1_steps, phase2_steps=phase2_steps,
@@ -112,7 +117,7 @@ def train_lang(
     label = f"language SFT {lang} ({config.method})"
     from deftx.data import canonical_language
 
-    _note_restart(runs_dir, run_id, "language", config.method, {"target": canonical_language(lang)})
+    _note_restart(runs_dir, run_id, "language", config.method, {"target": canonical_language(lang)}, resume)
     outcome = train_language_sft(
         lang, config, model=model, data_dir=data_dir, text_files=text, runs_dir=runs_dir, run_id=run_id, out=out,
         keep_phase1_diff=keep_phase1_diff, mask_file=mask, callbacks=[TrainingProgress(label, quiet=quiet)],
@@ -171,11 +176,12 @@ def train_task(
         export DEFTX_MODEL=../shared/models/me5-small-mlm
         deftx train-task --task smsa --source-lang ind --lang-sft runs/<ind-run>/sft
     """
-    from deftx.hub import resolve_sft_source
+    from deftx.sft.sources import resolve_sft_source
 
     if lang_sft is not None:
         lang_sft = resolve_sft_source(lang_sft, revision)
-    from deftx.pipeline import Checkpointing, train_task_sft
+    from deftx.experiment.lifecycle import Checkpointing
+    from deftx.experiment.task import train_task_sft
 
     config = _config("task", preset, method, k=k, rank_rule=rank_rule, tail_keep=tail_keep,
                      max_examples=max_examples, phase1_epochs=phase1_epochs, phase2_epochs=phase2_epochs,
@@ -185,7 +191,7 @@ def train_task(
     label = f"task SFT {task}/{source_lang} ({config.method})"
     from deftx.data import canonical_language
 
-    _note_restart(runs_dir, run_id, "task", config.method, {"source": canonical_language(source_lang)})
+    _note_restart(runs_dir, run_id, "task", config.method, {"source": canonical_language(source_lang)}, resume)
     outcome = train_task_sft(
         task, source_lang, config, model=model, lang_sft=lang_sft, data_dir=data_dir, train_file=train_file,
         validation_file=validation_file, runs_dir=runs_dir, run_id=run_id, out=out,

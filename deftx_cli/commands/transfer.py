@@ -101,8 +101,9 @@ def transfer(
 
         deftx transfer --targets mad --methods lt-sft,deftx,deftx@lang=rank:16
     """
-    from deftx.results import build_pivots
-    from deftx.transfer import TransferPlan, run_transfer
+    from deftx.analysis.comparison import build_pivots
+    from deftx.experiment.plan import TransferPlan
+    from deftx.experiment.executor import run_transfer
 
     from deftx_cli.tables import to_document, to_rich
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from statistics import fmean
 from typing import Any
 
-from deftx_cli.tui.format import as_float, as_int, as_str
+from deftx.records.schema import MatrixDenoised
 
 GROUPINGS = ("type", "layer", "matrix")
 
@@ -98,22 +98,19 @@ def parameter_type(name: str) -> str:
 
 
 def parse_denoise(entries: Any) -> list[DenoisedMatrix]:
-    """The well-formed entries of a ``denoise`` list (others are skipped)."""
-    out = []
+    """The well-formed entries of a ``denoise`` list (models, or their JSON objects; others are skipped)."""
+    out: list[DenoisedMatrix] = []
     if not isinstance(entries, list):
         return out
     for entry in entries:
-        if not isinstance(entry, dict):
+        try:
+            matrix = entry if isinstance(entry, MatrixDenoised) else MatrixDenoised.model_validate(entry)
+        except ValueError:  # pydantic's ValidationError
             continue
-        name = as_str(entry.get("name"))
-        rank = as_int(entry.get("rank"))
-        if not name or rank is None:
+        if matrix.rank is None:
             continue
-        shape = entry.get("shape")
-        rows = cols = None
-        if isinstance(shape, list) and len(shape) == 2:
-            rows, cols = as_int(shape[0]), as_int(shape[1])
-        out.append(DenoisedMatrix(name, rows, cols, rank, as_float(entry.get("energy_kept")), len(out)))
+        rows, cols = matrix.shape if len(matrix.shape) == 2 else (None, None)
+        out.append(DenoisedMatrix(matrix.name, rows, cols, matrix.rank, matrix.energy_kept, len(out)))
     return out
 
 

@@ -1,39 +1,27 @@
-"""Tolerant value coercion and short human-readable formats for the dashboard.
-
-Everything here takes whatever a JSON file held (strings where numbers belong, ``null``, NaN) and
-never raises: a value that cannot be shown becomes ``None`` or the dash ``—``.
-"""
+"""Short human-readable formats for the dashboard; a missing value is the dash ``—``."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
 
-from deftx.results import SYSTEM_LABELS, as_dict, as_float, as_int, as_str  # noqa: F401 (re-exported to the dashboard)
+from deftx.methods import system_label
 
 from deftx_cli.text import DASH, format_duration, model_label  # noqa: F401 (re-exported to the dashboard)
 
 
-METHOD_LABELS = SYSTEM_LABELS  # methods and baselines, as columns and rows show them
+def method_label(method: str | None) -> str:
+    """A method or baseline as columns and rows show it (``LT-SFT``, ``no lang SFT``)."""
+    return system_label(method) if method else DASH
 
 
-def method_label(method: Any) -> str:
-    text = as_str(method)
-    if not text:
-        return DASH
-    return METHOD_LABELS.get(text, text)
-
-
-def languages_label(languages: Any) -> str:
+def languages_label(languages: dict[str, str]) -> str:
     """``quy`` for a language or task run, ``ind→ace`` for an evaluation (source→target)."""
-    langs = as_dict(languages)
-    source = as_str(langs.get("source"))
-    target = as_str(langs.get("target"))
+    source, target = languages.get("source"), languages.get("target")
     if source and target:
         return f"{source}→{target}"
     if source or target:
         return source or target or DASH
-    others = [s for s in (as_str(v) for v in langs.values()) if s]
+    others = [v for v in languages.values() if v]
     return ",".join(others) if others else DASH
 
 
@@ -58,9 +46,8 @@ def format_percent(fraction: float | None, digits: int = 2) -> str:
     return DASH if fraction is None else f"{100 * fraction:.{digits}f}%"
 
 
-def format_utc(iso: Any) -> str:
+def format_utc(text: str | None) -> str:
     """An ISO timestamp shown in UTC, to the minute (the same on every machine)."""
-    text = as_str(iso)
     if not text:
         return DASH
     try:

@@ -8,11 +8,11 @@ updates. ``MetricsAppended`` carries only new lines and is never dropped.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from textual.message import Message
 
-from deftx.runs import RunInfo
+from deftx.records.reading import RunInfo
+from deftx.records.schema import ResultRecord
 
 from deftx_cli.tui.progress import RunRow
 from deftx_cli.tui.series import RunSeries
@@ -67,7 +67,7 @@ class MetricsAppended(Message):
 class ResultLoaded(Message):
     """The followed run's ``results.json`` appeared or changed."""
 
-    def __init__(self, record: dict[str, Any]) -> None:
+    def __init__(self, record: ResultRecord) -> None:
         super().__init__()
         self.record = record
 
@@ -75,7 +75,7 @@ class ResultLoaded(Message):
 class ResultsLoaded(Message):
     """Every ``results.json`` under the runs directory was read (``unreadable``: why some were not)."""
 
-    def __init__(self, records: list[dict[str, Any]], unreadable: list[str] | None = None) -> None:
+    def __init__(self, records: list[ResultRecord], unreadable: list[str] | None = None) -> None:
         super().__init__()
         self.records = records
         self.unreadable = unreadable or []

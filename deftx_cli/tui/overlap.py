@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deftx.overlap import pair_overlap, read_sparse_arrays
-from deftx.results import PAIR, TableKey, collect, system_label
-from deftx.sft_manifest import MANIFEST_FILE
+from deftx.sft.overlap import pair_overlap, read_sparse_arrays
+from deftx.methods.configs import PAIR, system_label
+from deftx.analysis.comparison import TableKey, as_results, collect
+from deftx.records.schema import ResultRecord
+from deftx.sft.manifest import MANIFEST_FILE
 
-from deftx_cli.tui.format import as_str
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class ExperimentSfts:
 @dataclass(frozen=True)
 class OverlapRow:
     label: str
-    total: dict[str, Any]  # deftx.overlap counts: shared, jaccard, sign_disagreement, norm_share ...
+    total: dict[str, Any]  # deftx.sft.overlap counts: shared, jaccard, sign_disagreement, norm_share ...
 
 
 def locate_sft(text: str | None, runs_dir: Path) -> Path | None:
@@ -53,20 +54,22 @@ def locate_sft(text: str | None, runs_dir: Path) -> Path | None:
     return next((c for c in candidates if (c / MANIFEST_FILE).is_file()), None)
 
 
-def experiment_sfts(records: Iterable[dict[str, Any]], key: TableKey, runs_dir: Path) -> ExperimentSfts | None:
+def experiment_sfts(records: Iterable[ResultRecord | dict[str, Any]], key: TableKey, runs_dir: Path) -> ExperimentSfts | None:
     """The SFTs behind ``key``'s table: the first language (then the lowest seed) with every one of
     LT-SFT's and DeFT-X's language and task SFTs on disk; None when there is none."""
-    records = [r for r in records if isinstance(r, dict)]
-    by_run = {as_str(r.get("run_id")): r for r in records}
-    points, _ = collect(records)
+    records, _ = as_results(records)
+    by_run = {r.run_id: r for r in records}
+    points = collect(records)
     found: dict[tuple[str, int | None], dict[tuple[str, str], Path]] = {}
     for point in points:
         if point.key != key or point.system not in PAIR or point.variant != _main_variant(points, key, point.system):
             continue
-        record = by_run.get(point.run_id) or {}
+        record = by_run.get(point.run_id)
+        if record is None:
+            continue
         slot = found.setdefault((point.language, point.seed), {})
         for role in ("lang", "task"):
-            path = locate_sft(as_str(record.get(f"{role}_sft")), runs_dir)
+            path = locate_sft(getattr(record, f"{role}_sft"), runs_dir)
             if path is not None:
                 slot[(point.system, role)] = path
     complete = [(lang, seed) for (lang, seed), paths in found.items() if len(paths) == 4]

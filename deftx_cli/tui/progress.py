@@ -8,7 +8,6 @@ time comes in as an argument so elapsed time and ETA are exact in tests.
 
 from __future__ import annotations
 
-import socket
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -16,15 +15,14 @@ from typing import Any
 
 from deftx.methods import SPARSE_METHODS
 from deftx.metrics import collapse_warning
-from deftx.results import PRIMARY_METRICS, higher_is_better, pick_metric
-from deftx.runs import RunInfo, parse_iso, pid_alive
+from deftx.analysis.comparison import PRIMARY_METRICS, higher_is_better, pick_metric
+from deftx.records.files import parse_iso
+from deftx.records.reading import RunInfo, on_this_host, pid_alive
+from deftx.records.schema import (Evaluated, Event, MaskSelected, PhaseStarted, ResultRecord, RunDone, RunRecord,
+                                  RunResumed, Resumption, StepsTrained, number, parse_event)
 
 from deftx_cli.tui.format import (
     DASH,
-    as_dict,
-    as_float,
-    as_int,
-    as_str,
     format_duration,
     format_number,
     format_utc,
@@ -77,64 +75,54 @@ class RunProgress:
     collapse: dict[str, Any] | None = None  # the latest evaluation's classes (almost) never predicted
     latest_eval: dict[str, float] = field(default_factory=dict)
     rates: dict[int, _PhaseRate] = field(default_factory=dict)
-    selection: dict[str, Any] | None = None
+    selection: MaskSelected | None = None
     done: bool = False
     summary: dict[str, Any] = field(default_factory=dict)
     events: int = 0
 
-    def update(self, events: Iterable[dict[str, Any]]) -> None:
+    def update(self, events: Iterable[Event | dict[str, Any]]) -> None:
         for event in events:
+            if not isinstance(event, Event):  # a JSON object: parsed as metrics.jsonl is
+                event = parse_event(event)
+                if event is None:
+                    continue
             self.events += 1
-            when = as_float(event.get("time"))
+            when = event.time
             if when is not None:
                 self.last_time = when if self.last_time is None else max(self.last_time, when)
                 if self.first_time is None:
                     self.first_time = when
-            kind = event.get("event")
-            if kind == "train":
+            if isinstance(event, StepsTrained):
                 self._train(event, when)
-            elif kind == "phase":
-                phase = as_int(event.get("phase"))
-                if phase is not None:
-                    self.phase, self.step = phase, 0
-                    total = as_int(event.get("total_steps"))
-                    if total is not None:
-                        self.phase_totals[phase] = total
-            elif kind == "eval":
-                phase = as_int(event.get("phase"))
-                self._eval(as_dict(event.get("metrics")), self.phase if phase is None else phase)
-            elif kind == "resume":  # the step rate starts again: the pause is not training time
-                phase = as_int(event.get("phase"))
-                if phase is not None:
-                    self.phase, self.step = phase, as_int(event.get("step"))
-                    self.rates.pop(phase, None)
-            elif kind == "selection":
-                self.selection = {k: v for k, v in event.items() if k != "denoise"}
-            elif kind == "done":
+            elif isinstance(event, PhaseStarted):
+                self.phase, self.step = event.phase, 0
+                if event.total_steps is not None:
+                    self.phase_totals[event.phase] = event.total_steps
+            elif isinstance(event, Evaluated):
+                self._eval(event.metrics, self.phase if event.phase is None else event.phase)
+            elif isinstance(event, RunResumed):  # the step rate starts again: the pause is not training time
+                if event.phase is not None:
+                    self.phase, self.step = event.phase, event.step
+                    self.rates.pop(event.phase, None)
+            elif isinstance(event, MaskSelected):
+                self.selection = event
+            elif isinstance(event, RunDone):
                 self.done = True
-                self.summary = as_dict(event.get("summary"))
+                self.summary = event.summary
 
-    def _train(self, event: dict[str, Any], when: float | None) -> None:
-        phase = as_int(event.get("phase"))
-        step = as_int(event.get("step"))
-        if phase is not None:
-            self.phase = phase
-        phase = self.phase if phase is None else phase
-        if step is not None:
-            self.step = step
-        total = as_int(event.get("total_steps"))
-        if phase is not None and total is not None:
-            self.phase_totals[phase] = total
-        loss = as_float(event.get("loss"))
-        if loss is not None:
-            self.last_loss = loss
-        lr = as_float(event.get("lr"))
-        if lr is not None:
-            self.last_lr = lr
-        throughput = as_float(event.get("throughput"))
-        if throughput is not None:
-            self.last_throughput = throughput
-        if phase is not None and step is not None and when is not None:
+    def _train(self, event: StepsTrained, when: float | None) -> None:
+        phase = event.phase if event.phase is not None else self.phase
+        step = self.step = event.step
+        self.phase = phase
+        if phase is not None and event.total_steps is not None:
+            self.phase_totals[phase] = event.total_steps
+        if event.loss is not None:
+            self.last_loss = event.loss
+        if event.lr is not None:
+            self.last_lr = event.lr
+        if event.throughput is not None:
+            self.last_throughput = event.throughput
+        if phase is not None and when is not None:
             rate = self.rates.get(phase)
             if rate is None:
                 self.rates[phase] = _PhaseRate(step, when, step, when)
@@ -146,7 +134,7 @@ class RunProgress:
         if isinstance(collapsed, list):
             self.collapse = {"phase": phase, "metrics": metrics} if collapsed else None
         for name, raw in metrics.items():
-            value = as_float(raw)
+            value = number(raw)
             if value is None:
                 continue
             self.latest_eval[name] = value
@@ -175,13 +163,12 @@ class RunProgress:
         return left + sum(max(t, 0) for p, t in totals.items() if p > self.phase)
 
 
-def phase_totals_from_record(record: dict[str, Any]) -> dict[int, int]:
+def phase_totals_from_record(record: RunRecord) -> dict[int, int]:
     """``{"phase1": 400, "phase2": 400}`` -> ``{1: 400, 2: 400}`` (other keys ignored)."""
     out: dict[int, int] = {}
-    for key, value in as_dict(record.get("total_steps")).items():
-        match = re.fullmatch(r"phase_?(\d+)", str(key))
-        total = as_int(value)
-        if match and total is not None:
+    for key, total in record.total_steps.items():
+        match = re.fullmatch(r"phase_?(\d+)", key)
+        if match:
             out[int(match.group(1))] = total
     return out
 
@@ -209,15 +196,11 @@ class RunRow:
     warning: bool = False  # readable, but something in it was skipped
 
 
-def _best_text(progress: RunProgress | None, result: dict[str, Any] | None, two_phase: bool = False) -> str:
+def _best_text(progress: RunProgress | None, result: ResultRecord | None, two_phase: bool = False) -> str:
     """An evaluation's result, else the best evaluation of the run's last evaluated phase: the SFT's own
     (phase 2) metric. A two-phase run evaluated only in phase 1 (dense fine-tuning, not the SFT) says so."""
-    if result is not None:
-        metrics = as_dict(result.get("metrics"))
-        name = as_str(result.get("metric")) or pick_metric(k for k, v in metrics.items() if as_float(v) is not None)
-        value = as_float(metrics.get(name)) if name else None
-        if name and value is not None:
-            return metric_text(name, value)
+    if result is not None and result.value is not None:
+        return metric_text(result.metric, result.value)
     if progress is not None and progress.phase_best:
         phase = max(progress.phase_best)
         best = progress.phase_best[phase]
@@ -225,10 +208,10 @@ def _best_text(progress: RunProgress | None, result: dict[str, Any] | None, two_
         if name is not None:
             return metric_text(name, best[name]) + (" (p1)" if two_phase and phase == 1 else "")
     if progress is not None:
-        summary_metrics = {k: v for k, v in progress.summary.items() if as_float(v) is not None}
+        summary_metrics = {k: number(v) for k, v in progress.summary.items() if number(v) is not None}
         name = pick_metric(n for n in summary_metrics if n in PRIMARY_METRICS)
         if name:
-            return metric_text(name, as_float(summary_metrics[name]))
+            return metric_text(name, summary_metrics[name])
     return DASH
 
 
@@ -239,7 +222,7 @@ def describe_run(
     *,
     bad_lines: int = 0,
     last_bad: str | None = None,
-    result: dict[str, Any] | None = None,
+    result: ResultRecord | None = None,
     result_error: str | None = None,
     alive: Callable[[Any], bool] = pid_alive,
     reading: float | None = None,
@@ -275,24 +258,18 @@ def describe_run(
         )
 
     record = info.record
-    status = _word(record.get("status")) or "unknown"
-    kind = _word(record.get("kind")) or DASH
-    started = parse_iso(as_str(record.get("started_at")))
-    ended = parse_iso(as_str(record.get("ended_at")))
-    host = as_str(record.get("host"))
-    if status == "running" and host in (None, socket.gethostname()) and not alive(record.get("pid")):
+    status, kind = record.status, record.kind
+    started, ended = parse_iso(record.started_at), parse_iso(record.ended_at)
+    if status == "running" and on_this_host(record.host) and not alive(record.pid):
         status = "stale"
-        details.append(
-            f"stale: marked running, but process {as_int(record.get('pid'))} is not alive on this machine"
-        )
-    resumed = resumed_text(record.get("resumptions"))
+        details.append(f"stale: marked running, but process {record.pid} is not alive on this machine")
+    resumed = resumed_text(record.resumptions)
     if resumed:
         details.append(resumed)
-    error = as_str(record.get("error"))
-    if error and status in ("failed", "interrupted", "stale"):
-        details.append(f"{status}: {error}")
-    elif error:
-        details.append(f"error: {error}")
+    if record.error and status in ("failed", "interrupted", "stale"):
+        details.append(f"{status}: {record.error}")
+    elif record.error:
+        details.append(f"error: {record.error}")
 
     totals = phase_totals_from_record(record)
     if progress is not None:
@@ -327,12 +304,11 @@ def describe_run(
     elif status in ("finished",):
         eta_text = "done"
 
-    task = as_str(record.get("task")) or DASH
-    two_phase = 2 in totals or as_str(record.get("method")) in SPARSE_METHODS
+    task = record.task or DASH
+    two_phase = 2 in totals or record.method in SPARSE_METHODS
     collapse_line = None
     if result is not None:
-        where = f"{as_str(result.get('language')) or '?'} {as_str(result.get('split')) or 'evaluation'}"
-        collapse_line = collapse_warning(as_dict(result.get("metrics")), where)
+        collapse_line = collapse_warning(result.metrics, f"{result.language} {result.split}")
     elif progress is not None and progress.collapse:
         phase = progress.collapse["phase"]
         collapse_line = collapse_warning(progress.collapse["metrics"], "valid" + (f", phase {phase}" if phase else ""))
@@ -343,8 +319,8 @@ def describe_run(
         run_id=info.run_id,
         status=status,
         kind=kind,
-        method=method_label(record.get("method")),
-        languages=languages_label(record.get("languages")),
+        method=method_label(record.method),
+        languages=languages_label(record.languages),
         task=task,
         phase=phase_text,
         step=step_text,
@@ -352,39 +328,30 @@ def describe_run(
         eta=eta_text,
         loss=format_number(progress.last_loss) if progress is not None else DASH,
         best=_best_text(progress, result, two_phase),
-        base_model=model_label(record.get("base_model")),
-        started=_started_label(record),
+        base_model=model_label(record.base_model),
+        started=format_utc(record.started_at),
         details=tuple(details + notes + ([result_error] if result_error else [])),
         warning=bool(bad_lines or result_error or collapse_line),
     )
 
 
-def resumed_text(resumptions: Any) -> str | None:
+def resumed_text(resumptions: list[Resumption]) -> str | None:
     """``resumed at phase 1 step 40`` (``resumed 3 times, last at phase 2 step 4``) from ``run.json``'s
     ``resumptions``, or ``None`` for a run that never was."""
-    if not isinstance(resumptions, list) or not resumptions:
+    if not resumptions:
         return None
-    last = as_dict(resumptions[-1])
-    phase, step = as_int(last.get("phase")), as_int(last.get("step"))
-    where = f"at phase {phase} step {step}" if phase is not None and step is not None else "from step 0 (no checkpoint)"
+    last = resumptions[-1]
+    where = (f"at phase {last.phase} step {last.step}" if last.phase is not None and last.step is not None
+             else "from step 0 (no checkpoint)")
     if len(resumptions) == 1:
         return f"resumed {where}"
     return f"resumed {len(resumptions)} times, last {where}"
 
 
-def _word(value: Any) -> str | None:
-    """A non-empty string, else ``None`` (a status or kind is a word, never a number)."""
-    return value if isinstance(value, str) and value else None
-
-
-def _started_label(record: dict[str, Any]) -> str:
-    return format_utc(record.get("started_at"))
-
-
 def _bad_line_details(bad_lines: int, last_bad: str | None) -> list[str]:
     if not bad_lines:
         return []
-    line = f"metrics.jsonl: {bad_lines} line{'s' if bad_lines != 1 else ''} not JSON, skipped"
+    line = f"metrics.jsonl: {bad_lines} line{'s' if bad_lines != 1 else ''} not events, skipped"
     if last_bad:
         line += f" (last: {last_bad[:40]!r})"
     return [line]

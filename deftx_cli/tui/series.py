@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from deftx_cli.tui.format import as_dict, as_float, as_int
+from deftx.records.schema import Evaluated, Event, MaskSelected, PhaseStarted, RunDone, StepsTrained, number, parse_event
 
 QUANTITIES = ("loss", "lr", "throughput", "l1")
 
@@ -49,14 +49,14 @@ class RunSeries:
 
     curves: dict[tuple[int, str], Curve] = field(default_factory=dict)  # (phase, quantity) -> curve
     evals: list[EvalPoint] = field(default_factory=list)
-    selection: dict[str, Any] | None = None
+    selection: MaskSelected | None = None
     phase_totals: dict[int, int] = field(default_factory=dict)
     done: dict[str, Any] | None = None
     events: int = 0
-    _phase: int | None = None  # the phase of the last event (train lines may omit it)
+    _phase: int | None = None  # the phase of the last event
 
     @classmethod
-    def from_events(cls, events: Iterable[dict[str, Any]], phase: int | None = None) -> RunSeries:
+    def from_events(cls, events: Iterable[Event], phase: int | None = None) -> RunSeries:
         series = cls(_phase=phase)
         series.add_events(events)
         return series
@@ -71,45 +71,36 @@ class RunSeries:
     def current_phase(self) -> int | None:
         return self._phase
 
-    def add_events(self, events: Iterable[dict[str, Any]]) -> None:
+    def add_events(self, events: Iterable[Event | dict[str, Any]]) -> None:
         curves = self.curves
         for event in events:
-            self.events += 1
-            kind = event.get("event")
-            if kind == "train":
-                phase = as_int(event.get("phase"))
-                phase = self._phase if phase is None else phase
-                if phase is None:
-                    phase = 1
-                self._phase = phase
-                step = as_int(event.get("step"))
-                if step is None:
+            if not isinstance(event, Event):  # a JSON object: parsed as metrics.jsonl is
+                event = parse_event(event)
+                if event is None:
                     continue
+            self.events += 1
+            if isinstance(event, StepsTrained):
+                phase = self._phase = event.phase if event.phase is not None else (self._phase or 1)
                 for name in QUANTITIES:
-                    value = as_float(event.get(name))
+                    value = getattr(event, name)
                     if value is not None:
                         curve = curves.get((phase, name))
                         if curve is None:
                             curve = curves[(phase, name)] = Curve()
-                        curve.append(step, value)
-                total = as_int(event.get("total_steps"))
-                if total is not None:
-                    self.phase_totals[phase] = total
-            elif kind == "phase":
-                phase = as_int(event.get("phase"))
-                if phase is not None:
-                    self._phase = phase
-                    total = as_int(event.get("total_steps"))
-                    if total is not None:
-                        self.phase_totals[phase] = total
-            elif kind == "eval":
-                metrics = {k: v for k, v in as_dict(event.get("metrics")).items() if as_float(v) is not None}
-                phase = as_int(event.get("phase"))
-                self.evals.append(EvalPoint(self._phase if phase is None else phase, as_int(event.get("step")), metrics))
-            elif kind == "selection":
+                        curve.append(event.step, value)
+                if event.total_steps is not None:
+                    self.phase_totals[phase] = event.total_steps
+            elif isinstance(event, PhaseStarted):
+                self._phase = event.phase
+                if event.total_steps is not None:
+                    self.phase_totals[event.phase] = event.total_steps
+            elif isinstance(event, Evaluated):
+                metrics = {k: value for k, v in event.metrics.items() if (value := number(v)) is not None}
+                self.evals.append(EvalPoint(self._phase if event.phase is None else event.phase, event.step, metrics))
+            elif isinstance(event, MaskSelected):
                 self.selection = event
-            elif kind == "done":
-                self.done = as_dict(event.get("summary"))
+            elif isinstance(event, RunDone):
+                self.done = event.summary
 
     def merge(self, newer: RunSeries) -> bool:
         """Append a later batch. Returns whether any curve grew (a replot is due)."""

@@ -1,7 +1,7 @@
 """Readers that the dashboard's worker threads call: they only read files and return plain data.
 
 :class:`RunsScanner` lists the runs directory and follows every run's ``metrics.jsonl`` through its
-own :class:`deftx.runs.MetricsTail`, so each scan reads only the bytes written since the last one.
+own :class:`deftx.records.reading.MetricsTail`, so each scan reads only the bytes written since the last one.
 :class:`RunFollower` does the same for one run in full detail (the live view). Neither touches a
 widget; the screens post what they return as messages.
 
@@ -15,24 +15,23 @@ fills in over the next polls (``behind`` says more is waiting; the screens poll 
 
 from __future__ import annotations
 
-import json
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from deftx.runs import (
-    METRICS_JSONL,
-    RESULTS_JSON,
-    RUN_JSON,
+from deftx.records.files import METRICS_JSONL, RESULTS_JSON, RUN_JSON
+from deftx.records.reading import (
     MetricsTail,
     RunInfo,
     list_runs,
+    on_this_host,
     read_experiment,
+    read_result,
     read_results,
     read_run,
     started_key,
 )
+from deftx.records.schema import Event, ResultRecord
 
 from deftx_cli.text import experiment_text
 from deftx_cli.tui.progress import Clock, RunProgress, RunRow, describe_run, pid_alive
@@ -51,7 +50,7 @@ def _unreadable_reason(name: str, exc: Exception) -> str:
 
 
 def read_run_safely(path: Path) -> RunInfo:
-    """:func:`deftx.runs.read_run`, and a reason instead of an exception for what it does not catch."""
+    """:func:`deftx.records.reading.read_run`, and a reason instead of an exception for what it does not catch."""
     path = Path(path)
     try:
         return read_run(path)
@@ -60,7 +59,7 @@ def read_run_safely(path: Path) -> RunInfo:
 
 
 def list_runs_safely(runs_dir: Path) -> list[RunInfo]:
-    """:func:`deftx.runs.list_runs`; if one run makes it give up, every run is read on its own."""
+    """:func:`deftx.records.reading.list_runs`; if one run makes it give up, every run is read on its own."""
     try:
         return list_runs(runs_dir)
     except Exception:
@@ -76,35 +75,15 @@ def list_runs_safely(runs_dir: Path) -> list[RunInfo]:
         return infos
 
 
-def read_results_safely(runs_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """:func:`deftx.runs.read_results`; if one file makes it give up, each is read on its own.
-
-    Returns the records and a reason for each ``results.json`` that could not be read (only known
-    on the fallback path: the shared reader skips unreadable files silently).
-    """
+def read_results_safely(runs_dir: Path) -> tuple[list[ResultRecord], list[str]]:
+    """Every result record of ``runs_dir``, and for each ``results.json`` that could not be read its
+    run and why (:func:`deftx.records.reading.read_results`); never raises."""
     try:
-        return read_results(runs_dir), []
-    except Exception:
-        pass
-    records: list[dict[str, Any]] = []
-    unreadable: list[str] = []
-    try:
-        children = sorted(Path(runs_dir).iterdir())
+        read = read_results(runs_dir)
     except OSError:
-        return records, unreadable
-    for child in children:
-        path = child / RESULTS_JSON
-        try:
-            if not path.is_file():
-                continue
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except Exception as exc:
-            unreadable.append(f"{child.name}: {_unreadable_reason(RESULTS_JSON, exc)}")
-            continue
-        if isinstance(record, dict):
-            record.setdefault("run_id", child.name)
-            records.append(record)
-    return records, unreadable
+        return [], []
+    prefix = f"{Path(runs_dir)}/"
+    return read.records, [problem.removeprefix(prefix) for problem in read.problems]
 
 
 def _signature(path: Path) -> tuple[int, int, int] | None:
@@ -118,7 +97,7 @@ def _signature(path: Path) -> tuple[int, int, int] | None:
 @dataclass
 class _ResultCache:
     signature: tuple[int, int, int] | None = None
-    record: dict[str, Any] | None = None
+    record: ResultRecord | None = None
     error: str | None = None
 
     def refresh(self, run_path: Path) -> None:
@@ -131,20 +110,9 @@ class _ResultCache:
         if signature is None:
             return
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            self.error = f"results.json unreadable: {exc.strerror or exc}"
-            return
-        except UnicodeDecodeError:
-            self.error = "results.json is not UTF-8 text"
-            return
-        except json.JSONDecodeError as exc:
-            self.error = f"results.json is not valid JSON ({exc})"
-            return
-        if isinstance(record, dict):
-            self.record = record
-        else:
-            self.error = "results.json does not hold a JSON object"
+            self.record = read_result(path)
+        except ValueError as exc:
+            self.error = str(exc)
 
 
 @dataclass
@@ -157,7 +125,7 @@ class _Tracked:
     restarted: bool = False  # the last read started the file again (a resumed run rewrote it)
     _restarts: int = 0
 
-    def read_metrics(self, allowed: bool = True) -> list[dict[str, Any]]:
+    def read_metrics(self, allowed: bool = True) -> list[Event]:
         """The new complete lines (at most one chunk); with ``allowed`` false only notes what waits."""
         self.restarted = False
         try:
@@ -183,7 +151,7 @@ class _Tracked:
 
 
 def _wants_results(info: RunInfo) -> bool:
-    return not info.readable or info.get("kind") == "evaluation"
+    return not info.readable or info.kind == "evaluation"
 
 
 class RunsScanner:
@@ -223,7 +191,7 @@ class RunsScanner:
         record = read_experiment(self.runs_dir)
         if record is None:
             return None
-        alive = record.get("host") not in (None, socket.gethostname()) or self.alive(record.get("pid"))
+        alive = not on_this_host(record.host) or self.alive(record.pid)
         return experiment_text(record, self.clock(), alive)
 
 
@@ -251,7 +219,7 @@ class FollowedUpdate:
     row: RunRow
     info: RunInfo | None  # the run's record when run.json changed, else None
     batch: RunSeries | None  # the new complete lines, folded; None when there were none
-    result: dict[str, Any] | None  # results.json when it changed
+    result: ResultRecord | None  # results.json when it changed
     bad_lines: int = 0
     behind: bool = False  # more complete lines wait than one poll reads: poll again at once
     restarted: bool = False  # the metrics were read again from the top: ``batch`` replaces the series

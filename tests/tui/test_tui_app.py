@@ -9,7 +9,7 @@ import tui_fixtures as F
 from tui_fixtures import wait_until
 from textual.widgets import DataTable, Select, Static
 
-from deftx.runs import MetricsTail
+from deftx.records.reading import MetricsTail
 
 from deftx_cli.tui.app import DeftxDashboard
 from deftx_cli.tui.screens.compare import CompareScreen
@@ -87,7 +87,7 @@ async def test_broken_runs_show_as_unreadable_with_the_reason(runs_dir):
         assert cell(table, F.BAD_LINES_ID, "step") == "400/400"
         table.move_cursor(row=table.get_row_index(F.BAD_LINES_ID))
         await pilot.pause()
-        assert "2 lines not JSON, skipped" in static_text(pilot.app, "#run-detail")
+        assert "2 lines not events, skipped" in static_text(pilot.app, "#run-detail")
         # and the unreadable run opens without crashing
         table.move_cursor(row=table.get_row_index(F.CORRUPT_ID))
         await pilot.pause()
@@ -286,7 +286,8 @@ async def test_compare_view_picks_up_new_results_and_skips_broken_ones(runs_dir)
         (runs_dir / "20261124-230200-evaluation-new" / "results.json").write_text(json.dumps(new))
         await pilot.press("r")
         await wait_until(pilot, lambda: len(screen.skipped) == 2)
-        assert screen.skipped[0] == "20261124-230100-evaluation-binary: results.json is not UTF-8 text"
+        assert screen.skipped == ["20261124-230000-evaluation-broken: results.json: task: field required (got dict)",
+                                  "20261124-230100-evaluation-binary: results.json is not UTF-8 text"]
         assert "and 1 more" in static_text(pilot.app, "#compare-notes")
         table = screen.query_one(CompareTable)
         assert [str(c) for c in table.get_row("lang:min")][:3] == ["min", "—", "50.0 (1)"]

@@ -9,7 +9,7 @@ from statistics import fmean, stdev
 import pytest
 import tui_fixtures as F
 
-from deftx.results import TableKey, build_pivots, collect
+from deftx.analysis.comparison import TableKey, as_results, build_pivots, collect
 from deftx_cli.tables import column_labels, export_stem, format_cell, format_delta, to_csv, to_markdown
 
 
@@ -118,11 +118,12 @@ def test_broken_records_are_skipped_with_a_reason():
         "not a dict",
         {"run_id": "r1", "system": "deftx", "metrics": {"macro_f1": 0.5}},  # no language
         {"run_id": "r2", "language": "ace", "metrics": {"macro_f1": 0.5}},  # no system
-        {"run_id": "r3", "language": "ace", "system": "deftx", "metric": "macro_f1", "metrics": {"macro_f1": "high"}},
+        {"run_id": "r3", "task": "nusax-senti", "split": "test", "language": "ace", "system": "deftx",
+         "metric": "macro_f1", "metrics": {"macro_f1": "high"}},  # every field but a number for its metric
         {"run_id": "r4", "language": "ace", "system": "deftx", "metrics": None},
     ]
-    points, skipped = collect([good, *bad])
-    assert len(points) == 1 and len(skipped) == 5
+    records, skipped = as_results([good, *bad])
+    assert len(collect(records)) == 1 and len(skipped) == 5
     assert any("r3" in s and "macro_f1" in s for s in skipped)
 
 

@@ -41,7 +41,8 @@ def test_unknown_names_keep_their_type_and_xlmr_prefix_is_dropped():
 
 
 def test_malformed_entries_are_skipped():
-    entries = [None, "x", {"name": "a"}, {"rank": 3}, {"name": "b", "rank": "3"}, {"name": "ok", "rank": 3, "shape": "?"}]
+    entries = [None, "x", {"name": "a"}, {"rank": 3}, {"name": "b", "rank": "3"}, {"name": "c", "rank": 3, "shape": "?"},
+               {"name": "ok", "rank": 3}]
     (m,) = parse_denoise(entries)
     assert m.name == "ok" and m.rank_fraction is None and m.energy_kept is None
     assert parse_denoise("nope") == [] and overall([]) is None

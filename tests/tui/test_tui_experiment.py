@@ -9,6 +9,7 @@ import tui_fixtures as F
 from tui_fixtures import wait_until
 from textual.widgets import Static
 
+from deftx.records.schema import ExperimentRecord
 from deftx_cli.text import experiment_text
 from deftx_cli.tui.app import DeftxDashboard
 
@@ -16,7 +17,7 @@ from deftx_cli.tui.app import DeftxDashboard
 def record(**kw):
     base = {"kind": "transfer", "status": "running", "pid": os.getpid(), "total": 9, "index": 3,
             "step_label": "[seed 0] language SFT ace (DeFT-X)", "step_started": 1000.0, "eta_seconds": 600.0}
-    return {**base, **kw}
+    return ExperimentRecord.model_validate({**base, **kw})
 
 
 def test_experiment_line_says_the_step_and_the_time_left():
@@ -36,13 +37,13 @@ def test_experiment_line_says_the_step_and_the_time_left():
 
 async def test_runs_view_shows_the_experiment_and_follows_it(runs_dir):
     path = runs_dir / "experiment.json"
-    path.write_text(json.dumps(record(step_started=F.clock() - 60)))
+    path.write_text(json.dumps(record(step_started=F.clock() - 60).to_json()))
     app = DeftxDashboard(runs_dir, poll_interval=0.25, clock=F.clock)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_until(pilot, lambda: pilot.app.screen.scans >= 1, what="the first scan")
         line = pilot.app.screen.query_one("#experiment", Static)
         assert line.display and "step 3 of 9" in str(line.content) and "about 9m00s left" in str(line.content)
-        path.write_text(json.dumps(record(status="finished")))
+        path.write_text(json.dumps(record(status="finished").to_json()))
         await wait_until(pilot, lambda: "finished" in str(line.content), what="the finished experiment")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import tui_fixtures as F
 from tui_fixtures import wait_until
 
-from deftx.runs import list_runs
+from deftx.records.reading import list_runs
 from deftx_cli.tui.app import DeftxDashboard
 from deftx_cli.tui.denoise_summary import parse_denoise, summarize
 from deftx_cli.tui.screens.compare import CompareScreen

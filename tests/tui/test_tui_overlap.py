@@ -8,9 +8,9 @@ from pathlib import Path
 import tui_fixtures as F
 from tui_fixtures import wait_until
 
-from deftx.overlap import pair_overlap, read_sparse_arrays
+from deftx.sft.overlap import pair_overlap, read_sparse_arrays
 from deftx_cli.tui.app import DeftxDashboard
-from deftx.results import TableKey
+from deftx.analysis.comparison import TableKey
 from deftx_cli.tui.overlap import experiment_sfts, locate_sft, overlap_rows
 from deftx_cli.tui.screens.compare import CompareScreen
 from deftx_cli.tui.widgets.overlap_panel import OverlapPanel

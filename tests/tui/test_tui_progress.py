@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import tui_fixtures as F
 
-from deftx.runs import RunInfo, read_metrics, read_run
-from deftx_cli.tui.format import as_float, as_int, format_duration, format_number, languages_label, model_label
+from deftx.records.reading import RunInfo, read_metrics, read_run
+from deftx.records.schema import ResultRecord, RunRecord, number, parse_event
+from deftx_cli.tui.format import format_duration, format_number, languages_label, model_label
 from deftx_cli.tui.progress import RunProgress, describe_run, phase_totals_from_record, pid_alive
 
 
@@ -25,7 +26,7 @@ def test_fold_tracks_phase_step_loss_and_best_metric(tmp_path):
     assert progress.phase_totals == {1: 400, 2: 400}
     assert progress.last_loss == F.loss_at(2, 400)
     assert progress.best == {"accuracy": 0.81, "macro_f1": 0.79}
-    assert progress.done and progress.selection["k"] == 1_500_000
+    assert progress.done and progress.selection.k == 1_500_000
 
 
 def test_elapsed_and_eta_come_from_the_clock_and_the_step_rate(tmp_path):
@@ -47,8 +48,8 @@ def test_elapsed_and_eta_come_from_the_clock_and_the_step_rate(tmp_path):
 def test_eta_counts_the_phases_still_to_come():
     progress = RunProgress()
     progress.update(F.train_events(1, 400, 1000.0, 1.25, upto=100))
-    info = RunInfo(Path("r"), "r", record={"status": "running", "started_at": "1970-01-01T00:16:40+00:00",
-                                            "total_steps": {"phase1": 400, "phase2": 400}})
+    info = RunInfo(Path("r"), "r", record=RunRecord(run_id="r", status="running", started_at="1970-01-01T00:16:40+00:00",
+                                                     total_steps={"phase1": 400, "phase2": 400}))
     row = describe_run(info, progress, 1000.0 + 125, alive=always_alive)
     # 300 + 400 steps at 0.8 steps/s
     assert row.eta == format_duration(700 / 0.8)
@@ -91,16 +92,16 @@ def test_unreadable_run_json_gives_a_row_with_the_reason(tmp_path):
 
 
 def test_bad_lines_are_reported(tmp_path):
-    info = RunInfo(Path("r"), "r", record={"status": "finished"})
+    info = RunInfo(Path("r"), "r", record=RunRecord(run_id="r", status="finished"))
     row = describe_run(info, RunProgress(), F.NOW, bad_lines=2, last_bad="[1, 2, 3]")
     assert row.warning
-    assert row.details == ("metrics.jsonl: 2 lines not JSON, skipped (last: '[1, 2, 3]')",)
+    assert row.details == ("metrics.jsonl: 2 lines not events, skipped (last: '[1, 2, 3]')",)
 
 
 def test_evaluation_best_comes_from_results():
-    info = RunInfo(Path("r"), "r", record={"status": "finished", "kind": "evaluation", "method": "deftx",
-                                            "languages": {"target": "ace", "source": "ind"}})
-    row = describe_run(info, RunProgress(), F.NOW, result=F.result_record("deftx", "ace", 0, 0.69))
+    info = RunInfo(Path("r"), "r", record=RunRecord(run_id="r", status="finished", kind="evaluation", method="deftx",
+                                                     languages={"target": "ace", "source": "ind"}))
+    row = describe_run(info, RunProgress(), F.NOW, result=ResultRecord.model_validate(F.result_record("deftx", "ace", 0, 0.69)))
     assert row.best == "F1 0.69" and row.languages == "ind→ace"
 
 
@@ -110,7 +111,6 @@ GARBAGE_EVENTS = [
     {"event": "train", "phase": 1, "step": 10, "loss": 1e400, "throughput": [], "time": 2.0},
     {"event": "phase", "phase": None, "total_steps": "400"},
     {"event": "eval", "metrics": ["accuracy", 1]},
-    {"event": "eval", "metrics": {"accuracy": "0.9", "macro_f1": None, "loss": 0.3}},
     {"event": "selection", "denoise": "no"},
     {"event": "done", "summary": 3},
     {"event": 5},
@@ -118,17 +118,29 @@ GARBAGE_EVENTS = [
 ]
 
 
-def test_garbage_values_never_raise():
+def test_garbage_events_are_not_events_and_the_rest_still_folds():
+    assert [parse_event(g) for g in GARBAGE_EVENTS] == [None] * len(GARBAGE_EVENTS)
     progress = RunProgress()
-    progress.update(GARBAGE_EVENTS)
-    assert progress.step == 10 and progress.phase == 1
+    progress.update(parse_event(e) for e in [
+        {"event": "train", "phase": 1, "step": 10, "loss": float("inf"), "time": 2.0},  # not finite: no loss
+        {"event": "eval", "phase": 1, "step": 10, "metrics": {"accuracy": "0.9", "macro_f1": None, "loss": 0.3}},
+        {"event": "future", "anything": [1]},  # a newer deftx's event: kept, not understood
+    ])
+    assert progress.step == 10 and progress.phase == 1 and progress.events == 3
     assert progress.last_loss is None  # nan and inf are not losses
-    assert progress.best == {"loss": 0.3}
-    weird = RunInfo(Path("r"), "r", record={"status": 3, "kind": [], "languages": "ace", "total_steps": [1],
-                                             "started_at": "noon", "pid": "x", "method": {"a": 1}})
-    row = describe_run(weird, progress, F.NOW)
-    assert row.status == "unknown" and row.elapsed == "—"
-    assert phase_totals_from_record({"total_steps": {"phase1": 400, "phase_2": "8", "other": 3}}) == {1: 400}
+    assert progress.best == {"loss": 0.3}  # text and null are not metric values
+
+
+def test_a_run_json_of_the_wrong_shape_is_unreadable_with_the_field_named(tmp_path):
+    run = tmp_path / "weird"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"status": 3, "kind": [], "languages": "ace", "started_at": "noon"}))
+    info = read_run(run)
+    assert not info.readable and info.error == "run.json: kind: input should be a valid string (got list)"
+    row = describe_run(info, RunProgress(), F.NOW)
+    assert row.status == "unreadable" and row.details[0] == f"unreadable: {info.error}"
+    assert phase_totals_from_record(RunRecord(run_id="r", total_steps={"phase1": 400, "phase_2": 8, "other": 3})) == {
+        1: 400, 2: 8}
 
 
 @pytest.mark.parametrize(
@@ -141,11 +153,10 @@ def test_format_duration(value, text):
 
 def test_small_formatters():
     assert format_number(2.31) == "2.31" and format_number(4.9e-5) == "4.90e-05" and format_number(None) == "—"
-    assert as_float(True) is None and as_float("1") is None and as_int(3.0) == 3 and as_int(3.5) is None
-    assert languages_label({"source": "ind", "target": "ace"}) == "ind→ace" and languages_label(None) == "—"
+    assert number(True) is None and number("1") is None and number(float("nan")) is None and number(3) == 3.0
+    assert languages_label({"source": "ind", "target": "ace"}) == "ind→ace" and languages_label({}) == "—"
     assert model_label("../shared/models/me5-small-mlm") == "me5-small-mlm"
     assert model_label("FacebookAI/xlm-roberta-base") == "FacebookAI/xlm-roberta-base"
-    assert json.dumps(languages_label({"x": 1})) == '"1"'
 
 
 def test_the_step_rate_after_a_resumption_leaves_out_the_pause():
@@ -160,9 +171,9 @@ def test_the_step_rate_after_a_resumption_leaves_out_the_pause():
 
 
 def _task_run(method: str = "lt-sft") -> RunInfo:
-    return RunInfo(Path("r"), "r", record={"status": "finished", "kind": "task", "method": method,
-                                            "started_at": "1970-01-01T00:00:00+00:00",
-                                            "total_steps": {"phase1": 10, "phase2": 10}})
+    return RunInfo(Path("r"), "r", record=RunRecord(run_id="r", status="finished", kind="task", method=method,
+                                                     started_at="1970-01-01T00:00:00+00:00",
+                                                     total_steps={"phase1": 10, "phase2": 10}))
 
 
 def test_best_is_the_sfts_own_phase_two_metric_and_phase_one_is_labelled():
@@ -177,8 +188,8 @@ def test_best_is_the_sfts_own_phase_two_metric_and_phase_one_is_labelled():
     # dense fine-tuning has one phase: its phase-1 metric is its own
     dense = RunProgress()
     dense.update([{"event": "eval", "phase": 1, "step": 10, "metrics": {"macro_f1": 0.6}}])
-    info = RunInfo(Path("r"), "r", record={"status": "finished", "kind": "task", "method": "full-ft",
-                                            "total_steps": {"phase1": 10}})
+    info = RunInfo(Path("r"), "r", record=RunRecord(run_id="r", status="finished", kind="task", method="full-ft",
+                                                     total_steps={"phase1": 10}))
     assert describe_run(info, dense, 0.0, alive=always_alive).best == "F1 0.6"
 
 
@@ -192,12 +203,13 @@ def test_a_classifier_that_never_predicts_a_class_is_a_warning_on_its_row():
     line = next(d for d in row.details if d.startswith("warning:"))
     assert "'negative', 'neutral'" in line and "positive 99.0%" in line and "phase 2" in line
     # an evaluation: from its results record
-    info = RunInfo(Path("e"), "e", record={"status": "finished", "kind": "evaluation", "method": "deftx"})
-    result = {"language": "ace", "split": "test", "metric": "macro_f1",
-              "metrics": {"macro_f1": 0.183, "n": 400, "prediction_shares": shares, "collapsed_classes": ["negative"]}}
+    info = RunInfo(Path("e"), "e", record=RunRecord(run_id="e", status="finished", kind="evaluation", method="deftx"))
+    result = ResultRecord(task="nusax-senti", language="ace", split="test", system="deftx", metric="macro_f1", metrics={
+        "macro_f1": 0.183, "n": 400, "prediction_shares": shares, "collapsed_classes": ["negative"]})
     row = describe_run(info, RunProgress(), 0.0, alive=always_alive, result=result)
     assert row.warning and any("ace test" in d and "'negative'" in d and "of 400" in d for d in row.details)
     # every class predicted: no warning
-    fine = dict(result, metrics={"macro_f1": 0.6, "prediction_shares": {"a": 0.5, "b": 0.5}, "collapsed_classes": []})
+    fine = result.model_copy(update={"metrics": {"macro_f1": 0.6, "prediction_shares": {"a": 0.5, "b": 0.5},
+                                                 "collapsed_classes": []}})
     row = describe_run(info, RunProgress(), 0.0, alive=always_alive, result=fine)
     assert not row.warning and not any(d.startswith("warning:") for d in row.details)

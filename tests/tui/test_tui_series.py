@@ -26,7 +26,7 @@ def test_batches_merge_to_the_same_series_as_one_read():
         merged.merge(batch)
     assert merged.curves == whole.curves
     assert merged.phase_totals == whole.phase_totals == {1: 400, 2: 400}
-    assert merged.selection == whole.selection and merged.selection["k"] == 1_500_000
+    assert merged.selection == whole.selection and merged.selection.k == 1_500_000
     assert len(merged.evals) == 1 and merged.events == whole.events
 
 

@@ -16,7 +16,7 @@ def test_scanner_lists_every_run_and_follows_growth(tmp_path):
     rows = {row.key: row for row in scanner.scan()}
     assert len(rows) == 9 + 27 + 2
     assert rows[F.CORRUPT_ID].status == "unreadable"
-    assert rows[F.BAD_LINES_ID].warning and "2 lines not JSON" in rows[F.BAD_LINES_ID].details[0]
+    assert rows[F.BAD_LINES_ID].warning and "2 lines not events" in rows[F.BAD_LINES_ID].details[0]
     assert rows[F.RUNNING_ID].step == "200/400"
 
     metrics = runs / F.RUNNING_ID / "metrics.jsonl"
@@ -44,7 +44,7 @@ def test_follower_reads_only_new_complete_lines(tmp_path):
     path = runs / F.RUNNING_ID
     follower = RunFollower(path, F.clock)
     first = follower.poll()
-    assert first.info is not None and first.info.get("status") == "running"
+    assert first.info is not None and first.info.status == "running"
     assert first.batch is not None and first.batch.events == 40 + 1 + 1 + 20 + 1
     complete = len((path / "metrics.jsonl").read_bytes().rsplit(b"\n", 1)[0]) + 1
     assert follower._tracked.tail.offset == complete  # the half-written line is held back
@@ -77,7 +77,7 @@ def test_follower_reads_an_evaluation_result(tmp_path):
     runs = tmp_path / "runs"
     (path,) = [p for p in F.evaluation_runs(runs, second_task=False) if p.name.endswith("deftx-ace-s0")]
     update = RunFollower(path, F.clock).poll()
-    assert update.result is not None and update.result["system"] == "deftx"
+    assert update.result is not None and update.result.system == "deftx"
     assert update.row.best.startswith("F1 0.671")
     (path / "results.json").write_text("{broken")
     update = RunFollower(path, F.clock).poll()
@@ -144,7 +144,7 @@ def test_follower_reads_a_big_file_chunk_by_chunk(tmp_path, monkeypatch):
 
 
 def test_a_resumed_run_is_shown_as_such_and_its_curve_has_no_duplicate(tmp_path):
-    from deftx.runs import truncate_metrics
+    from deftx.records.files import truncate_metrics
 
     events = F.train_events(1, 400, F.at("10:00:00"), 1.0, upto=60)  # steps 10, 20, ..., 60
     path = F.write_run(tmp_path, "lang-run", kind="language", method="deftx", languages={"target": "ace"},

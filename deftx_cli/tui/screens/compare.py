@@ -10,8 +10,9 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Select, Static
 
-from deftx.results import Pivot, TableKey, build_pivots
-from deftx.runs import atomic_write_bytes
+from deftx.analysis.comparison import Pivot, TableKey, build_pivots
+from deftx.records.schema import ResultRecord
+from deftx.records.files import atomic_write_bytes
 
 from deftx_cli.tables import caption, export_stem, table_title, to_csv, to_markdown
 from deftx_cli.tui.messages import ComparisonExported, ReadFailed, ResultsLoaded
@@ -36,7 +37,7 @@ class CompareScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.pivots: list[Pivot] = []
-        self.records: list[dict] = []
+        self.records: list[ResultRecord] = []
         self.skipped: list[str] = []
         self.current: TableKey | None = None
         self.loads = 0  # completed loads (tests wait on it)

@@ -85,7 +85,7 @@ class LiveScreen(Screen):
     # -- handlers: the only place widgets change ------------------------------------------------
 
     def on_run_record_changed(self, message: RunRecordChanged) -> None:
-        evaluation = message.info.get("kind") == "evaluation"
+        evaluation = message.info.kind == "evaluation"
         # an evaluation has no training curves: its result takes the whole body
         self.set_class(evaluation, "-evaluation")
         self.query_one(ResultPanel).display = evaluation

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import DataTable
 
-from deftx.results import Pivot
+from deftx.analysis.comparison import Pivot
 
 from deftx_cli.tables import column_labels, format_cell, format_delta
 

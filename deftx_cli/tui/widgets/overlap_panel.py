@@ -10,7 +10,7 @@ from rich.text import Text
 from textual.message import Message
 from textual.widgets import Static
 
-from deftx.results import TableKey
+from deftx.analysis.comparison import TableKey
 from deftx_cli.tui.overlap import ExperimentSfts, OverlapRow, experiment_sfts, overlap_rows
 
 

@@ -2,31 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from deftx_cli.tui.format import DASH, as_dict, as_float, as_int, as_str, format_number, method_label, model_label
+from deftx.records.schema import ResultRecord, number
+
+from deftx_cli.tui.format import DASH, format_number, method_label, model_label
 
 
-def result_text(record: dict[str, Any]) -> Text:
-    metrics = as_dict(record.get("metrics"))
-    metric = as_str(record.get("metric"))
+def result_text(record: ResultRecord) -> Text:
+    metrics = record.metrics
     text = Text()
-    system = as_str(record.get("system")) or as_str(record.get("method"))
-    text.append(f"Result ({method_label(system)})\n", style="bold")
-    text.append(f"{as_str(record.get('task')) or DASH} · {as_str(record.get('split')) or DASH}")
-    text.append(f" · {model_label(record.get('base_model'))}\n", style="dim")
+    text.append(f"Result ({method_label(record.system)})\n", style="bold")
+    text.append(f"{record.task} · {record.split}")
+    text.append(f" · {model_label(record.base_model)}\n", style="dim")
     shown = []
-    for name in ([metric] if metric else []) + [k for k in ("accuracy", "macro_f1") if k != metric]:
-        value = as_float(metrics.get(name))
+    for name in [record.metric] + [k for k in ("accuracy", "macro_f1") if k != record.metric]:
+        value = number(metrics.get(name))
         if value is not None:
             shown.append(f"{name} {format_number(value, 3)}")
-    n = as_int(metrics.get("n"))
-    if n is not None:
+    n = metrics.get("n")
+    if isinstance(n, int) and not isinstance(n, bool):
         shown.append(f"n {n}")
     text.append(" · ".join(shown) if shown else "no metrics")
     return text
@@ -44,17 +42,18 @@ class ResultPanel(Vertical):
         for key, header in (("class", "Class"), ("p", "P"), ("r", "R"), ("f1", "F1"), ("support", "n")):
             table.add_column(header, key=key)
 
-    def show(self, record: dict[str, Any]) -> None:
+    def show(self, record: ResultRecord) -> None:
         self.query_one("#result-summary", Static).update(result_text(record))
         table = self.query_one("#per-class-table", DataTable)
         table.clear()
-        per_class = as_dict(as_dict(record.get("metrics")).get("per_class"))
+        per_class = record.metrics.get("per_class")
+        per_class = per_class if isinstance(per_class, dict) else {}
         for name, scores in per_class.items():
-            scores = as_dict(scores)
-            support = as_int(scores.get("support"))
+            scores = scores if isinstance(scores, dict) else {}
+            support = scores.get("support")
             table.add_row(
                 Text(str(name)),
-                *(Text(format_number(as_float(scores.get(k)), 3), justify="right") for k in ("precision", "recall", "f1")),
-                Text(str(support) if support is not None else DASH, justify="right"),
+                *(Text(format_number(number(scores.get(k)), 3), justify="right") for k in ("precision", "recall", "f1")),
+                Text(str(support) if isinstance(support, int) else DASH, justify="right"),
             )
         table.display = bool(per_class)

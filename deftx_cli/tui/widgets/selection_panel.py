@@ -2,39 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
 from deftx_cli.tui.denoise_summary import overall, parse_denoise, summarize
-from deftx_cli.tui.format import DASH, as_float, as_int, as_str, format_count, format_number, format_percent, method_label
+from deftx.methods import METHODS, get_method
+from deftx.records.schema import MaskSelected
+
+from deftx_cli.tui.format import DASH, format_count, format_number, format_percent, method_label
 
 GROUPING_HEADERS = {"type": "Type", "layer": "Layer", "matrix": "Matrix"}
 
 
-def selection_text(selection: dict[str, Any] | None) -> Text:
+def selection_text(selection: MaskSelected | None) -> Text:
     if selection is None:
         return Text("Selection: not yet (it follows phase 1)", style="dim")
-    k = as_int(selection.get("k"))
-    maskable = as_int(selection.get("maskable"))
-    density = as_float(selection.get("density"))
-    if density is None and k is not None and maskable:
+    k, maskable, density = selection.k, selection.maskable, selection.density
+    if density is None and maskable:
         density = k / maskable
-    method = as_str(selection.get("method"))
+    method = get_method(selection.method) if selection.method in METHODS else None
     text = Text()
-    text.append(f"Selection ({method_label(method)})\n", style="bold")
+    text.append(f"Selection ({method_label(selection.method)})\n", style="bold")
     text.append(f"K {format_count(k)} of {format_count(maskable)}\n")
     text.append(f"density {format_percent(density)}")
-    rank_rule = as_str(selection.get("rank_rule"))
-    if method == "deftx" or rank_rule:
-        tail = as_float(selection.get("tail_keep"))
-        text.append(f"\nrank rule {rank_rule or DASH} · tail {format_number(tail) if tail is not None else DASH}")
-    overlap = as_float(selection.get("overlap_with_magnitude"))
-    if overlap is not None:
-        text.append(f"\noverlap with |Δ| top-K {format_percent(overlap, 1)}")
+    if (method is not None and "rank_rule" in method.own_settings) or selection.rank_rule:
+        tail = selection.tail_keep
+        text.append(f"\nrank rule {selection.rank_rule or DASH} · tail {format_number(tail) if tail is not None else DASH}")
+    if selection.overlap_with_magnitude is not None:
+        text.append(f"\noverlap with |Δ| top-K {format_percent(selection.overlap_with_magnitude, 1)}")
     return text
 
 
@@ -43,7 +40,7 @@ class SelectionPanel(Vertical):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self._selection: dict[str, Any] | None = None
+        self._selection: MaskSelected | None = None
         self._grouping = "type"
 
     def compose(self) -> ComposeResult:
@@ -52,13 +49,13 @@ class SelectionPanel(Vertical):
         table.display = False
         yield table
 
-    def show(self, selection: dict[str, Any] | None, grouping: str | None = None) -> None:
+    def show(self, selection: MaskSelected | None, grouping: str | None = None) -> None:
         if selection is not None:
             self._selection = selection
         if grouping is not None:
             self._grouping = grouping
         self.query_one("#selection-summary", Static).update(selection_text(self._selection))
-        matrices = parse_denoise(self._selection.get("denoise")) if self._selection else []
+        matrices = parse_denoise(self._selection.denoise) if self._selection else []
         table = self.query_one("#denoise-table", DataTable)
         table.display = bool(matrices)
         if not matrices:

@@ -2,7 +2,7 @@
 
 Torch-free. Two systems evaluated on the same sentences of one language are paired by seed (the
 task SFT of seed s under both); their difference is the mean over the paired seeds of the metric's
-difference, with a bootstrap interval over the sentences (:mod:`deftx.stats`) when every paired
+difference, with a bootstrap interval over the sentences (:mod:`deftx.analysis.stats`) when every paired
 record holds its ``predictions`` and the same ``gold``.
 
 :func:`build_paired_tables` makes ``deftx results --paired``: for each pair of :data:`PAIRS`, per
@@ -16,10 +16,17 @@ from dataclasses import dataclass, field, replace
 from statistics import fmean
 from typing import Any
 
-from deftx.methods import DeftX, FullFt, LtSft
-from deftx.results import (NO_LANG_SFT, OTHER_LANG_SFT, ResultPoint, TableKey, _dedupe, _split_variants, as_dict,
-                           as_int, as_str, result_point)
-from deftx.stats import METRICS, PairedDifference, SignTest, paired_bootstrap, pooled_paired_bootstrap, sign_test
+from deftx.analysis.comparison import ResultPoint, TableKey, as_results, newest_points, result_point, split_variants
+from deftx.methods import NO_LANG_SFT, OTHER_LANG_SFT, DeftX, FullFt, LtSft
+from deftx.records.schema import ResultRecord
+from deftx.analysis.stats import (
+    METRICS,
+    PairedDifference,
+    SignTest,
+    paired_bootstrap,
+    pooled_paired_bootstrap,
+    sign_test,
+)
 
 # (A, B): Delta = A - B, in the order of the Part 2 table.
 PAIRS = ((DeftX.name, LtSft.name), (LtSft.name, NO_LANG_SFT), (DeftX.name, NO_LANG_SFT),
@@ -43,44 +50,31 @@ class Evaluation:
         return self.predictions is not None and self.gold is not None
 
 
-def _label_ids(value: Any) -> tuple[int, ...] | None:
-    if not isinstance(value, list) or not value:
-        return None
-    ids = tuple(as_int(v) for v in value)
-    return ids if all(i is not None and i >= 0 for i in ids) else None  # type: ignore[operator]
-
-
-def evaluation_of(record: Any) -> Evaluation | str:
-    """A record's :class:`Evaluation`, or why it cannot be used. Predictions that do not match the gold
-    labels in length are dropped (the result stays, without a paired interval)."""
-    point = result_point(record)
-    if isinstance(point, str):
-        return point
-    settings = as_dict(record.get("settings"))
-    predictions, gold = _label_ids(record.get("predictions")), _label_ids(record.get("gold"))
-    if predictions is None or gold is None or len(predictions) != len(gold):
+def evaluation_of(record: ResultRecord) -> Evaluation:
+    """A record's :class:`Evaluation`. Predictions that do not match the gold labels (in length, or
+    ids beyond the labels) are dropped: the result stays, without a paired interval."""
+    predictions, gold = record.predictions, record.gold
+    if not predictions or not gold or len(predictions) != len(gold) or min(*predictions, *gold) < 0:
         predictions = gold = None
-    labels = as_dict(record.get("metrics")).get("labels")
+    labels = record.metrics.get("labels")
     n_labels = len(labels) if isinstance(labels, list) and labels else None
     if n_labels is not None and predictions is not None and max(max(predictions), max(gold)) >= n_labels:
         predictions = gold = None
-    return Evaluation(point, as_int(settings.get("lang_steps")), as_str(settings.get("control_lang")),
-                      as_str(record.get("source_language")), predictions, gold, n_labels)
+    return Evaluation(result_point(record), record.settings.lang_steps, record.settings.control_lang,
+                      record.source_language, tuple(predictions) if predictions else None,
+                      tuple(gold) if gold else None, n_labels)
 
 
-def collect_evaluations(records: Iterable[dict[str, Any]]) -> tuple[list[Evaluation], list[str]]:
-    out, skipped = [], []
-    for record in records:
-        evaluation = evaluation_of(record)
-        (skipped if isinstance(evaluation, str) else out).append(evaluation)
-    return out, skipped
+def collect_evaluations(records: Iterable[ResultRecord | dict[str, Any]]) -> tuple[list[Evaluation], list[str]]:
+    results, skipped = as_results(records)
+    return [evaluation_of(record) for record in results], skipped
 
 
 def newest_per_seed(evaluations: Iterable[Evaluation]) -> list[Evaluation]:
     """One evaluation per (language, system, seed), the newest, as the comparison table counts them."""
     evaluations = list(evaluations)
     by_point = {id(e.point): e for e in evaluations}
-    return [by_point[id(p)] for p in _dedupe([e.point for e in evaluations])]
+    return [by_point[id(p)] for p in newest_points([e.point for e in evaluations])]
 
 
 @dataclass(frozen=True)
@@ -150,7 +144,7 @@ class PairedTable:
     labels: dict[str, str] = field(default_factory=dict)  # headers of the DeFT-X settings' columns
 
 
-def build_paired_tables(records: Iterable[dict[str, Any]], *, resamples: int = 2000,
+def build_paired_tables(records: Iterable[ResultRecord | dict[str, Any]], *, resamples: int = 2000,
                         bootstrap_seed: int = 0) -> tuple[list[PairedTable], list[str]]:
     """The paired table of every (task, model, split, metric, preset) whose records hold predictions;
     and what was skipped (a line each)."""
@@ -163,7 +157,7 @@ def build_paired_tables(records: Iterable[dict[str, Any]], *, resamples: int = 2
     tables = []
     for key in sorted({e.point.key for e in ready}):
         members = [e for e in ready if e.point.key == key]
-        split_points, labels, _ = _split_variants([e.point for e in members])
+        split_points, labels, _ = split_variants([e.point for e in members])
         rekeyed = [replace(e, point=new) for e, new in zip(members, split_points)]
         main = [e for e, orig in zip(rekeyed, members) if e.point.system == orig.point.system]
         # every setting of DeFT-X apart from its main one (an ablation's columns) against LT-SFT too

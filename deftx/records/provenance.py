@@ -13,8 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from deftx import __version__
-
+from deftx.version import __version__
 _SOURCE = Path(__file__).resolve().parent.parent
 
 

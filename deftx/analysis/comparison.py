@@ -28,30 +28,23 @@ from dataclasses import dataclass, field, replace
 from statistics import fmean, stdev
 from typing import Any
 
-import math
 import os
 import re
 from pathlib import Path
 
-from deftx.methods import METHODS, SPARSE_METHODS, DeftX, FullFt, LtSft
-from deftx.runs import parse_iso, read_results
+from pydantic import ValidationError
 
-PAIR = (LtSft.name, DeftX.name)  # the two methods compared head to head: Delta = DeFT-X - LT-SFT
-NO_LANG_SFT = "no-lang-sft"  # the baseline of a task SFT evaluated without a target language SFT
-OTHER_LANG_SFT = "other-lang-sft"  # the control: another language's SFT in place of the target's
-BASELINE_LABELS = {NO_LANG_SFT: "no lang SFT", OTHER_LANG_SFT: "other lang SFT", FullFt.name: FullFt.label}
-SYSTEM_LABELS = {**{name: METHODS[name].label for name in SPARSE_METHODS}, **BASELINE_LABELS}
-SYSTEMS = tuple(SYSTEM_LABELS)  # the known systems, in column order
+from deftx.methods import PAIR, SYSTEMS, system_label
+from deftx.records.files import parse_iso
+from deftx.records.reading import ResultsRead, read_results
+from deftx.records.schema import ResultRecord, problem
+
 DELTA_LABEL = "Δ"
 COLLAPSE_MARK = "†"
 
 # Metrics where higher is better, in the order one is picked as "the" metric of a run.
 PRIMARY_METRICS = ("macro_f1", "f1", "accuracy", "acc")
 LOWER_IS_BETTER = re.compile(r"loss|perplexity|ppl|error", re.IGNORECASE)
-
-
-def system_label(system: str) -> str:
-    return SYSTEM_LABELS.get(system, system)
 
 
 def higher_is_better(metric: str) -> bool:
@@ -67,50 +60,34 @@ def pick_metric(names: Iterable[str]) -> str | None:
     return names[0] if names else None
 
 
-# Tolerant reading: whatever a JSON file held (strings where numbers belong, null, NaN) becomes a
-# value of the wanted type or None, never an exception.
-
-
-def as_float(value: Any) -> float | None:
-    """A finite float, or ``None`` (booleans, strings, NaN and infinities are not numbers here)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    out = float(value)
-    return out if math.isfinite(out) else None
-
-
-def as_int(value: Any) -> int | None:
-    """An int (a float with an integral value counts), or ``None``."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
-    return None
-
-
-def as_str(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    return None
-
-
-def as_dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def read_records(runs_dir: Path | Iterable[Path], languages: Iterable[str] = ()) -> list[dict[str, Any]]:
-    """The result records under a runs directory (or several, read together); with ``languages``,
-    those of these targets only."""
+def read_records(runs_dir: Path | Iterable[Path], languages: Iterable[str] = ()) -> ResultsRead:
+    """The result records under a runs directory (or several, read together), and those that could not
+    be read (each named with its path and reason); with ``languages``, the records of these targets
+    only."""
     runs_dirs = [runs_dir] if isinstance(runs_dir, (str, os.PathLike)) else list(runs_dir)
-    records = [record for path in runs_dirs for record in read_results(Path(path))]
+    out = ResultsRead()
+    for path in runs_dirs:
+        out.extend(read_results(Path(path)))
     wanted = set(languages)
-    return [r for r in records if r.get("language") in wanted] if wanted else records
+    if wanted:
+        out.records = [r for r in out.records if r.language in wanted]
+    return out
+
+
+def as_results(records: Iterable[ResultRecord | dict[str, Any]]) -> tuple[list[ResultRecord], list[str]]:
+    """Records as their model (those of an experiment just run come as dicts), and why each one that
+    does not fit it cannot be used."""
+    out, skipped = [], []
+    for record in records:
+        if isinstance(record, ResultRecord):
+            out.append(record)
+            continue
+        try:
+            out.append(ResultRecord.model_validate(record))
+        except ValidationError as exc:
+            name = record.get("run_id") if isinstance(record, dict) else None
+            skipped.append(f"{name or 'a result record'}: {problem(exc)}")
+    return out, skipped
 
 
 @dataclass(frozen=True, order=True)
@@ -185,74 +162,52 @@ class Pivot:
 # collecting
 
 
-def latest_evaluations(records: Iterable[Any]) -> list[Any]:
+def latest_evaluations(records: Iterable[ResultRecord]) -> list[ResultRecord]:
     """The records less those that a newer record of the same evaluation replaces: the same task SFT,
     language SFT, target, split, system and seed, evaluated again by a version that records more
     settings (the older record's settings are a part of the newer's), so that old and new never stand
     in two columns."""
 
-    def ident(record: Any) -> tuple[Any, ...] | None:
-        if not isinstance(record, dict) or not as_str(record.get("task_sft")):
+    def ident(record: ResultRecord) -> tuple[Any, ...] | None:
+        if not record.task_sft:
             return None
-        return (*(as_str(record.get(k)) for k in ("task", "task_sft", "lang_sft", "language", "split", "system")),
-                as_int(record.get("seed")))
+        return record.task, record.task_sft, record.lang_sft, record.language, record.split, record.system, record.seed
 
-    def when(record: dict[str, Any]) -> tuple[float, str]:
-        return parse_iso(as_str(record.get("created_at"))) or 0.0, as_str(record.get("run_id")) or ""
+    def when(record: ResultRecord) -> tuple[float, str]:
+        return parse_iso(record.created_at) or 0.0, record.run_id or ""
 
-    def replaces(newer: dict[str, Any], older: dict[str, Any]) -> bool:
-        new, old = as_dict(newer.get("settings")), as_dict(older.get("settings"))
+    def replaces(newer: ResultRecord, older: ResultRecord) -> bool:
+        new, old = recorded_settings(newer), recorded_settings(older)
         return when(newer) > when(older) and len(new) > len(old) and all(new.get(k) == v for k, v in old.items())
 
     records = list(records)
-    same: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    same: dict[tuple[Any, ...], list[ResultRecord]] = {}
     for record in records:
         if (key := ident(record)) is not None:
             same.setdefault(key, []).append(record)
     return [r for r in records if (key := ident(r)) is None or not any(replaces(o, r) for o in same[key])]
 
 
-def collect(records: Iterable[dict[str, Any]]) -> tuple[list[ResultPoint], list[str]]:
-    """The usable results, and one reason per record that was skipped."""
-    points: list[ResultPoint] = []
-    skipped: list[str] = []
-    for record in records:
-        point = result_point(record)
-        if isinstance(point, str):
-            skipped.append(point)
-        else:
-            points.append(point)
-    return points, skipped
+def recorded_settings(record: ResultRecord) -> dict[str, Any]:
+    """The settings the record states (those its version wrote, null or not)."""
+    return record.settings.model_dump(exclude_unset=True)
 
 
-def result_point(record: Any) -> ResultPoint | str:
-    """One record's result, or why it cannot be used."""
-    if not isinstance(record, dict):
-        return "a results.json that is not a JSON object"
-    run_id = as_str(record.get("run_id")) or "?"
-    language = as_str(record.get("language"))
-    system = as_str(record.get("system")) or as_str(record.get("method"))
-    metrics = as_dict(record.get("metrics"))
-    metric = as_str(record.get("metric")) or pick_metric(k for k, v in metrics.items() if as_float(v) is not None)
-    value = as_float(metrics.get(metric)) if metric else None
-    if not language or not system:
-        return f"{run_id}: no {'language' if not language else 'system'}"
-    if metric is None or value is None:
-        return f"{run_id}: no numeric value for metric {metric or '?'}"
-    settings = as_dict(record.get("settings"))
-    key = TableKey(
-        task=as_str(record.get("task")) or "?",
-        base_model=as_str(record.get("base_model")) or "?",
-        split=as_str(record.get("split")) or "?",
-        metric=metric,
-        preset=_setting_text(settings.get("preset")),
-    )
+def collect(records: Iterable[ResultRecord]) -> list[ResultPoint]:
+    return [result_point(record) for record in records]
+
+
+def result_point(record: ResultRecord) -> ResultPoint:
+    """One record's result as a point of the tables."""
+    settings = recorded_settings(record)
+    key = TableKey(task=record.task, base_model=record.base_model or "?", split=record.split, metric=record.metric,
+                   preset=_setting_text(settings.get("preset")))
     variant = tuple(sorted((name, _setting_text(v)) for name, v in settings.items()
                            if name != "preset" and _setting_text(v)))
-    created = parse_iso(as_str(record.get("created_at"))) or 0.0
-    collapsed = metrics.get("collapsed_classes")
+    collapsed = record.metrics.get("collapsed_classes")
     collapsed = tuple(str(c) for c in collapsed) if isinstance(collapsed, list) else ()
-    return ResultPoint(key, language, system, as_int(record.get("seed")), value, run_id, created, variant, collapsed)
+    return ResultPoint(key, record.language, record.system, record.seed, record.value, record.run_id or "?",
+                       parse_iso(record.created_at) or 0.0, variant, collapsed)
 
 
 def _setting_text(value: Any) -> str:
@@ -279,7 +234,7 @@ def variant_label(variant: Variant, main: Variant) -> str:
     return " · ".join(parts)
 
 
-def _split_variants(points: list[ResultPoint]) -> tuple[list[ResultPoint], dict[str, str], dict[str, Variant]]:
+def split_variants(points: list[ResultPoint]) -> tuple[list[ResultPoint], dict[str, str], dict[str, Variant]]:
     """Give every non-main setting of a system a system key of its own (``deftx[rank_rule=energy:0.8]``).
 
     The main setting of a system is the one with the most results; on a tie, the one whose first result
@@ -308,7 +263,7 @@ def _split_variants(points: list[ResultPoint]) -> tuple[list[ResultPoint], dict[
     return out, labels, main
 
 
-def _dedupe(points: list[ResultPoint]) -> list[ResultPoint]:
+def newest_points(points: list[ResultPoint]) -> list[ResultPoint]:
     """One point per (language, system, seed): the newest. Points without a seed are all kept."""
     newest: dict[tuple[Any, ...], ResultPoint] = {}
     for point in points:
@@ -330,7 +285,7 @@ def _order_systems(present: set[str]) -> list[str]:
     return out + sorted(s for s in present if base[s] not in SYSTEMS)
 
 
-def _cell(points: list[ResultPoint]) -> Cell:
+def cell_of(points: list[ResultPoint]) -> Cell:
     values = [p.value for p in points]
     return Cell(fmean(values), stdev(values) if len(values) > 1 else None, len(values),
                 sum(bool(p.collapsed) for p in points))
@@ -344,8 +299,8 @@ def _better(delta: float | None, higher: bool) -> str | None:
 
 
 def build_pivot(key: TableKey, points: Iterable[ResultPoint]) -> Pivot:
-    points, labels, main = _split_variants([p for p in points if p.key == key])
-    points = _dedupe(points)
+    points, labels, main = split_variants([p for p in points if p.key == key])
+    points = newest_points(points)
     higher = higher_is_better(key.metric)
     systems = _order_systems({p.system for p in points})
     by_cell: dict[tuple[str, str], list[ResultPoint]] = {}
@@ -359,7 +314,7 @@ def build_pivot(key: TableKey, points: Iterable[ResultPoint]) -> Pivot:
         for system in systems:
             members = by_cell.get((language, system))
             if members:
-                cells[system] = _cell(sorted(members, key=lambda p: (p.seed is None, p.seed or 0)))
+                cells[system] = cell_of(sorted(members, key=lambda p: (p.seed is None, p.seed or 0)))
         delta = cells[PAIR[1]].mean - cells[PAIR[0]].mean if set(PAIR) <= set(cells) else None
         rows.append(PivotRow(language, cells, delta, _better(delta, higher)))
 
@@ -405,10 +360,12 @@ def collapse_note(collapsed: int, results: int) -> str:
             f"classes (under 2% of its predictions): it has not learned the task")
 
 
-def build_pivots(records: Iterable[dict[str, Any]]) -> tuple[list[Pivot], list[str]]:
+def build_pivots(records: Iterable[ResultRecord | dict[str, Any]]) -> tuple[list[Pivot], list[str]]:
     """Every comparison table the records hold: the one with the most results first, then by key. An
-    evaluation made again with more settings counts once (:func:`latest_evaluations`)."""
-    points, skipped = collect(latest_evaluations(records))
+    evaluation made again with more settings counts once (:func:`latest_evaluations`). Also returns
+    why each record that could not be used was left out."""
+    results, skipped = as_results(records)
+    points = collect(latest_evaluations(results))
     pivots = [build_pivot(key, points) for key in sorted({p.key for p in points})]
     pivots.sort(key=lambda pivot: -pivot.results)  # stable: ties stay in key order
     return pivots, skipped

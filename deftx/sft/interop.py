@@ -33,8 +33,8 @@ import torch
 
 from deftx.errors import ArtifactError, InputNotFoundError, UsageError
 from deftx.model import base_parameters, base_prefix, fingerprint, is_layer_norm, load_model, model_reference
-from deftx.sft import SparseDiff
-from deftx.sft_manifest import COMPOSABLE_SFT_FILE, sha256_file
+from deftx.sft.diff import SparseDiff
+from deftx.sft.manifest import COMPOSABLE_SFT_FILE, sha256_file
 
 FORMAT_NAME = "composable-sft"
 

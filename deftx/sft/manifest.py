@@ -18,7 +18,7 @@ SFT_FORMAT_VERSION = 1
 DIFF_FILE = "diff.safetensors"
 HEAD_FILE = "head.safetensors"
 MANIFEST_FILE = "sft.json"
-COMPOSABLE_SFT_FILE = "pytorch_diff.bin"  # composable-sft's single-file format (see deftx.interop)
+COMPOSABLE_SFT_FILE = "pytorch_diff.bin"  # composable-sft's single-file format (see deftx.sft.interop)
 
 
 def sha256_file(path: Path) -> str:

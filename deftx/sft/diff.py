@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from deftx import __version__
+from deftx.version import __version__
 from deftx.errors import (
     ArtifactError,
     FingerprintMismatchError,
@@ -37,8 +37,8 @@ from deftx.errors import (
     UsageError,
 )
 from deftx.model import base_parameters, fingerprint
-from deftx.runs import use_umask
-from deftx.sft_manifest import (
+from deftx.records.files import use_umask
+from deftx.sft.manifest import (
     DIFF_FILE,
     HEAD_FILE,
     MANIFEST_FILE,

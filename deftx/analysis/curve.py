@@ -10,7 +10,7 @@ One curve per (task, base model, split, metric, preset). A row is one (language,
 
 * a target language: the mean over seeds of LT-SFT (own language SFT), no language SFT, another
   language's SFT (the control) and DeFT-X where present; Delta own - none and own - control over the
-  seeds both have, with the 95% paired bootstrap interval (:mod:`deftx.paired`); and the masked-LM
+  seeds both have, with the 95% paired bootstrap interval (:mod:`deftx.analysis.paired`); and the masked-LM
   scores of that language's SFTs at that budget (mean over their seeds);
 * the source language and the control languages: the masked-LM scores only.
 
@@ -30,9 +30,11 @@ from statistics import fmean
 from typing import Any
 
 from deftx.methods import DeftX, LtSft
-from deftx.paired import Comparison, Evaluation, collect_evaluations, compare, newest_per_seed
-from deftx.results import NO_LANG_SFT, OTHER_LANG_SFT, Cell, TableKey, _cell, _split_variants, as_dict, as_float, as_int, as_str
-from deftx.runs import RunInfo, list_runs, parse_iso
+from deftx.analysis.paired import Comparison, Evaluation, collect_evaluations, compare, newest_per_seed
+from deftx.methods.configs import NO_LANG_SFT, OTHER_LANG_SFT
+from deftx.analysis.comparison import Cell, TableKey, cell_of, split_variants
+from deftx.records.reading import RunInfo, list_runs
+from deftx.records.schema import ResultRecord
 
 OWN = LtSft.name
 CURVE_SYSTEMS = (LtSft.name, NO_LANG_SFT, OTHER_LANG_SFT, DeftX.name)  # column order
@@ -95,26 +97,28 @@ def language_runs(runs: Iterable[RunInfo], method: str = OWN) -> list[LanguageRu
     """The finished language-SFT runs of ``method``, one per (language, steps, seed): the newest."""
     newest: dict[tuple[Any, ...], LanguageRun] = {}
     for info in runs:
-        if not info.readable or info.get("kind") != "language" or info.get("status") != "finished":
+        record = info.record
+        if record is None or record.kind != "language" or record.status != "finished" or record.method != method:
             continue
-        if info.get("method") != method:
+        language = record.languages.get("target")
+        steps = record.config.get("phase1_steps")
+        if not language or not isinstance(steps, int):
             continue
-        language = as_str(as_dict(info.get("languages")).get("target"))
-        steps = as_int(as_dict(info.get("config")).get("phase1_steps"))
-        if not language or steps is None:
-            continue
-        summary = as_dict(info.get("summary"))
-        evals = {"base": as_dict(summary.get("base_eval")),
-                 "phase1": as_dict(as_dict(summary.get("phase1")).get("eval")),
-                 "phase2": as_dict(as_dict(summary.get("phase2")).get("eval"))}
-        lm = {stage: (as_float(e.get("mlm_loss")), as_float(e.get("mlm_accuracy"))) for stage, e in evals.items()}
-        run = LanguageRun(language, steps, as_int(info.get("seed")), parse_iso(as_str(info.get("started_at"))) or 0.0,
-                          info.run_id, lm)
+        summary = record.summary
+        evals = {"base": summary.base_eval or {},
+                 "phase1": (summary.phase1.eval if summary.phase1 else None) or {},
+                 "phase2": (summary.phase2.eval if summary.phase2 else None) or {}}
+        lm = {stage: (_number(e.get("mlm_loss")), _number(e.get("mlm_accuracy"))) for stage, e in evals.items()}
+        run = LanguageRun(language, steps, record.seed, info.started or 0.0, info.run_id, lm)
         ident = (language, steps, run.seed if run.seed is not None else run.run_id)
         old = newest.get(ident)
         if old is None or (run.started, run.run_id) > (old.started, old.run_id):
             newest[ident] = run
     return list(newest.values())
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def read_runs(runs_dirs: Path | Iterable[Path]) -> list[RunInfo]:
@@ -143,12 +147,12 @@ def _main_settings(evaluations: list[Evaluation]) -> tuple[list[Evaluation], int
         return replace(e, point=replace(e.point, variant=variant))
 
     stripped = [without_budget(e) for e in evaluations]
-    split, _, _ = _split_variants([e.point for e in stripped])
+    split, _, _ = split_variants([e.point for e in stripped])
     kept = [orig for orig, s, new in zip(evaluations, stripped, split) if new.system == s.point.system]
     return kept, len(evaluations) - len(kept)
 
 
-def build_curves(records: Iterable[dict[str, Any]], runs: Iterable[RunInfo], *, resamples: int = 2000,
+def build_curves(records: Iterable[ResultRecord | dict[str, Any]], runs: Iterable[RunInfo], *, resamples: int = 2000,
                  bootstrap_seed: int = 0) -> tuple[list[Curve], list[str]]:
     """Every learning curve the records hold, the one with the most results first; and one line per
     record (or group of records) left out."""
@@ -192,7 +196,7 @@ def _build_curve(key: TableKey, evaluations: list[Evaluation], lm_runs: list[Lan
         for steps in sorted({e.lang_steps for e in mine}):  # type: ignore[type-var]
             at = [e for e in mine if e.lang_steps == steps]
             of = {s: [e for e in at if e.point.system == s] for s in CURVE_SYSTEMS}
-            row = CurveRow(language, steps, TARGET, {s: _cell([e.point for e in v]) for s, v in of.items() if v})
+            row = CurveRow(language, steps, TARGET, {s: cell_of([e.point for e in v]) for s, v in of.items() if v})
             row.own_minus_none = compare(of[OWN], of[NO_LANG_SFT], resamples=resamples, bootstrap_seed=bootstrap_seed)
             row.own_minus_control = compare(of[OWN], of[OTHER_LANG_SFT], resamples=resamples,
                                             bootstrap_seed=bootstrap_seed)
@@ -247,7 +251,7 @@ def plot_curve(curve: Curve, path: Path, *, title: str | None = None, dpi: int =
     import io
 
     from deftx.errors import UsageError
-    from deftx.runs import atomic_write_bytes
+    from deftx.records.files import atomic_write_bytes
 
     try:
         import matplotlib

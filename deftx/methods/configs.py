@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pydantic is not needed to train: any object with TrainConfi
     import torch
 
     from deftx.config import TrainConfig
-    from deftx.denoise import DenoiseInfo
+    from deftx.methods.denoise import DenoiseInfo
 
 
 @dataclass
@@ -53,7 +53,7 @@ class MaskSelection:
             **self.settings,
         }
         if self.denoise is not None:
-            from deftx.denoise import matrix_type
+            from deftx.methods.denoise import matrix_type
 
             out["denoise"] = [{**info.to_json(), "type": matrix_type(info.name)} for info in self.denoise]
             out["overlap_with_magnitude"] = self.overlap_with_magnitude
@@ -103,7 +103,7 @@ class LtSft(MethodConfig):
     label: ClassVar[str] = "LT-SFT"
 
     def select(self, differences, k, *, in_place=False, on_matrix=None) -> MaskSelection:
-        from deftx.selection import select_top_k
+        from deftx.methods.selection import select_top_k
 
         maskable = sum(d.numel() for d in differences.values())
         count = resolve_k(k, maskable)
@@ -148,8 +148,8 @@ class DeftX(MethodConfig):
         """Scores are |denoised Delta| for the chosen matrices and |Delta| for the rest, compared by
         magnitude chunk by chunk (|Delta| is never materialised); with ``in_place`` each denoised
         matrix overwrites its difference (no second copy)."""
-        from deftx.denoise import denoise_difference, denoise_targets
-        from deftx.selection import mask_overlap, select_top_k
+        from deftx.methods.denoise import denoise_difference, denoise_targets
+        from deftx.methods.selection import mask_overlap, select_top_k
 
         maskable = sum(d.numel() for d in differences.values())
         count = resolve_k(k, maskable)
@@ -180,6 +180,19 @@ class FullFt(MethodConfig):
 
 METHODS: dict[str, type[MethodConfig]] = {m.name: m for m in (LtSft, DeftX, FullFt)}
 SPARSE_METHODS = tuple(name for name, m in METHODS.items() if m.sparse)
+
+# The systems an evaluation measures: a method (its task SFT with its target language SFT), or a baseline.
+PAIR = (LtSft.name, DeftX.name)  # the two methods compared head to head: Delta = DeFT-X - LT-SFT
+NO_LANG_SFT = "no-lang-sft"  # the baseline of a task SFT evaluated without a target language SFT
+OTHER_LANG_SFT = "other-lang-sft"  # the control: another language's SFT in place of the target's
+BASELINE_LABELS = {NO_LANG_SFT: "no lang SFT", OTHER_LANG_SFT: "other lang SFT", FullFt.name: FullFt.label}
+SYSTEM_LABELS = {**{name: METHODS[name].label for name in SPARSE_METHODS}, **BASELINE_LABELS}
+SYSTEMS = tuple(SYSTEM_LABELS)  # the known systems, in column order
+
+
+def system_label(system: str) -> str:
+    """For people: ``LT-SFT``, ``no lang SFT``; an unknown system as it is."""
+    return SYSTEM_LABELS.get(system, system)
 
 
 def get_method(name: str) -> type[MethodConfig]:

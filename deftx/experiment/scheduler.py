@@ -35,7 +35,7 @@ from deftx.errors import DeftxError, TrainingInterrupted, TrainingTerminated
 from deftx.signals import note_sigterm
 
 if TYPE_CHECKING:
-    from deftx.transfer import Step
+    from deftx.experiment.plan import Step
 
 # The variables the math libraries read for their thread pools, set in each worker before torch loads.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from deftx.errors import ArtifactError
-from deftx.sft_manifest import DIFF_FILE, read_manifest, verify_file
+from deftx.sft.manifest import DIFF_FILE, read_manifest, verify_file
 
 _LAYER = re.compile(r"^(?P<before>.*?)(?P<index>\d+)\.(?P<after>.+)$")
 _PARAM_SUFFIX = re.compile(r"\.(weight|bias)$")

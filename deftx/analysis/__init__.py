@@ -1,0 +1,3 @@
+"""Results records turned into knowledge: the comparison table (languages x systems over seeds), paired
+statistics, the learning curve over language-SFT budgets. Torch-free.
+"""

@@ -1,0 +1,269 @@
+"""A whole zero-shot transfer experiment, planned: language SFTs, task SFTs, evaluations.
+
+For each seed: the source and every target language get a language SFT per method. LT-SFT and
+DeFT-X share phase 1 exactly (same data, same seed), so phase 1 runs once per language: the first
+method keeps its phase-1 difference, the others select their masks from it and run phase 2 only. A
+DeFT-X setting can be a method of its own (:class:`~deftx.methods.MethodVariant`), so an ablation
+shares that phase 1 too. Then a task SFT per method is trained on the source language (with that
+method's source SFT applied; task SFTs with the same start point share phase 1 the same way) and
+evaluated in every target with that method's target SFT. Baselines: ``no-lang-sft`` (the first
+method's task SFT without a target language SFT) and ``full-ft`` (dense task fine-tuning, no language
+SFTs). With ``control_lang`` set, that language's SFT (first method, trained as the targets' are) is
+also applied in place of each target's own: the ``other-lang-sft`` control, which tells masked-LM
+repair from knowledge of the target language. With ``lang_seed`` set, the language SFTs are trained
+once with that seed and shared by every seed's task SFTs (the spread over seeds then covers task
+training only).
+
+:func:`plan_steps` is pure: from the plan and what the runs directory already holds it lists every
+step with a deterministic run id (the settings that matter to the step hashed in, by
+:func:`step_key`) and says which are cached. :mod:`deftx.experiment.executor` runs the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from deftx.config import TrainConfig, resolve_config
+from deftx.data import canonical_language, get_task
+from deftx.errors import UnknownNameError, UsageError
+from deftx.experiment.lifecycle import PHASE1_DIFF
+from deftx.methods import (
+    METHODS,
+    NO_LANG_SFT,
+    OTHER_LANG_SFT,
+    SPARSE_METHODS,
+    FullFt,
+    MethodVariant,
+    cache_settings,
+    get_method,
+)
+from deftx.records.files import RESULTS_JSON, slug
+from deftx.records.reading import read_run
+
+
+# Evaluation task -> (training task, source language) of the standard recipes.
+RECIPES = {"nusax-senti": ("smsa", "ind"), "americasnli": ("sick", "eng")}
+
+
+BASELINES = (NO_LANG_SFT, FullFt.name)
+
+
+SFT_MANIFEST = "sft/sft.json"
+
+
+# In every evaluation step's key: raised when results records gain fields, so that an experiment run
+# again evaluates once more (evaluations are cheap) instead of reusing records without them.
+EVALUATION_RECORD_VERSION = 3
+
+
+@dataclass
+class TransferPlan:
+    task: str
+    targets: list[str]
+    methods: list[str] = field(default_factory=lambda: ["lt-sft", "deftx"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    train_task: str | None = None
+    source_lang: str | None = None
+    preset: str = "quick"
+    task_preset: str | None = None  # the task SFTs' preset (None: the same as the language SFTs')
+    lang_overrides: dict[str, Any] = field(default_factory=dict)
+    task_overrides: dict[str, Any] = field(default_factory=dict)
+    baselines: list[str] = field(default_factory=lambda: ["no-lang-sft"])
+    split: str = "test"
+    lang_seed: int | None = None  # one seed for every language SFT (None: each seed trains its own)
+    control_lang: str | None = None  # also evaluate every other target with this language's SFT
+
+    def resolved(self) -> TransferPlan:
+        spec = get_task(self.task)
+        train_task, source = RECIPES.get(spec.name, (spec.name, None))
+        self.task = spec.name
+        self.train_task = get_task(self.train_task or train_task).name
+        self.source_lang = canonical_language(self.source_lang or source or "")
+        self.targets = [canonical_language(t) for t in self.targets]
+        if self.control_lang is not None:
+            self.control_lang = canonical_language(self.control_lang)
+        try:
+            variants = [MethodVariant.parse(m) for m in self.methods]
+        except UnknownNameError as exc:
+            raise UnknownNameError("method of --methods", exc.name, SPARSE_METHODS) from None
+        bad = [v.method for v in variants if v.method not in SPARSE_METHODS]
+        if bad or not variants:
+            raise UsageError(f"methods must be {' and/or '.join(SPARSE_METHODS)} (got {', '.join(self.methods) or 'none'})",
+                             hint="a DeFT-X setting of its own: deftx@rank:16, deftx@lang=energy:0.8, deftx@task=tail:0.01")
+        names = [v.name for v in variants]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise UsageError(f"method {twice[0]} is given twice")
+        self.methods = names
+        bad = [b for b in self.baselines if b not in BASELINES]
+        if bad:
+            raise UnknownNameError("baseline", bad[0], BASELINES)
+        if self.split not in spec.splits:
+            raise UnknownNameError(f"split of {spec.name}", self.split, spec.splits)
+        return self
+
+
+def step_key(*parts: Any) -> str:
+    """The hash that names a step's run directory: of every setting that changes its result."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+@dataclass
+class Step:
+    """One step of the experiment: a run directory to produce (or reuse)."""
+
+    kind: str  # "language", "task" or "evaluation"
+    run_id: str
+    label: str  # for people: "language SFT ace (DeFT-X)"
+    seed: int
+    cached: bool
+    config: TrainConfig | None = None  # a training's settings
+    language: str | None = None  # the SFT's language, or the evaluation's target
+    system: str | None = None  # an evaluation's system; a task SFT's name in the plan
+    lang_sft: str | None = None  # run id of the language SFT applied (task SFT, evaluation)
+    task_sft: str | None = None  # run id of the evaluated task SFT
+    keep_phase1_diff: bool = False
+    mask_from: str | None = None  # run id whose phase-1 difference gives this step's mask
+    mask_from_label: str | None = None  # for people: whose phase 1 that is ("LT-SFT")
+    control_lang: str | None = None  # an other-lang-sft evaluation: the language of the SFT applied
+
+    @property
+    def needs(self) -> str:
+        """The file that marks the step finished."""
+        return RESULTS_JSON if self.kind == "evaluation" else SFT_MANIFEST
+
+
+class RunsState(Protocol):
+    """What the planner asks of the runs directory."""
+
+    def finished(self, run_id: str, needs: str) -> bool: ...
+
+    def has_phase1_diff(self, run_id: str) -> bool: ...
+
+
+@dataclass
+class DiskState:
+    """The runs directory as it is on disk."""
+
+    runs_dir: Path
+
+    def finished(self, run_id: str, needs: str) -> bool:
+        run_dir = self.runs_dir / run_id
+        info = read_run(run_dir)
+        return info.status == "finished" and (run_dir / needs).exists()
+
+    def has_phase1_diff(self, run_id: str) -> bool:
+        return (self.runs_dir / run_id / PHASE1_DIFF).is_file()
+
+
+def _label(seed: int, text: str) -> str:
+    return f"[seed {seed}] {text}"
+
+
+def plan_steps(plan: TransferPlan, *, model: str | Path, runs_dir: Path, state: RunsState | None = None) -> list[Step]:
+    """Every step of the experiment in the order it runs, each marked cached or not. Pure: the
+    runs directory is read only through ``state`` (by default, from disk)."""
+    plan = plan.resolved()
+    runs_dir = Path(runs_dir)
+    state = state or DiskState(runs_dir)
+
+    def sft_path(run_id: str | None) -> str | None:  # as run ids of earlier versions hashed it
+        return str(runs_dir / run_id / "sft") if run_id is not None else None
+
+    steps: list[Step] = []
+    by_id: dict[str, Step] = {}
+    evaluated: set[tuple[int, str, str, str]] = set()  # (seed, target, system, key) of the evaluations planned
+    lang_runs: dict[tuple[int, str, str], str] = {}  # (lang seed, language, method variant) -> run id
+    variants = [MethodVariant.parse(m) for m in plan.methods]
+    first = variants[0]
+
+    def add(step: Step) -> Step:
+        """The step, or the planned one with its run id (two variants that train the same SFT)."""
+        if step.run_id not in by_id:
+            by_id[step.run_id] = step
+            steps.append(step)
+        return by_id[step.run_id]
+
+    for seed in plan.seeds:
+        lang_seed = seed if plan.lang_seed is None else plan.lang_seed
+        lang_cfg = resolve_config("language", plan.preset, seed=lang_seed, **plan.lang_overrides)
+        task_cfg = resolve_config("task", plan.task_preset or plan.preset, seed=seed, **plan.task_overrides)
+        languages = [plan.source_lang, *[t for t in plan.targets if t != plan.source_lang]]
+        control = plan.control_lang if plan.control_lang not in languages else None
+        for lang in languages + ([control] if control else []):
+            for variant in variants if lang != control else [first]:  # the control: the first method only
+                if (lang_seed, lang, variant.name) in lang_runs:
+                    continue  # shared with an earlier seed (lang_seed)
+                cfg = lang_cfg.model_copy(update=variant.settings_for("language"))
+                own = get_method(variant.method).from_config(cfg).settings()
+                key = step_key("lang", str(model), lang, cfg.model_dump(exclude={"method", "rank_rule", "tail_keep"}),
+                               variant.method, own.get("rank_rule"), own.get("tail_keep"))
+                run_id = f"xfer-lang-{lang}-{variant.method}-s{lang_seed}-{key}"
+                step = Step("language", run_id, _label(lang_seed, f"language SFT {lang} ({variant.label})"),
+                            lang_seed, state.finished(run_id, SFT_MANIFEST), cfg, language=lang)
+                if lang == control:
+                    step.label += " (control)"
+                elif variant is first:
+                    step.keep_phase1_diff = len(variants) > 1
+                elif run_id != lang_runs[(lang_seed, lang, first.name)]:
+                    # phase 1 is shared with the first method when its difference is (or will be) kept
+                    shared = lang_runs[(lang_seed, lang, first.name)]
+                    if not by_id[shared].cached or state.has_phase1_diff(shared):
+                        step.mask_from, step.mask_from_label = shared, first.label
+                lang_runs[(lang_seed, lang, variant.name)] = add(step).run_id
+        task_runs: dict[str, str] = {}
+        trainings = [(v.name, v, lang_runs[(lang_seed, plan.source_lang, v.name)]) for v in variants]
+        if FullFt.name in plan.baselines:
+            trainings.append((FullFt.name, MethodVariant(FullFt.name), None))
+        phase1_holders: dict[str, str] = {}  # a task SFT's phase-1 identity -> the run that keeps that phase 1
+        for name, variant, src in trainings:
+            cfg = task_cfg.model_copy(update=variant.settings_for("task"))
+            key = step_key("task", str(model), plan.train_task, plan.source_lang, cache_settings(cfg), sft_path(src))
+            run_id = f"xfer-task-{plan.train_task}-{plan.source_lang}-{variant.method}-s{seed}-{key}"
+            label = _label(seed, f"task SFT {plan.train_task}/{plan.source_lang} ({variant.label})")
+            step = add(Step("task", run_id, label, seed, state.finished(run_id, SFT_MANIFEST), cfg,
+                            language=plan.source_lang, system=variant.method, lang_sft=src))
+            task_runs[name] = step.run_id
+            if get_method(variant.method).sparse and step.run_id == run_id and not step.keep_phase1_diff:
+                # task SFTs that start from the same point with the same settings but their method's
+                # share phase 1: the first keeps its difference, the others select from it
+                identity = step_key(sft_path(src), phase1_settings(cfg))
+                holder = phase1_holders.setdefault(identity, run_id)
+                if holder != run_id:
+                    by_id[holder].keep_phase1_diff = True
+                    if not by_id[holder].cached or state.has_phase1_diff(holder):
+                        step.mask_from = holder
+                        step.mask_from_label = f"the task SFT of {next(v for v in variants if task_runs.get(v.name) == holder).label}"
+        for target in plan.targets:
+            evaluations = [(v.method, task_runs[v.name], lang_runs[(lang_seed, target, v.name)], v) for v in variants]
+            if NO_LANG_SFT in plan.baselines:
+                evaluations.append((NO_LANG_SFT, task_runs[first.name], None, None))
+            if plan.control_lang is not None and target != plan.control_lang:
+                evaluations.append((OTHER_LANG_SFT, task_runs[first.name],
+                                    lang_runs[(lang_seed, plan.control_lang, first.name)], None))
+            if FullFt.name in plan.baselines:
+                evaluations.append((FullFt.name, task_runs[FullFt.name], None, None))
+            for system, task_run, lang_run, variant in evaluations:
+                key = step_key(sft_path(task_run), sft_path(lang_run), plan.split, EVALUATION_RECORD_VERSION)
+                name = slug(variant.name) if variant is not None else system
+                run_id = f"xfer-eval-{plan.task}-{target}-{name}-s{seed}-{key}"
+                if (seed, target, system, key) in evaluated:
+                    continue  # the same SFTs evaluated under another variant's name
+                evaluated.add((seed, target, system, key))
+                control_lang = plan.control_lang if system == OTHER_LANG_SFT else None
+                shown = variant.label if variant is not None and not variant.plain else system
+                label = f"{plan.task}/{target} {shown}" + (f" ({control_lang} SFT)" if control_lang else "")
+                add(Step("evaluation", run_id, _label(seed, label), seed,
+                         state.finished(run_id, RESULTS_JSON), language=target, system=system,
+                         lang_sft=lang_run, task_sft=task_run, control_lang=control_lang))
+    return steps
+
+
+def phase1_settings(config: TrainConfig) -> dict[str, Any]:
+    """The settings phase 1 depends on: all but the method's and K (which only the selection reads)."""
+    method_only = {f for m in METHODS.values() for f in m.own_settings} | {"method", "k"}
+    return config.model_dump(exclude=method_only)
