@@ -26,6 +26,7 @@ _EXPORTS = {
     "FullFt": "deftx.methods",
     "RankRule": "deftx.sparsity",
     "resolve_k": "deftx.sparsity",
+    "Checkpointing": "deftx.experiment.lifecycle",
     "train_language_sft": "deftx.experiment.language",
     "train_task_sft": "deftx.experiment.task",
     "evaluate_transfer": "deftx.experiment.evaluation",
@@ -53,6 +54,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load o
     from deftx.experiment.executor import run_transfer
     from deftx.experiment.inference import compose_model
     from deftx.experiment.language import evaluate_language_model, train_language_sft
+    from deftx.experiment.lifecycle import Checkpointing
     from deftx.experiment.plan import TransferPlan
     from deftx.experiment.task import train_task_sft
     from deftx.methods import DeftX, FullFt, LtSft, MethodConfig

@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from deftx.methods import PAIR
 from deftx.analysis.comparison import COLLAPSE_MARK, DELTA_LABEL, Cell, Pivot, TableKey
 from deftx.methods.configs import system_label
 from deftx.records.files import slug
@@ -54,7 +55,7 @@ def column_labels(pivot: Pivot) -> list[tuple[str, str]]:
     out = []
     for system in pivot.systems:
         out.append((system, pivot.labels.get(system) or system_label(system)))
-        if system == "deftx":
+        if system == PAIR[1]:  # Delta = second - first of the pair, after the second
             out.append(("delta", DELTA_LABEL))
     return out
 

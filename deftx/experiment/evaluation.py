@@ -10,7 +10,7 @@ from typing import Any
 
 from deftx.data import canonical_language, get_task, load_labelled_file, load_task_split
 from deftx.errors import ArtifactError, LabelMismatchError, UsageError
-from deftx.methods import NO_LANG_SFT, is_sparse, method_settings
+from deftx.methods import NO_LANG_SFT, VARIANT_SETTINGS, is_sparse, method_settings
 from deftx.objectives.classification import check_labels, classify_labelled
 from deftx.metrics import classification_metrics
 from deftx.records.runs import Run, write_results
@@ -93,12 +93,8 @@ def evaluate_transfer(
     data = load_labelled_file(eval_file, spec) if eval_file else load_task_split(spec, lang, split, data_dir)
     clf, tokenizer = composed_classifier(task_diff, lang_diff, model=model, labels=labels, force=force)
     if max_length is None:
-        max_length = int((task_diff.manifest.get("training") or {}).get("max_length") or 128)
+        max_length = int(task_diff.training.get("max_length") or 128)
     system = system or system_of(task_diff.manifest, lang_diff is not None)
-    training = task_diff.manifest.get("training") or {}
-    lang_training = (lang_diff.manifest.get("training") or {}) if lang_diff is not None else {}
-    own = method_settings(training)
-    lang_own = method_settings(lang_training) if lang_diff is not None else {}
     record = {
         "task": spec.name,
         "language": lang,
@@ -107,28 +103,14 @@ def evaluate_transfer(
         "system": system,
         "method": task_diff.manifest.get("method"),
         "base_model": str(task_diff.manifest.get("base_model")),
-        "seed": training.get("seed"),
-        "settings": {
-            "k_task": task_diff.manifest.get("k"),
-            "k_lang": lang_diff.manifest.get("k") if lang_diff is not None else None,
-            "rank_rule": own.get("rank_rule"),
-            "tail_keep": own.get("tail_keep"),
-            "lang_rank_rule": lang_own.get("rank_rule"),
-            "lang_tail_keep": lang_own.get("tail_keep"),
-            "preset": training.get("preset"),
-            "lang_preset": lang_training.get("preset"),
-            "task_budget": budget_text(training),
-            "task_examples": (training.get("max_examples") or "all") if training else None,
-            "lang_steps": lang_steps_of(task_diff.manifest, lang_diff.manifest if lang_diff is not None else None),
-        },
+        "seed": task_diff.training.get("seed"),
+        "settings": result_settings(task_diff, lang_diff, control_lang),
         "lang_sft_language": lang_diff.manifest.get("language") if lang_diff is not None else None,
         "metric": spec.metric,
         "task_sft": str(Path(task_sft).resolve()),
         "lang_sft": str(Path(lang_sft).resolve()) if lang_sft is not None else None,
         "created_at": now_iso(),
     }
-    if control_lang is not None:
-        record["settings"]["control_lang"] = canonical_language(control_lang)
     with Run.start(
         runs_dir, "evaluation", config={"task_sft": record["task_sft"], "lang_sft": record["lang_sft"],
                                         "split": split, "batch_size": batch_size, "max_length": max_length},
@@ -148,15 +130,39 @@ def evaluate_transfer(
     return record, run.path
 
 
+def result_settings(task_diff: Any, lang_diff: Any | None, control_lang: str | None = None) -> dict[str, Any]:
+    """What the SFTs of an evaluation were made with (a results record's ``settings``): the columns of a
+    table are told apart by these. A method's own settings (DeFT-X's rank rule and tail) come for the
+    task SFT as they are, and for the language SFT with ``lang_`` before them."""
+    training = task_diff.training
+    lang_training = lang_diff.training if lang_diff is not None else {}
+    own = method_settings(training)
+    lang_own = method_settings(lang_training) if lang_diff is not None else {}
+    settings = {
+        "k_task": task_diff.manifest.get("k"),
+        "k_lang": lang_diff.manifest.get("k") if lang_diff is not None else None,
+        **{name: own.get(name) for name in VARIANT_SETTINGS},
+        **{f"lang_{name}": lang_own.get(name) for name in VARIANT_SETTINGS},
+        "preset": training.get("preset"),
+        "lang_preset": lang_training.get("preset"),
+        "task_budget": budget_text(training),
+        "task_examples": (training.get("max_examples") or "all") if training else None,
+        "lang_steps": lang_steps_of(task_diff.manifest, lang_diff.manifest if lang_diff is not None else None),
+    }
+    if control_lang is not None:
+        settings["control_lang"] = canonical_language(control_lang)
+    return settings
+
+
 def load_transfer_sfts(task_sft: Path, lang_sft: Path | None = None):
     """The task SFT and (optionally) a language SFT, each checked to be of its kind."""
     from deftx.sft.diff import SparseDiff
 
     task_diff = SparseDiff.load(task_sft)
-    if task_diff.manifest.get("kind") != "task":
+    if task_diff.kind != "task":
         raise ArtifactError(f"{task_sft} is a {task_diff.manifest.get('kind')} SFT, not a task SFT")
     lang_diff = SparseDiff.load(lang_sft) if lang_sft is not None else None
-    if lang_diff is not None and lang_diff.manifest.get("kind") != "language":
+    if lang_diff is not None and lang_diff.kind != "language":
         raise ArtifactError(f"{lang_sft} is a {lang_diff.manifest.get('kind')} SFT, not a language SFT")
     return task_diff, lang_diff
 

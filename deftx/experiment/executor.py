@@ -157,11 +157,19 @@ def execute(
                 limit_threads(threads)
             results = _execute(plan, steps, experiment, run_step, model=model, data_dir=data_dir, runs_dir=runs_dir,
                                notify=notify, callbacks_for=callbacks_for, on_step=on_step, save_every=save_every)
+    except TrainingInterrupted as exc:  # a training's hint names train-lang's --resume: transfer resumes by itself
+        experiment.finish("interrupted")
+        exc.hint = RESUME_HINT
+        raise
     except BaseException as exc:
-        experiment.finish("interrupted" if isinstance(exc, (KeyboardInterrupt, TrainingInterrupted)) else "failed")
+        experiment.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
         raise
     experiment.finish("finished")
     return results
+
+
+RESUME_HINT = ("run the same deftx transfer command again: finished steps are reused and an interrupted training "
+               "continues from its last checkpoint")
 
 
 def _execute(plan: TransferPlan, steps: list[Step], experiment: ExperimentLog, run_step: Callable[..., Any], *,
@@ -200,97 +208,124 @@ def _execute_parallel(plan: TransferPlan, steps: list[Step], experiment: Experim
     """:func:`_execute` with up to ``jobs`` steps at once in worker processes. A failed step lets the
     running ones finish and starts no other; SIGTERM or Ctrl-C sends the running ones SIGTERM (a
     training checkpoints) and waits for them."""
-    schedule = StepSchedule(steps)
-    total = len(steps)
     for step in steps:
         if step.cached:
             notify(f"{step.label}: cached ({runs_dir / step.run_id})")
-    records: dict[str, dict[str, Any]] = {}
-    listeners: dict[str, list[Any]] = {}
-    futures: dict[Future, int] = {}
-    pace = _Pace()
-    failure: tuple[int, StepError] | None = None
-    stopping: type[BaseException] | None = None
+    options = dict(model=model, data_dir=data_dir, runs_dir=runs_dir, save_every=save_every)
+    run = _ParallelRun(plan, steps, experiment, run_step, options, notify, callbacks_for, jobs)
+    pool = WorkerPool(jobs, threads)
+    try:
+        with _sigterm_sets(stop := []):
+            while not run.schedule.done:
+                try:
+                    if stop and run.stopping is None:
+                        raise _Terminated
+                    run.start_ready(pool)
+                    run.handle(pool.messages(0.2))
+                    run.collect_done()
+                except (KeyboardInterrupt, _Terminated) as exc:
+                    if run.stopping is not None:  # a second Ctrl-C: stop waiting
+                        raise
+                    run.stop(KeyboardInterrupt if isinstance(exc, KeyboardInterrupt) else TrainingTerminated, pool)
+    finally:
+        pool.close()
+    if run.stopping is KeyboardInterrupt:
+        raise KeyboardInterrupt
+    if run.stopping is not None:
+        raise TrainingTerminated("terminated (SIGTERM); the steps that were running stopped at their last checkpoint")
+    if run.failure is not None:
+        index, error = run.failure
+        raise error.to_exception(steps[index].label)
+    return [run.records[s.run_id] if s.run_id in run.records
+            else json.loads((runs_dir / s.run_id / RESULTS_JSON).read_text())
+            for s in steps if s.kind == "evaluation" and (s.cached or s.run_id in run.records)]
 
-    def progress() -> str:
-        eta = pace.eta([steps[i] for i in [*schedule.running, *schedule.waiting]], 0)
-        eta = eta / jobs if eta is not None else None
-        indices = sorted(schedule.running)
-        experiment.running([i + 1 for i in indices], [steps[i].label for i in indices], len(schedule.finished), eta)
+
+class _ParallelRun:
+    """The state of an experiment run side by side: the schedule, the steps in flight and their
+    listeners, the records so far, the pace, and how it ends (a failure, or a stop asked for)."""
+
+    def __init__(self, plan: TransferPlan, steps: list[Step], experiment: ExperimentLog, run_step: Callable[..., Any],
+                 options: dict[str, Any], notify: Notify, callbacks_for: Callable[[str], Iterable[Any]],
+                 jobs: int) -> None:
+        self.plan, self.steps, self.experiment, self.run_step = plan, steps, experiment, run_step
+        self.options, self.notify, self.callbacks_for, self.jobs = options, notify, callbacks_for, jobs
+        self.schedule = StepSchedule(steps)
+        self.records: dict[str, dict[str, Any]] = {}
+        self.listeners: dict[str, list[Any]] = {}
+        self.futures: dict[Future, int] = {}
+        self.pace = _Pace()
+        self.failure: tuple[int, StepError] | None = None
+        self.stopping: type[BaseException] | None = None
+
+    def progress(self) -> str:
+        """``(2 running; about 6m10s left in all)``, and the experiment record brought up to date."""
+        eta = self.pace.eta([self.steps[i] for i in [*self.schedule.running, *self.schedule.waiting]], 0)
+        eta = eta / self.jobs if eta is not None else None
+        indices = sorted(self.schedule.running)
+        self.experiment.running([i + 1 for i in indices], [self.steps[i].label for i in indices],
+                                len(self.schedule.finished), eta)
         left = f"; about {format_duration(eta)} left in all" if eta is not None else ""
         return f"({len(indices)} running{left})"
 
-    def handle(messages: list[tuple[Any, ...]]) -> None:
+    def start_ready(self, pool: WorkerPool) -> None:
+        """Start the steps that may start, while nothing failed and no stop was asked for."""
+        if self.stopping is not None or self.failure is not None:
+            return
+        runs_dir = self.options["runs_dir"]
+        for index in self.schedule.next(self.jobs - len(self.schedule.running)):
+            step = self.steps[index]
+            self.listeners[step.run_id] = list(self.callbacks_for(step.label))
+            options = {**self.options, "resume": _clear(runs_dir, step)}
+            self.futures[pool.submit(self.run_step, self.plan, step, options)] = index
+            self.notify(f"step {index + 1} of {len(self.steps)} started: {step.label} {self.progress()}")
+
+    def handle(self, messages: list[tuple[Any, ...]]) -> None:
+        """The workers' lines for people and training events, to their listeners."""
         for message in messages:
             if message[0] == "notify":
-                notify(message[2])
+                self.notify(message[2])
             elif message[0] == "event":
-                for listener in listeners.get(message[1], ()):
+                for listener in self.listeners.get(message[1], ()):
                     listener(message[2], message[3])
 
-    def collect(future: Future) -> None:
-        nonlocal failure
-        index = futures.pop(future)
-        step = steps[index]
+    def collect_done(self) -> None:
+        for future in [f for f in self.futures if f.done()]:
+            self._collect(future)
+
+    def _collect(self, future: Future) -> None:
+        index = self.futures.pop(future)
+        step = self.steps[index]
         try:
             outcome = future.result()
         except BrokenProcessPool:
             outcome = StepOutcome(None, StepError("BrokenProcessPool", "its worker process died (killed, or out of "
                                                   "memory)", None, ProcessFailedError.exit_code, ""), 0.0)
-        listeners.pop(step.run_id, None)
+        self.listeners.pop(step.run_id, None)
+        total = len(self.steps)
         if outcome.error is None:
-            schedule.finish(index)
-            pace.add(step, outcome.seconds)
+            self.schedule.finish(index)
+            self.pace.add(step, outcome.seconds)
             if step.kind == "evaluation" and outcome.record is not None:
-                records[step.run_id] = outcome.record
-                notify(f"{step.label}: {outcome.record['metric']} {outcome.record['metrics'][outcome.record['metric']]:.4f}")
-            notify(f"step {index + 1} of {total} finished in {format_duration(outcome.seconds)}: {step.label} {progress()}")
+                self.records[step.run_id] = outcome.record
+                self.notify(f"{step.label}: {outcome.record['metric']} {outcome.record['metrics'][outcome.record['metric']]:.4f}")
+            self.notify(f"step {index + 1} of {total} finished in {format_duration(outcome.seconds)}: {step.label} "
+                        f"{self.progress()}")
             return
-        schedule.fail(index)
-        failure = failure or (index, outcome.error)
+        self.schedule.fail(index)
+        self.failure = self.failure or (index, outcome.error)
         what = "stopped" if outcome.error.stopped else "failed"
-        n = len(schedule.running)
-        waiting = f"; waiting for the {n} running step{'s' if n > 1 else ''} to finish" if n and not stopping else ""
-        notify(f"step {index + 1} of {total} {what}: {step.label}{waiting}")
+        n = len(self.schedule.running)
+        waiting = f"; waiting for the {n} running step{'s' if n > 1 else ''} to finish" if n and not self.stopping else ""
+        self.notify(f"step {index + 1} of {total} {what}: {step.label}{waiting}")
 
-    pool = WorkerPool(jobs, threads)
-    try:
-        with _sigterm_sets(stop := []):
-            while not schedule.done:
-                try:
-                    if stop and stopping is None:
-                        raise _Terminated
-                    if stopping is None and failure is None:
-                        for index in schedule.next(jobs - len(schedule.running)):
-                            step = steps[index]
-                            options = dict(model=model, data_dir=data_dir, runs_dir=runs_dir, save_every=save_every,
-                                           resume=_clear(runs_dir, step))
-                            listeners[step.run_id] = list(callbacks_for(step.label))
-                            futures[pool.submit(run_step, plan, step, options)] = index
-                            notify(f"step {index + 1} of {total} started: {step.label} {progress()}")
-                    handle(pool.messages(0.2))
-                    for future in [f for f in futures if f.done()]:
-                        collect(future)
-                except (KeyboardInterrupt, _Terminated) as exc:
-                    if stopping is not None:  # a second Ctrl-C: stop waiting
-                        raise
-                    stopping = KeyboardInterrupt if isinstance(exc, KeyboardInterrupt) else TrainingTerminated
-                    schedule.waiting.clear()
-                    notify(f"stopping the {len(schedule.running)} running step(s) (SIGTERM: a training saves a "
-                           "checkpoint first)")
-                    handle(pool.terminate(steps[i].run_id for i in schedule.running))
-    finally:
-        pool.close()
-    if stopping is KeyboardInterrupt:
-        raise KeyboardInterrupt
-    if stopping is not None:
-        raise TrainingTerminated("terminated (SIGTERM); the steps that were running stopped at their last checkpoint",
-                                 hint="rerun the same command to resume")
-    if failure is not None:
-        index, error = failure
-        raise error.to_exception(steps[index].label)
-    return [records[s.run_id] if s.run_id in records else json.loads((runs_dir / s.run_id / RESULTS_JSON).read_text())
-            for s in steps if s.kind == "evaluation" and (s.cached or s.run_id in records)]
+    def stop(self, how: type[BaseException], pool: WorkerPool) -> None:
+        """SIGTERM or Ctrl-C: start nothing more and send the running steps SIGTERM."""
+        self.stopping = how
+        self.schedule.waiting.clear()
+        self.notify(f"stopping the {len(self.schedule.running)} running step(s) (SIGTERM: a training saves a "
+                    "checkpoint first)")
+        self.handle(pool.terminate(self.steps[i].run_id for i in self.schedule.running))
 
 
 class _Terminated(Exception):

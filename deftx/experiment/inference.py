@@ -38,7 +38,7 @@ def predict_texts(
     clf, tokenizer = composed_classifier(task_diff, lang_diff, model=model, force=force)
     labels = [clf.config.id2label[i] for i in range(clf.config.num_labels)]
     if max_length is None:
-        max_length = int((task_diff.manifest.get("training") or {}).get("max_length") or 128)
+        max_length = int(task_diff.training.get("max_length") or 128)
     paired = any("\t" in t for t in texts)
     if paired and not all("\t" in t for t in texts):
         raise UsageError("some texts hold a tab (a sentence pair) and others do not",

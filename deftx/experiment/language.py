@@ -10,9 +10,8 @@ from typing import Any
 from deftx.config import TrainConfig
 from deftx.data import canonical_language, load_unlabelled_text
 from deftx.errors import ArtifactError, DataFormatError
-from deftx.experiment.lifecycle import (PHASE1_DIFF, Checkpointing, EventCallback, TrainOutcome, _check_mask_base,
-                                        _digest, _mask_digest, _prepare_outputs, _record_sft, _seed_new_weights,
-                                        _training_run, total_steps)
+from deftx.experiment.lifecycle import (Checkpointing, EventCallback, Prepared, TrainOutcome, check_mask_base, content_digest,
+                                        prepare_outputs, seed_new_weights, train_in_run)
 
 
 def _mlm_head_mode(config: TrainConfig, model_id: str | Path, missing: Iterable[str], head_names: Iterable[str]) -> str:
@@ -47,41 +46,28 @@ def train_language_sft(
 ) -> TrainOutcome:
     """A language SFT by masked-LM on unlabelled ``lang`` text. ``checkpointing``: how often to
     checkpoint, and whether to resume an interrupted run (see :class:`Checkpointing`)."""
-    from deftx.model import fingerprint, head_parameters, model_reference
-    from deftx.training import train_sft
+    from deftx.model import head_parameters, model_reference
 
     lang = canonical_language(lang)
-    mask, mask_meta, config = _prepare_outputs(out, mask_file, config)
+    mask, mask_meta, config = prepare_outputs(out, mask_file, config)
     lines, sources, mlm, missing, decoder, objective = _masked_lm_setup(lang, config, model, data_dir, text_files)
     head = {n: p for n, p in head_parameters(mlm).items() if p is not decoder}
     mode = _mlm_head_mode(config, model, missing, head)
     named = dict(mlm.named_parameters())
     base_missing = [n for n in missing if n in named and named[n] is not decoder and n not in head]
-    dense = sorted(set(head if mode == "train" else []) | set(base_missing))
-    _check_mask_base(mask_meta, mlm)
-    manifest = {
-        "kind": "language",
-        "language": lang,
-        "base_model": model_reference(model),
-        "data": {"sources": sources, "lines": len(lines), "blocks": objective.num_examples()},
-        "mlm_head": mode,
-    }
-    resolved = {**config.model_dump(mode="json"), "mlm_head_resolved": mode, "text_sources": sources}
-    settings = {"config": config.model_dump(mode="json"), "base_model": model_reference(model), "base_fingerprint": fingerprint(mlm),
-                "mlm_head": mode, "text_sources": sources, "data_sha256": _digest(list(lines)),
-                "mask_sha256": _mask_digest(mask)}
-    with _training_run(
-        runs_dir, "language", config, checkpointing or Checkpointing(), settings, list(callbacks),
-        run_id=run_id, languages={"target": lang}, config=resolved, method=config.method, base_model=model_reference(model),
-        seed=config.seed, command=command, total_steps=total_steps(config, objective.num_examples(), mask is not None),
-    ) as (run, checkpointer, checkpoint, logged):
-        result = train_sft(
-            mlm, objective, config, manifest=manifest, dense_parameters=dense, mask=mask,
-            keep_phase1_diff=run.path / PHASE1_DIFF if keep_phase1_diff and run.path else None,
-            callbacks=logged, mask_info=mask_meta, checkpoints=checkpointer, resume=checkpoint,
-        )
-        final = _record_sft(run, result, out)
-    return TrainOutcome(final, run.path, result.summary)
+    check_mask_base(mask_meta, mlm)
+    prepared = Prepared(
+        kind="language", model=mlm, objective=objective,
+        dense=sorted(set(head if mode == "train" else []) | set(base_missing)),
+        manifest={"kind": "language", "language": lang, "base_model": model_reference(model),
+                  "data": {"sources": sources, "lines": len(lines), "blocks": objective.num_examples()}, "mlm_head": mode},
+        languages={"target": lang},
+        run_config={**config.model_dump(mode="json"), "mlm_head_resolved": mode, "text_sources": sources},
+        resume_settings={"mlm_head": mode, "text_sources": sources, "data_sha256": content_digest(list(lines))},
+    )
+    return train_in_run(prepared, config, model=model, mask=mask, mask_meta=mask_meta, runs_dir=runs_dir,
+                        run_id=run_id, out=out, keep_phase1_diff=keep_phase1_diff, callbacks=callbacks,
+                        command=command, checkpointing=checkpointing)
 
 
 def _masked_lm_setup(lang: str, config: TrainConfig, model: str | Path, data_dir: str | Path | None,
@@ -93,7 +79,7 @@ def _masked_lm_setup(lang: str, config: TrainConfig, model: str | Path, data_dir
 
     lines, sources = load_unlabelled_text(lang, data_dir, text_files, max_lines=config.max_examples, seed=config.seed)
     tokenizer = load_tokenizer(model)
-    _seed_new_weights(config.seed)  # a head that loading initialises follows the seed
+    seed_new_weights(config.seed)  # a head that loading initialises follows the seed
     mlm, missing = load_model(model, "mlm")
     decoder = untie_output_embeddings(mlm)
     objective = MaskedLMObjective(
@@ -126,7 +112,7 @@ def evaluate_language_model(
     lang_sft = None
     if sft is not None:
         lang_sft = SparseDiff.load(sft)
-        if lang_sft.manifest.get("kind") != "language":
+        if lang_sft.kind != "language":
             raise ArtifactError(f"{sft} is a {lang_sft.manifest.get('kind')} SFT, not a language SFT")
     lines, sources, mlm, _, _, objective = _masked_lm_setup(lang, config, model, data_dir, text_files)
     if objective.validation is None:
@@ -149,6 +135,6 @@ def evaluate_language_model(
         "base": base,
         "sft": str(Path(sft).resolve()) if sft is not None else None,
         "sft_language": lang_sft.manifest.get("language") if lang_sft is not None else None,
-        "sft_phase1_steps": (lang_sft.manifest.get("training") or {}).get("phase1_steps") if lang_sft is not None else None,
+        "sft_phase1_steps": lang_sft.training.get("phase1_steps") if lang_sft is not None else None,
         "with_sft": with_sft,
     }

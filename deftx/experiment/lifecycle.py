@@ -73,7 +73,7 @@ def _summary_for_run(summary: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _prepare_outputs(out: Path | None, mask_file: Path | None, config: TrainConfig):
+def prepare_outputs(out: Path | None, mask_file: Path | None, config: TrainConfig):
     """Refuse an ``--out`` that already holds files, and load a phase-2 mask (whose method then
     applies). Returns ``(mask, mask_meta, config)``."""
     from deftx.sft.diff import load_mask
@@ -88,7 +88,7 @@ def _prepare_outputs(out: Path | None, mask_file: Path | None, config: TrainConf
     return mask, mask_meta, config.model_copy(update={"method": mask_meta.get("method", config.method)})
 
 
-def _check_mask_base(mask_meta: dict[str, Any] | None, model) -> None:
+def check_mask_base(mask_meta: dict[str, Any] | None, model) -> None:
     from deftx.model import fingerprint
 
     expected = (mask_meta or {}).get("base_fingerprint")
@@ -128,11 +128,11 @@ class Checkpointing:
     resume: bool = False
 
 
-def _digest(obj: Any) -> str:
+def content_digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _mask_digest(mask: dict[str, Any] | None) -> str | None:
+def mask_digest(mask: dict[str, Any] | None) -> str | None:
     if mask is None:
         return None
     digest = hashlib.sha256()
@@ -255,9 +255,58 @@ def _checkpointed(run: Run, stop: Any, save_every: int, settings: dict[str, Any]
         run.update(checkpoints=[])
 
 
-def _seed_new_weights(seed: int) -> None:
+def seed_new_weights(seed: int) -> None:
     """Seed the weights that loading initialises (a classifier, a missing MLM head or pooler), so that
     they follow the run's seed and not whatever ran before in this process."""
     import torch
 
     torch.manual_seed(seed)
+
+
+@dataclass
+class Prepared:
+    """What a trainer prepared for :func:`train_in_run`: the model and objective, and what the run and
+    the SFT record of them."""
+
+    kind: str  # "language" or "task"
+    model: Any  # the model, loaded (and seeded) as every attempt of the run loads it
+    objective: Any
+    dense: list[str]  # full names of the parameters trained and stored densely (a new head)
+    manifest: dict[str, Any]  # the SFT's manifest, before what training adds
+    languages: dict[str, str]
+    run_config: dict[str, Any]  # the settings run.json records
+    resume_settings: dict[str, Any]  # what a resumed run must match, beside the config and the base model
+    task: str | None = None
+    start_sft: Any = None  # the source language's SFT a task SFT is trained with
+    start_sft_path: Path | None = None
+
+
+def train_in_run(prepared: Prepared, config: TrainConfig, *, model: str | Path, mask: dict[str, Any] | None,
+                 mask_meta: dict[str, Any] | None, runs_dir: Path, run_id: str | None, out: Path | None,
+                 keep_phase1_diff: bool, callbacks: Iterable[EventCallback], command: list[str] | None,
+                 checkpointing: Checkpointing | None, force: bool = False) -> TrainOutcome:
+    """The skeleton both trainers share: a run directory (new or resumed), the two-phase engine inside
+    it, the SFT saved into it (and to ``out``)."""
+    from deftx.model import fingerprint, model_reference
+    from deftx.training import train_sft
+
+    reference = model_reference(model)
+    settings = {"config": config.model_dump(mode="json"), "base_model": reference,
+                "base_fingerprint": fingerprint(prepared.model), **prepared.resume_settings,
+                "mask_sha256": mask_digest(mask)}
+    with _training_run(
+        runs_dir, prepared.kind, config, checkpointing or Checkpointing(), settings, list(callbacks),
+        run_id=run_id, languages=prepared.languages, task=prepared.task, config=prepared.run_config,
+        method=config.method, base_model=reference, seed=config.seed, command=command,
+        total_steps=total_steps(config, prepared.objective.num_examples(), mask is not None),
+    ) as (run, checkpointer, checkpoint, logged):
+        if prepared.start_sft_path is not None:
+            run.update(config={"lang_sft": str(Path(prepared.start_sft_path).resolve())})
+        result = train_sft(
+            prepared.model, prepared.objective, config, manifest=prepared.manifest, dense_parameters=prepared.dense,
+            start_sft=prepared.start_sft, mask=mask,
+            keep_phase1_diff=run.path / PHASE1_DIFF if keep_phase1_diff and run.path else None,
+            callbacks=logged, force=force, mask_info=mask_meta, checkpoints=checkpointer, resume=checkpoint,
+        )
+        final = _record_sft(run, result, out)
+    return TrainOutcome(final, run.path, result.summary)

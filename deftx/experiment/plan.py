@@ -34,6 +34,7 @@ from deftx.experiment.lifecycle import PHASE1_DIFF
 from deftx.methods import (
     METHODS,
     NO_LANG_SFT,
+    VARIANT_SETTINGS,
     OTHER_LANG_SFT,
     SPARSE_METHODS,
     FullFt,
@@ -136,6 +137,12 @@ class Step:
         """The file that marks the step finished."""
         return RESULTS_JSON if self.kind == "evaluation" else SFT_MANIFEST
 
+    @property
+    def after(self) -> set[str]:
+        """The run ids that must be finished before this step starts: the run whose phase-1 difference
+        gives its mask, the language SFT it applies, the task SFT it evaluates."""
+        return {run_id for run_id in (self.mask_from, self.lang_sft, self.task_sft) if run_id is not None}
+
 
 class RunsState(Protocol):
     """What the planner asks of the runs directory."""
@@ -168,99 +175,122 @@ def plan_steps(plan: TransferPlan, *, model: str | Path, runs_dir: Path, state: 
     """Every step of the experiment in the order it runs, each marked cached or not. Pure: the
     runs directory is read only through ``state`` (by default, from disk)."""
     plan = plan.resolved()
-    runs_dir = Path(runs_dir)
-    state = state or DiskState(runs_dir)
-
-    def sft_path(run_id: str | None) -> str | None:  # as run ids of earlier versions hashed it
-        return str(runs_dir / run_id / "sft") if run_id is not None else None
-
-    steps: list[Step] = []
-    by_id: dict[str, Step] = {}
-    evaluated: set[tuple[int, str, str, str]] = set()  # (seed, target, system, key) of the evaluations planned
-    lang_runs: dict[tuple[int, str, str], str] = {}  # (lang seed, language, method variant) -> run id
-    variants = [MethodVariant.parse(m) for m in plan.methods]
-    first = variants[0]
-
-    def add(step: Step) -> Step:
-        """The step, or the planned one with its run id (two variants that train the same SFT)."""
-        if step.run_id not in by_id:
-            by_id[step.run_id] = step
-            steps.append(step)
-        return by_id[step.run_id]
-
+    planner = _Planner(plan, str(model), Path(runs_dir), state or DiskState(Path(runs_dir)))
     for seed in plan.seeds:
-        lang_seed = seed if plan.lang_seed is None else plan.lang_seed
+        planner.language_steps(seed)
+        task_runs = planner.task_steps(seed)
+        planner.evaluation_steps(seed, task_runs)
+    return planner.steps
+
+
+class _Planner:
+    """The steps planned so far, and the runs they will produce, by what asks for them."""
+
+    def __init__(self, plan: TransferPlan, model: str, runs_dir: Path, state: RunsState) -> None:
+        self.plan, self.model, self.runs_dir, self.state = plan, model, runs_dir, state
+        self.steps: list[Step] = []
+        self.by_id: dict[str, Step] = {}
+        self.lang_runs: dict[tuple[int, str, str], str] = {}  # (lang seed, language, method variant) -> run id
+        self.evaluated: set[tuple[int, str, str, str]] = set()  # (seed, target, system, key) planned
+        self.variants = [MethodVariant.parse(m) for m in plan.methods]
+        self.first = self.variants[0]
+
+    def sft_path(self, run_id: str | None) -> str | None:  # as run ids of earlier versions hashed it
+        return str(self.runs_dir / run_id / "sft") if run_id is not None else None
+
+    def add(self, step: Step) -> Step:
+        """The step, or the planned one with its run id (two variants that train the same SFT)."""
+        if step.run_id not in self.by_id:
+            self.by_id[step.run_id] = step
+            self.steps.append(step)
+        return self.by_id[step.run_id]
+
+    def lang_seed(self, seed: int) -> int:
+        return seed if self.plan.lang_seed is None else self.plan.lang_seed
+
+    def language_steps(self, seed: int) -> None:
+        """A language SFT per language and method variant (the control language: the first method's
+        only); variants share the first method's phase 1."""
+        plan, first, lang_seed = self.plan, self.first, self.lang_seed(seed)
         lang_cfg = resolve_config("language", plan.preset, seed=lang_seed, **plan.lang_overrides)
-        task_cfg = resolve_config("task", plan.task_preset or plan.preset, seed=seed, **plan.task_overrides)
         languages = [plan.source_lang, *[t for t in plan.targets if t != plan.source_lang]]
         control = plan.control_lang if plan.control_lang not in languages else None
         for lang in languages + ([control] if control else []):
-            for variant in variants if lang != control else [first]:  # the control: the first method only
-                if (lang_seed, lang, variant.name) in lang_runs:
+            for variant in self.variants if lang != control else [first]:
+                if (lang_seed, lang, variant.name) in self.lang_runs:
                     continue  # shared with an earlier seed (lang_seed)
                 cfg = lang_cfg.model_copy(update=variant.settings_for("language"))
                 own = get_method(variant.method).from_config(cfg).settings()
-                key = step_key("lang", str(model), lang, cfg.model_dump(exclude={"method", "rank_rule", "tail_keep"}),
-                               variant.method, own.get("rank_rule"), own.get("tail_keep"))
+                key = step_key("lang", self.model, lang, cfg.model_dump(exclude={"method", *VARIANT_SETTINGS}),
+                               variant.method, *(own.get(name) for name in VARIANT_SETTINGS))
                 run_id = f"xfer-lang-{lang}-{variant.method}-s{lang_seed}-{key}"
                 step = Step("language", run_id, _label(lang_seed, f"language SFT {lang} ({variant.label})"),
-                            lang_seed, state.finished(run_id, SFT_MANIFEST), cfg, language=lang)
+                            lang_seed, self.state.finished(run_id, SFT_MANIFEST), cfg, language=lang)
                 if lang == control:
                     step.label += " (control)"
                 elif variant is first:
-                    step.keep_phase1_diff = len(variants) > 1
-                elif run_id != lang_runs[(lang_seed, lang, first.name)]:
+                    step.keep_phase1_diff = len(self.variants) > 1
+                elif run_id != self.lang_runs[(lang_seed, lang, first.name)]:
                     # phase 1 is shared with the first method when its difference is (or will be) kept
-                    shared = lang_runs[(lang_seed, lang, first.name)]
-                    if not by_id[shared].cached or state.has_phase1_diff(shared):
+                    shared = self.lang_runs[(lang_seed, lang, first.name)]
+                    if not self.by_id[shared].cached or self.state.has_phase1_diff(shared):
                         step.mask_from, step.mask_from_label = shared, first.label
-                lang_runs[(lang_seed, lang, variant.name)] = add(step).run_id
+                self.lang_runs[(lang_seed, lang, variant.name)] = self.add(step).run_id
+
+    def task_steps(self, seed: int) -> dict[str, str]:
+        """A task SFT per method variant (and the dense baseline), each trained with its variant's source
+        SFT; those with the same start point share phase 1. Returns the run id of each variant's."""
+        plan, lang_seed = self.plan, self.lang_seed(seed)
+        task_cfg = resolve_config("task", plan.task_preset or plan.preset, seed=seed, **plan.task_overrides)
         task_runs: dict[str, str] = {}
-        trainings = [(v.name, v, lang_runs[(lang_seed, plan.source_lang, v.name)]) for v in variants]
+        trainings = [(v, self.lang_runs[(lang_seed, plan.source_lang, v.name)]) for v in self.variants]
         if FullFt.name in plan.baselines:
-            trainings.append((FullFt.name, MethodVariant(FullFt.name), None))
-        phase1_holders: dict[str, str] = {}  # a task SFT's phase-1 identity -> the run that keeps that phase 1
-        for name, variant, src in trainings:
+            trainings.append((MethodVariant(FullFt.name), None))
+        holders: dict[str, tuple[str, str]] = {}  # a phase-1 identity -> (the run keeping that phase 1, its label)
+        for variant, src in trainings:
             cfg = task_cfg.model_copy(update=variant.settings_for("task"))
-            key = step_key("task", str(model), plan.train_task, plan.source_lang, cache_settings(cfg), sft_path(src))
+            key = step_key("task", self.model, plan.train_task, plan.source_lang, cache_settings(cfg), self.sft_path(src))
             run_id = f"xfer-task-{plan.train_task}-{plan.source_lang}-{variant.method}-s{seed}-{key}"
             label = _label(seed, f"task SFT {plan.train_task}/{plan.source_lang} ({variant.label})")
-            step = add(Step("task", run_id, label, seed, state.finished(run_id, SFT_MANIFEST), cfg,
-                            language=plan.source_lang, system=variant.method, lang_sft=src))
-            task_runs[name] = step.run_id
+            step = self.add(Step("task", run_id, label, seed, self.state.finished(run_id, SFT_MANIFEST), cfg,
+                                 language=plan.source_lang, system=variant.method, lang_sft=src))
+            task_runs[variant.name] = step.run_id
             if get_method(variant.method).sparse and step.run_id == run_id and not step.keep_phase1_diff:
-                # task SFTs that start from the same point with the same settings but their method's
-                # share phase 1: the first keeps its difference, the others select from it
-                identity = step_key(sft_path(src), phase1_settings(cfg))
-                holder = phase1_holders.setdefault(identity, run_id)
+                holder, holder_label = holders.setdefault(step_key(self.sft_path(src), phase1_settings(cfg)),
+                                                          (run_id, variant.label))
                 if holder != run_id:
-                    by_id[holder].keep_phase1_diff = True
-                    if not by_id[holder].cached or state.has_phase1_diff(holder):
-                        step.mask_from = holder
-                        step.mask_from_label = f"the task SFT of {next(v for v in variants if task_runs.get(v.name) == holder).label}"
+                    self.by_id[holder].keep_phase1_diff = True
+                    if not self.by_id[holder].cached or self.state.has_phase1_diff(holder):
+                        step.mask_from, step.mask_from_label = holder, f"the task SFT of {holder_label}"
+        return task_runs
+
+    def evaluation_steps(self, seed: int, task_runs: dict[str, str]) -> None:
+        """Every target: each variant (its task SFT with its target SFT), then the baselines and the
+        control; the same SFTs under two variants' names are evaluated once."""
+        plan, first, lang_seed = self.plan, self.first, self.lang_seed(seed)
         for target in plan.targets:
-            evaluations = [(v.method, task_runs[v.name], lang_runs[(lang_seed, target, v.name)], v) for v in variants]
+            evaluations = [(v.method, task_runs[v.name], self.lang_runs[(lang_seed, target, v.name)], v)
+                           for v in self.variants]
             if NO_LANG_SFT in plan.baselines:
                 evaluations.append((NO_LANG_SFT, task_runs[first.name], None, None))
             if plan.control_lang is not None and target != plan.control_lang:
                 evaluations.append((OTHER_LANG_SFT, task_runs[first.name],
-                                    lang_runs[(lang_seed, plan.control_lang, first.name)], None))
+                                    self.lang_runs[(lang_seed, plan.control_lang, first.name)], None))
             if FullFt.name in plan.baselines:
                 evaluations.append((FullFt.name, task_runs[FullFt.name], None, None))
             for system, task_run, lang_run, variant in evaluations:
-                key = step_key(sft_path(task_run), sft_path(lang_run), plan.split, EVALUATION_RECORD_VERSION)
+                key = step_key(self.sft_path(task_run), self.sft_path(lang_run), plan.split, EVALUATION_RECORD_VERSION)
+                if (seed, target, system, key) in self.evaluated:
+                    continue
+                self.evaluated.add((seed, target, system, key))
                 name = slug(variant.name) if variant is not None else system
-                run_id = f"xfer-eval-{plan.task}-{target}-{name}-s{seed}-{key}"
-                if (seed, target, system, key) in evaluated:
-                    continue  # the same SFTs evaluated under another variant's name
-                evaluated.add((seed, target, system, key))
                 control_lang = plan.control_lang if system == OTHER_LANG_SFT else None
                 shown = variant.label if variant is not None and not variant.plain else system
                 label = f"{plan.task}/{target} {shown}" + (f" ({control_lang} SFT)" if control_lang else "")
-                add(Step("evaluation", run_id, _label(seed, label), seed,
-                         state.finished(run_id, RESULTS_JSON), language=target, system=system,
-                         lang_sft=lang_run, task_sft=task_run, control_lang=control_lang))
-    return steps
+                self.add(Step("evaluation", f"xfer-eval-{plan.task}-{target}-{name}-s{seed}-{key}", _label(seed, label),
+                              seed, self.state.finished(f"xfer-eval-{plan.task}-{target}-{name}-s{seed}-{key}", RESULTS_JSON),
+                              language=target, system=system, lang_sft=lang_run, task_sft=task_run,
+                              control_lang=control_lang))
 
 
 def phase1_settings(config: TrainConfig) -> dict[str, Any]:

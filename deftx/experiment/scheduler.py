@@ -29,24 +29,33 @@ import traceback
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from deftx.errors import DeftxError, TrainingInterrupted, TrainingTerminated
 from deftx.signals import note_sigterm
-
-if TYPE_CHECKING:
-    from deftx.experiment.plan import Step
 
 # The variables the math libraries read for their thread pools, set in each worker before torch loads.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-def dependencies(step: Step) -> set[str]:
+class Schedulable(Protocol):
+    """What the scheduler asks of a step: its run id, whether it is already done, a label for people,
+    and the run ids that must be finished before it starts (``after``)."""
+
+    run_id: str
+    cached: bool
+    label: str
+
+    @property
+    def after(self) -> set[str]: ...
+
+
+def dependencies(step: Schedulable) -> set[str]:
     """The run ids a step needs finished before it starts."""
-    return {run_id for run_id in (step.mask_from, step.lang_sft, step.task_sft) if run_id is not None}
+    return set(step.after)
 
 
-def _descendants(steps: Sequence[Step], needs: Sequence[set[str]]) -> list[int]:
+def _descendants(steps: Sequence[Schedulable], needs: Sequence[set[str]]) -> list[int]:
     """For each step, how many steps wait for it, directly or through other steps."""
     index = {s.run_id: i for i, s in enumerate(steps)}
     children: list[set[int]] = [set() for _ in steps]
@@ -69,7 +78,7 @@ class StepSchedule:
     """Which steps may start, given those finished and running. Cached steps count as finished;
     a dependency that is no step of the plan is taken as already there."""
 
-    def __init__(self, steps: Sequence[Step]) -> None:
+    def __init__(self, steps: Sequence[Schedulable]) -> None:
         self.steps = list(steps)
         ids = {s.run_id for s in self.steps}
         self.needs = [dependencies(s) & ids for s in self.steps]
@@ -215,7 +224,7 @@ def _send(message: tuple[Any, ...]) -> None:
     _events.put(data)
 
 
-def _work(run_step: Callable[..., dict[str, Any] | None], plan: Any, step: Step, options: dict[str, Any]) -> StepOutcome:
+def _work(run_step: Callable[..., dict[str, Any] | None], plan: Any, step: Schedulable, options: dict[str, Any]) -> StepOutcome:
     """Run one step in this worker; never raises."""
     started = time.monotonic()
     _send(("started", step.run_id, os.getpid()))
@@ -241,7 +250,7 @@ class WorkerPool:
                                             initargs=(threads, self.events))
         self.pids: dict[str, int] = {}  # run id -> the worker process running it
 
-    def submit(self, run_step: Callable[..., Any], plan: Any, step: Step, options: dict[str, Any]) -> Future:
+    def submit(self, run_step: Callable[..., Any], plan: Any, step: Schedulable, options: dict[str, Any]) -> Future:
         return self.executor.submit(_work, run_step, plan, step, options)
 
     def messages(self, timeout: float) -> list[tuple[Any, ...]]:

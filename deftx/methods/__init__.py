@@ -12,6 +12,7 @@ from deftx.methods.configs import (
     SPARSE_METHODS,
     SYSTEM_LABELS,
     SYSTEMS,
+    VARIANT_SETTINGS,
     DeftX,
     FullFt,
     LtSft,
@@ -28,7 +29,7 @@ from deftx.methods.configs import (
 )
 
 __all__ = [
-    "BASELINE_LABELS", "METHODS", "NO_LANG_SFT", "OTHER_LANG_SFT", "PAIR", "SPARSE_METHODS", "SYSTEMS", "SYSTEM_LABELS",
+    "BASELINE_LABELS", "METHODS", "NO_LANG_SFT", "OTHER_LANG_SFT", "PAIR", "SPARSE_METHODS", "SYSTEMS", "SYSTEM_LABELS", "VARIANT_SETTINGS",
     "DeftX", "FullFt", "LtSft", "MaskSelection", "MethodConfig", "MethodVariant", "cache_settings", "get_method",
     "ignored_settings", "is_sparse", "method_of", "method_settings", "system_label",
 ]

@@ -43,6 +43,13 @@ class MaskSelection:
     denoise: list[DenoiseInfo] | None = None  # per matrix, for a denoising method
     overlap_with_magnitude: float | None = None
 
+    def recorded(self) -> dict[str, Any]:
+        """What a denoising selection adds to the SFT's record: per matrix, the rank and energy kept,
+        and the share of the plain magnitude mask it kept (``{}`` for a plain selection)."""
+        if self.denoise is None:
+            return {}
+        return {"denoise": [info.to_json() for info in self.denoise], "overlap_with_magnitude": self.overlap_with_magnitude}
+
     def event(self) -> dict[str, Any]:
         """The ``selection`` event of ``metrics.jsonl``, also saved with a mask file."""
         out: dict[str, Any] = {
@@ -82,6 +89,11 @@ class MethodConfig:
     def settings(self) -> dict[str, Any]:
         """The method's own settings, by the names manifests and result records use."""
         return {name: getattr(self, name) for name in self.own_settings.values()}
+
+    def recorded_keys(self) -> set[str]:
+        """The keys of a mask file's metadata that describe its selection by this method: its own
+        settings and what its selection records (:meth:`MaskSelection.recorded`)."""
+        return set(self.settings()) | {"denoise", "overlap_with_magnitude"}
 
     def select(
         self,
@@ -244,6 +256,8 @@ def cache_settings(config: TrainConfig) -> dict[str, Any]:
 
 VARIANT_SEP = "@"
 SIDES = ("lang", "task")
+# The settings a variant may set (DeFT-X's rank rule and tail), in the order run ids hash them.
+VARIANT_SETTINGS = ("rank_rule", "tail_keep")
 
 
 @dataclass(frozen=True)

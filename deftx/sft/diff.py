@@ -72,6 +72,17 @@ class SparseDiff:
     manifest: dict[str, Any] = field(default_factory=dict)
     _head_backup: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
 
+    @property
+    def kind(self) -> str | None:
+        """``language`` or ``task``, as the manifest says."""
+        return self.manifest.get("kind")
+
+    @property
+    def training(self) -> dict[str, Any]:
+        """The training settings the SFT was made with (``{}`` when the manifest has none)."""
+        training = self.manifest.get("training")
+        return training if isinstance(training, dict) else {}
+
     # ------------------------------------------------------------------ building
 
     @classmethod

@@ -303,120 +303,160 @@ def train_sft(
     ``checkpoints`` writes checkpoints inside the phases and always one at the end of phase 1;
     ``resume`` continues from one (the model must be loaded as for the first attempt): on CPU the
     SFT is bit for bit the one an uninterrupted run gives."""
-    callbacks = list(callbacks)
-    accelerator = make_accelerator(config.device, config.mixed_precision)
+    run = _Training(model, objective, config, manifest, dense_parameters, start_sft, callbacks, force, checkpoints)
+    if mask is None and run.method.sparse:  # a K that cannot work fails before any training
+        run.k = resolve_k(config.k, run.summary["maskable"])
+    if checkpoints is not None and checkpoints.writes:
+        _announce_checkpoints(checkpoints, config, run.maskable, run.dense, mask, run.summary["maskable"], run.emit)
+    run.evaluate_start(resume, first_phase=1 if mask is None else 2)
+    selection: MaskSelection | None = None
+    resume_phase2 = resume is not None and resume.phase == 2
+    if mask is not None:
+        masks = run.given_mask(mask, mask_info, resumed=resume is not None)
+    elif resume_phase2:  # phase 1 and the selection are behind
+        masks = run.masks_of(resume, keep_phase1_diff)
+    else:
+        run.phase1(resume)
+        differences = run.phase1_difference(keep_phase1_diff)
+        if not run.method.sparse:  # dense fine-tuning stops after its one phase
+            sft = SparseDiff.from_difference({n: p.detach() for n, p in run.maskable.items()}, run.start, None,
+                                             head={n: p.detach() for n, p in run.dense.items()})
+            run.summary["k"] = sft.n_entries
+            return run.finish(sft, None)
+        selection = run.select(differences)
+        masks = selection.masks
+        run.reset()
+    run.phase2(masks, resume if resume_phase2 else None)
+    current = {name: p.detach() for name, p in run.maskable.items()}
+    sft = SparseDiff.from_difference(current, run.start, masks, head={n: p.detach() for n, p in run.dense.items()})
+    run.summary["k"] = sum(int(m.sum()) for m in masks.values())
+    return run.finish(sft, selection)
 
-    def emit(event: str, **fields: Any) -> None:
-        if accelerator.is_main_process:
-            for callback in callbacks:
+
+class _Training:
+    """One SFT's training between its stages: the model at its start point (with the source SFT
+    applied), which parameters train sparsely and which densely, and the summary so far."""
+
+    def __init__(self, model: nn.Module, objective: Objective, config: TrainConfig, manifest: Mapping[str, Any],
+                 dense_parameters: Iterable[str], start_sft: SparseDiff | None, callbacks: Iterable[EventCallback],
+                 force: bool, checkpoints: Checkpointer | None) -> None:
+        self.model, self.objective, self.config, self.manifest = model, objective, config, manifest
+        self.checkpoints = checkpoints
+        self.callbacks = list(callbacks)
+        self.accelerator = make_accelerator(config.device, config.mixed_precision)
+        torch.manual_seed(config.seed)
+        self.base_fp = fingerprint(model)
+        if start_sft is not None:
+            start_sft.apply(model, force=force, heads=False)
+        model.to(self.accelerator.device)
+        named = dict(model.named_parameters())
+        self.dense = {name: named[name] for name in dense_parameters}
+        # Newly initialised encoder parameters (e.g. a pooler missing from the checkpoint) are dense.
+        self.maskable = {n: p for n, p in maskable_parameters(model).items() if full_name(model, n) not in self.dense}
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in list(self.maskable.values()) + list(self.dense.values()):
+            p.requires_grad_(True)
+        self.start = {name: p.detach().clone() for name, p in self.maskable.items()}
+        self.dense_start = {name: p.detach().clone() for name, p in self.dense.items()}
+        self.summary: dict[str, Any] = {"maskable": sum(p.numel() for p in self.maskable.values()),
+                                        "processes": self.accelerator.num_processes}
+        self.method = method_of(config)
+        self.k: int | None = None  # resolved before phase 1 when there is a selection to make
+        self.started = time.perf_counter()
+        # One loss module for both phases: under N processes it is wrapped once for data parallelism.
+        self.loss_module = self.accelerator.prepare(LossModule(model, objective))
+
+    def emit(self, event: str, **fields: Any) -> None:
+        if self.accelerator.is_main_process:
+            for callback in self.callbacks:
                 callback(event, fields)
 
-    torch.manual_seed(config.seed)
-    base_fp = fingerprint(model)
-    if start_sft is not None:
-        start_sft.apply(model, force=force, heads=False)
-    model.to(accelerator.device)
+    def _context(self, key: str, value: Any) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.context[key] = value
 
-    named = dict(model.named_parameters())
-    dense = {name: named[name] for name in dense_parameters}
-    # Newly initialised encoder parameters (e.g. a pooler missing from the checkpoint) are dense.
-    maskable = {n: p for n, p in maskable_parameters(model).items() if full_name(model, n) not in dense}
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in list(maskable.values()) + list(dense.values()):
-        p.requires_grad_(True)
-    start = {name: p.detach().clone() for name, p in maskable.items()}
-    dense_start = {name: p.detach().clone() for name, p in dense.items()}
-    summary: dict[str, Any] = {"maskable": sum(p.numel() for p in maskable.values()),
-                               "processes": accelerator.num_processes}
-    method = method_of(config)
-    if mask is None and method.sparse:
-        k_count = resolve_k(config.k, summary["maskable"])  # a K that cannot work fails before any training
-    selection: MaskSelection | None = None
-    started = time.perf_counter()
-    # One loss module for both phases: under N processes it is wrapped once for data parallelism.
-    loss_module = accelerator.prepare(LossModule(model, objective))
-    phase_args = (model, objective, config, maskable, dense, start)
-    if checkpoints is not None and checkpoints.writes:
-        _announce_checkpoints(checkpoints, config, maskable, dense, mask, summary["maskable"], emit)
-    resume_phase2 = resume is not None and resume.phase == 2
-    if getattr(objective, "evaluates_start", False):
-        summary["base_eval"] = _base_eval(objective, model, config, resume, first_phase=1 if mask is None else 2,
-                                          emit=emit)
-        if checkpoints is not None:
-            checkpoints.context["base_eval"] = summary["base_eval"]
+    def _phase(self, phase: int, masks: dict[str, torch.Tensor] | None) -> _Phase:
+        return _Phase(phase, self.model, self.objective, self.config, self.maskable, self.dense, self.start, masks,
+                      self.emit, self.checkpoints, self.accelerator, self.loss_module)
 
-    if mask is None and resume_phase2:  # phase 1 and the selection are behind
-        masks = resume.masks({n: tuple(p.shape) for n, p in maskable.items()})
-        summary["phase1"] = resume.context.get("phase1")
-        summary["mask_info"] = resume.context.get("selection_info") or {}
-        if keep_phase1_diff is not None and keep_phase1_diff.exists():
-            summary["phase1_diff"] = str(keep_phase1_diff)
-    elif mask is None:
+    def evaluate_start(self, resume: Checkpoint | None, first_phase: int) -> None:
+        if getattr(self.objective, "evaluates_start", False):
+            self.summary["base_eval"] = _base_eval(self.objective, self.model, self.config, resume,
+                                                   first_phase=first_phase, emit=self.emit)
+            self._context("base_eval", self.summary["base_eval"])
+
+    def phase1(self, resume: Checkpoint | None) -> None:
+        """Phase 1 (or what is left of it), then the checkpoint at its end."""
         if resume is not None and resume.phase_done:
-            resume.restore_parameters(maskable, dense, start, None)
+            resume.restore_parameters(self.maskable, self.dense, self.start, None)
             resume.restore_rng()
-            summary["phase1"] = resume.context.get("phase1")
+            self.summary["phase1"] = resume.context.get("phase1")
         else:
-            phase1 = _Phase(1, *phase_args, None, emit, checkpoints, accelerator, loss_module)
+            phase1 = self._phase(1, None)
             if resume is not None:
-                resume.restore_parameters(maskable, dense, start, None)
-            summary["phase1"] = phase1.run(resume)
-            if checkpoints is not None:
-                checkpoints.context["phase1"] = summary["phase1"]
-                checkpoints.end_of_phase1(phase1, phase1.agree)
-            del phase1
-        if checkpoints is not None:
-            checkpoints.context["phase1"] = summary["phase1"]
-        differences = {name: (p.detach() - start[name]) for name, p in maskable.items()}
-        if keep_phase1_diff is not None and accelerator.is_main_process:
-            save_difference(
-                keep_phase1_diff,
-                differences,
-                {"base_fingerprint": base_fp, "base_model": manifest.get("base_model"),
-                 "kind": manifest.get("kind"), "language": manifest.get("language"), "seed": config.seed},
-            )
-            summary["phase1_diff"] = str(keep_phase1_diff)
-        if not method.sparse:
-            sft = SparseDiff.from_difference(
-                {n: p.detach() for n, p in maskable.items()}, start, None,
-                head={n: p.detach() for n, p in dense.items()},
-            )
-            summary["k"] = sft.n_entries
-            return _finish(sft, summary, None, config, manifest, base_fp, started, emit)
-        with _anytime(checkpoints):  # a SIGTERM here loses nothing: the phase-1 checkpoint holds it all
-            selection = method.select(differences, k_count, in_place=True)
-        del differences
-        check_same_masks(selection.masks, accelerator)
-        emit("selection", **selection.event())
-        masks = selection.masks
-        if checkpoints is not None and selection.denoise:
-            checkpoints.context["selection_info"] = {
-                "denoise": [info.to_json() for info in selection.denoise],
-                "overlap_with_magnitude": selection.overlap_with_magnitude,
-            }
-        with torch.no_grad():  # reset to the start point, the head too
-            for name, p in maskable.items():
-                p.copy_(start[name])
-            for name, p in dense.items():
-                p.copy_(dense_start[name])
-    else:
-        masks = _check_mask(mask, maskable)
-        k_count = sum(int(m.sum()) for m in masks.values())
-        info = {k: v for k, v in (mask_info or {}).items() if k in ("rank_rule", "tail_keep", "denoise", "overlap_with_magnitude")}
-        if resume is None:
-            emit("selection", method=config.method, k=k_count, maskable=summary["maskable"],
-                 density=k_count / summary["maskable"], from_file=True, **info)
-        summary["mask_info"] = info
+                resume.restore_parameters(self.maskable, self.dense, self.start, None)
+            self.summary["phase1"] = phase1.run(resume)
+            if self.checkpoints is not None:
+                self.checkpoints.context["phase1"] = self.summary["phase1"]
+                self.checkpoints.end_of_phase1(phase1, phase1.agree)
+        self._context("phase1", self.summary["phase1"])
 
-    phase2 = _Phase(2, *phase_args, masks, emit, checkpoints, accelerator, loss_module)
-    if resume_phase2:
-        resume.restore_parameters(maskable, dense, start, phase2.masks)
-    summary["phase2"] = phase2.run(resume if resume_phase2 else None)
-    current = {name: p.detach() for name, p in maskable.items()}
-    sft = SparseDiff.from_difference(current, start, masks, head={n: p.detach() for n, p in dense.items()})
-    summary["k"] = sum(int(m.sum()) for m in masks.values())
-    return _finish(sft, summary, selection, config, manifest, base_fp, started, emit)
+    def phase1_difference(self, keep: Path | None) -> dict[str, torch.Tensor]:
+        """Delta = theta1 - start, saved to ``keep`` when asked (for ``deftx denoise`` and shared phases)."""
+        differences = {name: (p.detach() - self.start[name]) for name, p in self.maskable.items()}
+        if keep is not None and self.accelerator.is_main_process:
+            save_difference(keep, differences, {
+                "base_fingerprint": self.base_fp, "base_model": self.manifest.get("base_model"),
+                "kind": self.manifest.get("kind"), "language": self.manifest.get("language"), "seed": self.config.seed})
+            self.summary["phase1_diff"] = str(keep)
+        return differences
+
+    def select(self, differences: dict[str, torch.Tensor]) -> MaskSelection:
+        with _anytime(self.checkpoints):  # a SIGTERM here loses nothing: the phase-1 checkpoint holds it all
+            selection = self.method.select(differences, self.k, in_place=True)
+        check_same_masks(selection.masks, self.accelerator)
+        self.emit("selection", **selection.event())
+        if selection.denoise:
+            self._context("selection_info", selection.recorded())
+        return selection
+
+    def reset(self) -> None:
+        """Back to the start point for phase 2, the dense head too."""
+        with torch.no_grad():
+            for name, p in self.maskable.items():
+                p.copy_(self.start[name])
+            for name, p in self.dense.items():
+                p.copy_(self.dense_start[name])
+
+    def masks_of(self, resume: Checkpoint, keep_phase1_diff: Path | None) -> dict[str, torch.Tensor]:
+        """A run resumed in phase 2: its mask and what phase 1 and the selection recorded."""
+        self.summary["phase1"] = resume.context.get("phase1")
+        self.summary["mask_info"] = resume.context.get("selection_info") or {}
+        if keep_phase1_diff is not None and keep_phase1_diff.exists():
+            self.summary["phase1_diff"] = str(keep_phase1_diff)
+        return resume.masks({n: tuple(p.shape) for n, p in self.maskable.items()})
+
+    def given_mask(self, mask: dict[str, torch.Tensor], mask_info: Mapping[str, Any] | None,
+                   resumed: bool) -> dict[str, torch.Tensor]:
+        """Phase 2 only, from a mask file: the mask checked against the model, and its selection."""
+        masks = _check_mask(mask, self.maskable)
+        k = sum(int(m.sum()) for m in masks.values())
+        info = {key: value for key, value in (mask_info or {}).items() if key in self.method.recorded_keys()}
+        if not resumed:
+            self.emit("selection", method=self.config.method, k=k, maskable=self.summary["maskable"],
+                      density=k / self.summary["maskable"], from_file=True, **info)
+        self.summary["mask_info"] = info
+        return masks
+
+    def phase2(self, masks: dict[str, torch.Tensor], resume: Checkpoint | None) -> None:
+        phase2 = self._phase(2, masks)
+        if resume is not None:
+            resume.restore_parameters(self.maskable, self.dense, self.start, phase2.masks)
+        self.summary["phase2"] = phase2.run(resume)
+
+    def finish(self, sft: SparseDiff, selection: MaskSelection | None) -> TrainResult:
+        return _finish(sft, self.summary, selection, self.config, self.manifest, self.base_fp, self.started, self.emit)
 
 
 def _base_eval(objective: Objective, model: nn.Module, config: TrainConfig, resume: Checkpoint | None, *,
@@ -489,9 +529,8 @@ def _finish(
     final_eval = (summary.get("phase2") or summary.get("phase1") or {}).get("eval")
     selection_info: dict[str, Any] = {"method": config.method, "k": summary["k"], "maskable": summary["maskable"]}
     selection_info.update(method_of(config).settings())
-    if selection is not None and selection.denoise:
-        selection_info["denoise"] = [info.to_json() for info in selection.denoise]
-        selection_info["overlap_with_magnitude"] = selection.overlap_with_magnitude
+    if selection is not None:
+        selection_info.update(selection.recorded())
     selection_info.update(summary.pop("mask_info", None) or {})
     sft.manifest = {
         **dict(manifest),

@@ -39,6 +39,7 @@ def _with_settings(explicit: dict[str, Any], pairs: list[str] | None, option: st
     from deftx.config import parse_settings
     from deftx.errors import UsageError
 
+    explicit = {key: value for key, value in explicit.items() if value is not None}
     settings = parse_settings(pairs or [], option)
     both = sorted(key for key in settings if key in explicit)
     if both:
@@ -101,23 +102,18 @@ def transfer(
 
         deftx transfer --targets mad --methods lt-sft,deftx,deftx@lang=rank:16
     """
-    from deftx.analysis.comparison import build_pivots
-    from deftx.experiment.plan import TransferPlan
     from deftx.experiment.executor import run_transfer
+    from deftx.experiment.plan import TransferPlan
 
-    from deftx_cli.tables import to_document, to_rich
-
-    overrides_lang = {k: v for k, v in {"k": k_lang, "rank_rule": rank_rule, "tail_keep": tail_keep,
-                                        "phase1_steps": lang_steps, "phase2_steps": lang_steps}.items() if v is not None}
-    overrides_task = {k: v for k, v in {"k": k_task, "rank_rule": rank_rule, "tail_keep": tail_keep,
-                                        "phase1_epochs": task_epochs, "phase2_epochs": task_epochs,
-                                        "max_examples": task_max_examples}.items() if v is not None}
-    overrides_lang = _with_settings(overrides_lang, lang_set, "--lang-set", LANG_OPTIONS)
-    overrides_task = _with_settings(overrides_task, task_set, "--task-set", TASK_OPTIONS)
+    lang = {"k": k_lang, "rank_rule": rank_rule, "tail_keep": tail_keep, "phase1_steps": lang_steps,
+            "phase2_steps": lang_steps}
+    task_settings = {"k": k_task, "rank_rule": rank_rule, "tail_keep": tail_keep, "phase1_epochs": task_epochs,
+                     "phase2_epochs": task_epochs, "max_examples": task_max_examples}
     plan = TransferPlan(task=task, targets=split_list(targets), methods=split_list(methods), seeds=list(seeds),
                         train_task=train_task, source_lang=source_lang, preset=preset.value,
                         task_preset=task_preset.value if task_preset is not None else None,
-                        lang_overrides=overrides_lang, task_overrides=overrides_task,
+                        lang_overrides=_with_settings(lang, lang_set, "--lang-set", LANG_OPTIONS),
+                        task_overrides=_with_settings(task_settings, task_set, "--task-set", TASK_OPTIONS),
                         baselines=split_list(baselines), split=split, lang_seed=lang_seed, control_lang=control_lang)
     records = run_transfer(
         plan, model=model, data_dir=data_dir, runs_dir=runs_dir,
@@ -125,7 +121,16 @@ def transfer(
         callbacks_for=lambda label: [TrainingProgress(label, quiet=quiet, bars=jobs == 1)], save_every=save_every,
         on_step=None if quiet else _show_step, jobs=jobs, threads=threads,
     )
+    _print_results(records, runs_dir, as_json)
+
+
+def _print_results(records: list[dict[str, Any]], runs_dir: Path, as_json: bool) -> None:
+    """The comparison table (or the JSON document), and a warning per classifier that did not learn
+    every class."""
+    from deftx.analysis.comparison import build_pivots
     from deftx.metrics import collapse_warning
+
+    from deftx_cli.tables import to_document, to_rich
 
     pivots, _ = build_pivots(records)
     for r in records:

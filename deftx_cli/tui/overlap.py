@@ -91,12 +91,13 @@ def _main_variant(points, key: TableKey, system: str):
 def overlap_rows(sfts: ExperimentSfts) -> list[OverlapRow]:
     """Four pairs: language vs task SFT per method, then LT-SFT vs DeFT-X per kind."""
     arrays = {k: read_sparse_arrays(p, verify=False) for k, p in sfts.paths.items()}  # SFTs are written atomically
-    lt, dx = (system_label(m) for m in PAIR)
+    first, second = PAIR
+    lt, dx = system_label(first), system_label(second)
     pairs = [
-        (f"{lt}: lang {sfts.language} × task", ("lt-sft", "lang"), ("lt-sft", "task")),
-        (f"{dx}: lang {sfts.language} × task", ("deftx", "lang"), ("deftx", "task")),
-        (f"lang {sfts.language}: {lt} × {dx}", ("lt-sft", "lang"), ("deftx", "lang")),
-        (f"task: {lt} × {dx}", ("lt-sft", "task"), ("deftx", "task")),
+        (f"{lt}: lang {sfts.language} × task", (first, "lang"), (first, "task")),
+        (f"{dx}: lang {sfts.language} × task", (second, "lang"), (second, "task")),
+        (f"lang {sfts.language}: {lt} × {dx}", (first, "lang"), (second, "lang")),
+        (f"task: {lt} × {dx}", (first, "task"), (second, "task")),
     ]
     return [OverlapRow(label, pair_overlap(arrays[a], arrays[b])["total"]) for label, a, b in pairs]
 

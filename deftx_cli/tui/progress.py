@@ -232,34 +232,58 @@ def describe_run(
     ``reading`` is the fraction of ``metrics.jsonl`` read so far while a big file is still being
     read (the step then ends in ``…``).
     """
-    key = info.path.name
-    details: list[str] = []
     notes = _bad_line_details(bad_lines, last_bad)
     if reading is not None:
         notes.append(f"reading metrics.jsonl: {100 * reading:.0f}% so far")
-    if not info.readable:
-        details.append(f"unreadable: {info.error}")
-        has_steps = progress is not None and progress.step is not None
-        return RunRow(
-            key=key,
-            run_id=info.run_id,
-            status="unreadable",
-            kind=DASH,
-            method=DASH,
-            languages=DASH,
-            task=DASH,
-            phase=str(progress.phase) if has_steps and progress.phase is not None else DASH,
-            step=str(progress.step) if has_steps else DASH,
-            elapsed=DASH,
-            eta=DASH,
-            loss=format_number(progress.last_loss) if progress is not None else DASH,
-            best=_best_text(progress, result),
-            details=tuple(details + notes),
-        )
-
+    if info.record is None:
+        return _unreadable_row(info, progress, result, notes)
     record = info.record
-    status, kind = record.status, record.kind
-    started, ended = parse_iso(record.started_at), parse_iso(record.ended_at)
+    status, details = _status(record, alive)
+    totals = phase_totals_from_record(record)
+    if progress is not None:
+        totals = {**progress.phase_totals, **totals} if totals else dict(progress.phase_totals)
+    phase_text, step_text = _position(progress, totals, reading)
+    collapse_line = _collapse_line(progress, result)
+    if collapse_line:
+        details.append(collapse_line)
+    return RunRow(
+        key=info.path.name,
+        run_id=info.run_id,
+        status=status,
+        kind=record.kind or DASH,
+        method=method_label(record.method),
+        languages=languages_label(record.languages),
+        task=record.task or DASH,
+        phase=phase_text,
+        step=step_text,
+        elapsed=format_duration(_elapsed(record, status, progress, now)),
+        eta=_eta(status, progress, totals, now),
+        loss=format_number(progress.last_loss) if progress is not None else DASH,
+        best=_best_text(progress, result, 2 in totals or record.method in SPARSE_METHODS),
+        base_model=model_label(record.base_model),
+        started=format_utc(record.started_at),
+        details=tuple(details + notes + ([result_error] if result_error else [])),
+        warning=bool(bad_lines or result_error or collapse_line),
+    )
+
+
+def _unreadable_row(info: RunInfo, progress: RunProgress | None, result: ResultRecord | None,
+                    notes: list[str]) -> RunRow:
+    """A run whose run.json cannot be read: the reason, and what its metrics say."""
+    has_steps = progress is not None and progress.step is not None
+    return RunRow(
+        key=info.path.name, run_id=info.run_id, status="unreadable", kind=DASH, method=DASH, languages=DASH, task=DASH,
+        phase=str(progress.phase) if has_steps and progress.phase is not None else DASH,
+        step=str(progress.step) if has_steps else DASH, elapsed=DASH, eta=DASH,
+        loss=format_number(progress.last_loss) if progress is not None else DASH,
+        best=_best_text(progress, result), details=(f"unreadable: {info.error}", *notes),
+    )
+
+
+def _status(record: RunRecord, alive: Callable[[Any], bool]) -> tuple[str, list[str]]:
+    """The run's status (``stale`` for a run marked running whose process is gone from this
+    machine), and the lines that explain it: staleness, resumptions, the error."""
+    status, details = record.status, []
     if status == "running" and on_this_host(record.host) and not alive(record.pid):
         status = "stale"
         details.append(f"stale: marked running, but process {record.pid} is not alive on this machine")
@@ -270,69 +294,57 @@ def describe_run(
         details.append(f"{status}: {record.error}")
     elif record.error:
         details.append(f"error: {record.error}")
+    return status, details
 
-    totals = phase_totals_from_record(record)
-    if progress is not None:
-        totals = {**progress.phase_totals, **totals} if totals else dict(progress.phase_totals)
 
-    phase_text = step_text = eta_text = DASH
-    if progress is not None and progress.phase is not None:
-        n_phases = max(len(totals), progress.phase)
-        phase_text = f"{progress.phase}/{n_phases}"
-        total = totals.get(progress.phase)
-        step = progress.step or 0
-        step_text = f"{step}/{total}" if total is not None else str(step)
-        if reading is not None:
-            step_text += "…"
+def _position(progress: RunProgress | None, totals: dict[int, int], reading: float | None) -> tuple[str, str]:
+    """``2/2`` and ``200/400`` (``…`` while a big metrics file is still being read)."""
+    if progress is None or progress.phase is None:
+        return DASH, DASH
+    total = totals.get(progress.phase)
+    step = progress.step or 0
+    step_text = (f"{step}/{total}" if total is not None else str(step)) + ("…" if reading is not None else "")
+    return f"{progress.phase}/{max(len(totals), progress.phase)}", step_text
 
-    elapsed: float | None = None
-    if started is not None:
-        if status == "running":
-            elapsed = now - started
-        elif ended is not None:
-            elapsed = ended - started
-        elif progress is not None and progress.last_time is not None:
-            elapsed = progress.last_time - started
-    if status == "running" and progress is not None:
-        remaining = progress.remaining_steps(totals)
-        rate = progress.steps_per_second()
-        if remaining == 0:
-            eta_text = "0s"
-        elif remaining is not None and rate:
-            since_last = max(now - progress.last_time, 0.0) if progress.last_time is not None else 0.0
-            eta_text = format_duration(max(remaining / rate - since_last, 0.0))
-    elif status in ("finished",):
-        eta_text = "done"
 
-    task = record.task or DASH
-    two_phase = 2 in totals or record.method in SPARSE_METHODS
-    collapse_line = None
+def _elapsed(record: RunRecord, status: str, progress: RunProgress | None, now: float) -> float | None:
+    started, ended = parse_iso(record.started_at), parse_iso(record.ended_at)
+    if started is None:
+        return None
+    if status == "running":
+        return now - started
+    if ended is not None:
+        return ended - started
+    if progress is not None and progress.last_time is not None:
+        return progress.last_time - started
+    return None
+
+
+def _eta(status: str, progress: RunProgress | None, totals: dict[int, int], now: float) -> str:
+    """The time left of a running run, by its step rate since its last line; ``done`` when finished."""
+    if status == "finished":
+        return "done"
+    if status != "running" or progress is None:
+        return DASH
+    remaining = progress.remaining_steps(totals)
+    rate = progress.steps_per_second()
+    if remaining == 0:
+        return "0s"
+    if remaining is None or not rate:
+        return DASH
+    since_last = max(now - progress.last_time, 0.0) if progress.last_time is not None else 0.0
+    return format_duration(max(remaining / rate - since_last, 0.0))
+
+
+def _collapse_line(progress: RunProgress | None, result: ResultRecord | None) -> str | None:
+    """A warning when a classifier (almost) never predicts one of its classes: from an evaluation's
+    record, else from the run's latest validation."""
     if result is not None:
-        collapse_line = collapse_warning(result.metrics, f"{result.language} {result.split}")
-    elif progress is not None and progress.collapse:
+        return collapse_warning(result.metrics, f"{result.language} {result.split}")
+    if progress is not None and progress.collapse:
         phase = progress.collapse["phase"]
-        collapse_line = collapse_warning(progress.collapse["metrics"], "valid" + (f", phase {phase}" if phase else ""))
-    if collapse_line:
-        details.append(collapse_line)
-    return RunRow(
-        key=key,
-        run_id=info.run_id,
-        status=status,
-        kind=kind,
-        method=method_label(record.method),
-        languages=languages_label(record.languages),
-        task=task,
-        phase=phase_text,
-        step=step_text,
-        elapsed=format_duration(elapsed),
-        eta=eta_text,
-        loss=format_number(progress.last_loss) if progress is not None else DASH,
-        best=_best_text(progress, result, two_phase),
-        base_model=model_label(record.base_model),
-        started=format_utc(record.started_at),
-        details=tuple(details + notes + ([result_error] if result_error else [])),
-        warning=bool(bad_lines or result_error or collapse_line),
-    )
+        return collapse_warning(progress.collapse["metrics"], "valid" + (f", phase {phase}" if phase else ""))
+    return None
 
 
 def resumed_text(resumptions: list[Resumption]) -> str | None:

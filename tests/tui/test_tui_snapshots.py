@@ -66,7 +66,14 @@ def test_runs_view_large_on_the_unreadable_run(runs_dir, snap_compare):
     async def run_before(pilot) -> None:
         await runs_ready(pilot)
         table = pilot.app.screen.query_one(RunsTable)
-        table.move_cursor(row=table.get_row_index(F.CORRUPT_ID))
+        # Move only once the table knows it scrolls: a scroll made before its scrollbar is shown leaves
+        # the scrollbar's thumb at the top (seen on a busy machine).
+        await wait_until(pilot, lambda: table.show_vertical_scrollbar, what="the table's scrollbar")
+        row = table.get_row_index(F.CORRUPT_ID)
+        table.move_cursor(row=row)
+        await wait_until(pilot, lambda: table.scroll_y <= row < table.scroll_y + table.size.height - 2
+                         and table.scroll_y == table.scroll_target_y == table.vertical_scrollbar.position,
+                         what="the row in view")
         await pilot.pause()
 
     assert snap_compare(app(runs_dir), terminal_size=LARGE, run_before=run_before)

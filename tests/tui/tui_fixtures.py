@@ -356,5 +356,5 @@ async def wait_until(pilot, condition: Callable[[], bool], timeout: float = 30.0
         except Exception:  # a widget not mounted yet, a screen still opening
             pass
         if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
         await pilot.pause(0.02)

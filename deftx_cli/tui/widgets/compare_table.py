@@ -6,6 +6,7 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 from deftx.analysis.comparison import Pivot
+from deftx.methods import PAIR
 
 from deftx_cli.tables import column_labels, format_cell, format_delta
 
@@ -30,7 +31,7 @@ class CompareTable(DataTable):
             for key, _ in columns:
                 if key == "delta":
                     delta = format_delta(row.delta, pivot.scale)
-                    style = {"deftx": "green", "lt-sft": "red"}.get(row.better or "", "")
+                    style = dict(zip(PAIR, ("red", "green"))).get(row.better or "", "")
                     cells.append(Text(delta, style=style, justify="right"))
                     continue
                 text = format_cell(row.cells.get(key), pivot.scale)

@@ -27,7 +27,7 @@ def selection_text(selection: MaskSelected | None) -> Text:
     text.append(f"Selection ({method_label(selection.method)})\n", style="bold")
     text.append(f"K {format_count(k)} of {format_count(maskable)}\n")
     text.append(f"density {format_percent(density)}")
-    if (method is not None and "rank_rule" in method.own_settings) or selection.rank_rule:
+    if (method is not None and method.own_settings) or selection.rank_rule:  # a method with settings of its own
         tail = selection.tail_keep
         text.append(f"\nrank rule {selection.rank_rule or DASH} · tail {format_number(tail) if tail is not None else DASH}")
     if selection.overlap_with_magnitude is not None:
