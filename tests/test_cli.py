@@ -219,6 +219,8 @@ def test_denoise_then_phase_two_only(trained, tmp_path, shared_data):
 def test_info_and_datasets(trained, shared_data):
     r = run("info", trained["task"]["sft"])
     assert "task" in r.stdout and "smsa" in r.stdout
+    run_id = Path(trained["task"]["run"]).name
+    assert f"training run: {run_id} (finished, " in r.stdout  # its run.json, read through the run model
     r = run("datasets", "--data-dir", shared_data, "--json")
     listing = json.loads(r.stdout)
     assert "americasnli" in listing["tasks"] and listing["local"]

@@ -111,3 +111,38 @@ def test_languages_filter_sets_the_rows_and_the_average(tmp_path):
     assert [r["language"] for r in csv.DictReader(io.StringIO(both.stdout))] == ["ace", "ban", "average"]
     none = invoke("--runs-dir", tmp_path, "--languages", "xyz")
     assert none.exit_code != 0 and "no evaluation results for languages xyz" in none.stderr
+
+
+def test_a_record_that_cannot_be_read_is_named_and_the_table_marked_incomplete(tmp_path):
+    fill(tmp_path)
+    broken = tmp_path / "eval-deftx-ace-test-energy0.9-s1" / "results.json"
+    broken.write_bytes(broken.read_bytes()[:200])  # a truncated record
+    shaped = tmp_path / "eval-other" / "results.json"
+    shaped.parent.mkdir()
+    shaped.write_text(json.dumps({"run_id": "x", "metrics": {"macro_f1": 0.5}}))  # another structure
+    result = invoke("--runs-dir", tmp_path, "--split", "test")
+    assert result.exit_code == 0, result.stderr
+    assert f"cannot read {broken.parent}: results.json is not valid JSON" in result.stderr
+    assert f"cannot read {shaped.parent}: results.json: task: field required" in result.stderr
+    assert "Note: incomplete: 2 record(s) under" in result.stdout  # the table says so itself
+    # DeFT-X ace has one seed left (the truncated seed 1 is not read as a gap without a word)
+    assert "| ace | 42.0±2.8 (2) | **45.0 (1)** |" in result.stdout
+    strict = invoke("--runs-dir", tmp_path, "--split", "test", "--strict")
+    assert strict.exit_code == 4 and strict.stdout == ""
+    assert "deftx: error: 2 record(s) under" in strict.stderr and "cannot be read" in strict.stderr
+    # a results directory holding only unreadable records: named, then no table
+    only = tmp_path / "only"
+    (only / "a").mkdir(parents=True)
+    (only / "a" / "results.json").write_text("[1, 2]")
+    empty = invoke("--runs-dir", only)
+    assert empty.exit_code == 3 and "results.json does not hold a JSON object" in empty.stderr
+    assert "1 record(s) could not be read: named above" in empty.stderr
+
+
+def test_the_curve_names_a_run_json_it_cannot_read(tmp_path):
+    fill(tmp_path)
+    run = tmp_path / "lang-run"
+    run.mkdir()
+    (run / "run.json").write_text('{"run_id": "lang-run", "kind": "language", "status": "fini')
+    result = invoke("--runs-dir", tmp_path, "--curve")
+    assert f"cannot read {run / 'run.json'}: run.json is not valid JSON" in result.stderr

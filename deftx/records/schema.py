@@ -15,6 +15,7 @@ Pydantic only: no torch, so the dashboard imports it.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
@@ -211,6 +212,15 @@ def parse_event(obj: Any) -> MetricsEvent | Event | None:
         return _EVENT.validate_python(obj)
     except ValidationError:
         return None
+
+
+def as_events(events: Iterable[Any]) -> Iterator[MetricsEvent | Event]:
+    """Events as their models: models as they are, JSON objects parsed (the malformed left out)."""
+    for event in events:
+        if not isinstance(event, Event):
+            event = parse_event(event)
+        if event is not None:
+            yield event
 
 
 def event_line(name: str, fields: dict[str, Any], time: float) -> dict[str, Any]:

@@ -56,12 +56,30 @@ def info(
     if isinstance(final, dict):
         shown = ", ".join(f"{k} {v:.4f}" for k, v in final.items() if isinstance(v, float))
         rows.append(("final metrics", f"{shown} (validation after training)" if shown else None))
+    rows.append(("training run", _run_text(folder.parent)))
     for key, value in rows:
         if value not in (None, ""):
             stdout.print(f"{key:>17}: {value}", markup=False)
     warn(collapse_warning(final, "validation after training"))
     if stats["per_parameter"]:
         stdout.print(_per_type_table(stats["per_parameter"]))
+
+
+def _run_text(run_dir: Path) -> str | None:
+    """The run that trained an SFT kept in its run directory: ``<run id> (finished, 12m05s)``."""
+    from deftx.records.files import RUN_JSON, format_duration, parse_iso
+    from deftx.records.reading import read_run
+
+    if not (run_dir / RUN_JSON).is_file():
+        return None
+    info = read_run(run_dir)
+    if info.record is None:
+        return f"{run_dir.name} (run.json unreadable: {info.error})"
+    record = info.record
+    start, end = parse_iso(record.started_at), parse_iso(record.ended_at)
+    took = f", {format_duration(end - start)}" if start is not None and end is not None else ""
+    resumed = f", resumed {len(record.resumptions)}x" if record.resumptions else ""
+    return f"{info.run_id} ({record.status}{took}{resumed})"
 
 
 def _per_type_table(per_parameter: dict[str, dict[str, int]]):

@@ -19,7 +19,7 @@ from deftx.analysis.comparison import PRIMARY_METRICS, higher_is_better, pick_me
 from deftx.records.files import parse_iso
 from deftx.records.reading import RunInfo, on_this_host, pid_alive
 from deftx.records.schema import (Evaluated, Event, MaskSelected, PhaseStarted, ResultRecord, RunDone, RunRecord,
-                                  RunResumed, Resumption, StepsTrained, number, parse_event)
+                                  RunResumed, Resumption, StepsTrained, number, as_events)
 
 from deftx_cli.tui.format import (
     DASH,
@@ -81,11 +81,7 @@ class RunProgress:
     events: int = 0
 
     def update(self, events: Iterable[Event | dict[str, Any]]) -> None:
-        for event in events:
-            if not isinstance(event, Event):  # a JSON object: parsed as metrics.jsonl is
-                event = parse_event(event)
-                if event is None:
-                    continue
+        for event in as_events(events):  # JSON objects are parsed as metrics.jsonl is
             self.events += 1
             when = event.time
             if when is not None:

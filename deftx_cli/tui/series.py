@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from deftx.records.schema import Evaluated, Event, MaskSelected, PhaseStarted, RunDone, StepsTrained, number, parse_event
+from deftx.records.schema import Evaluated, Event, MaskSelected, PhaseStarted, RunDone, StepsTrained, number, as_events
 
 QUANTITIES = ("loss", "lr", "throughput", "l1")
 
@@ -73,11 +73,7 @@ class RunSeries:
 
     def add_events(self, events: Iterable[Event | dict[str, Any]]) -> None:
         curves = self.curves
-        for event in events:
-            if not isinstance(event, Event):  # a JSON object: parsed as metrics.jsonl is
-                event = parse_event(event)
-                if event is None:
-                    continue
+        for event in as_events(events):  # JSON objects are parsed as metrics.jsonl is
             self.events += 1
             if isinstance(event, StepsTrained):
                 phase = self._phase = event.phase if event.phase is not None else (self._phase or 1)
