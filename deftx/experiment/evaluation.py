@@ -11,10 +11,12 @@ from typing import Any
 from deftx.data import canonical_language, get_task, load_labelled_file, load_task_split
 from deftx.errors import ArtifactError, LabelMismatchError, UsageError
 from deftx.methods import NO_LANG_SFT, VARIANT_SETTINGS, is_sparse, method_settings
-from deftx.objectives.classification import check_labels, classify_labelled
 from deftx.metrics import classification_metrics
-from deftx.records.runs import Run, write_results
+from deftx.model import load_model, load_tokenizer
+from deftx.objectives.classification import check_labels, classify_labelled
 from deftx.records.files import now_iso
+from deftx.records.runs import Run, write_results
+from deftx.sft.diff import SparseDiff, compose
 
 
 def budget_text(training: dict[str, Any]) -> str | None:
@@ -156,7 +158,6 @@ def result_settings(task_diff: Any, lang_diff: Any | None, control_lang: str | N
 
 def load_transfer_sfts(task_sft: Path, lang_sft: Path | None = None):
     """The task SFT and (optionally) a language SFT, each checked to be of its kind."""
-    from deftx.sft.diff import SparseDiff
 
     task_diff = SparseDiff.load(task_sft)
     if task_diff.kind != "task":
@@ -180,8 +181,6 @@ def composed_classifier(task_diff, lang_diff=None, *, model: str | Path | None =
     """theta0 + phi_lang + phi_task as a sequence classifier, and its tokenizer. The base model is the
     one the SFTs record unless ``model`` is given; ``labels`` default to the task SFT's."""
 
-    from deftx.model import load_model, load_tokenizer
-    from deftx.sft.diff import compose
 
     model = model or recorded_base_model([task_diff, lang_diff])
     labels = list(labels or task_diff.manifest.get("labels") or [])

@@ -19,15 +19,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from deftx.errors import ProcessFailedError, TrainingInterrupted, TrainingTerminated, UsageError
-from deftx.experiment.lifecycle import PHASE1_DIFF, total_steps
+from deftx.errors import (
+    ProcessFailedError,
+    TrainingInterrupted,
+    TrainingTerminated,
+    UsageError,
+)
+from deftx.experiment.evaluation import evaluate_transfer
+from deftx.experiment.language import train_language_sft
+from deftx.experiment.lifecycle import Checkpointing, total_steps
 from deftx.experiment.plan import Step, TransferPlan, plan_steps
-from deftx.experiment.scheduler import StepError, StepOutcome, StepSchedule, WorkerPool, default_threads, limit_threads
+from deftx.experiment.scheduler import (
+    StepError,
+    StepOutcome,
+    StepSchedule,
+    WorkerPool,
+    default_threads,
+    limit_threads,
+)
+from deftx.experiment.task import train_task_sft
 from deftx.methods import method_of
-from deftx.records.files import RESULTS_JSON, format_duration
-from deftx.records.runs import ExperimentLog
+from deftx.records.files import PHASE1_DIFF, RESULTS_JSON, format_duration
 from deftx.records.reading import read_run
-
+from deftx.records.runs import ExperimentLog
+from deftx.sft.diff import load_difference, save_mask
 
 Notify = Callable[[str], None]
 
@@ -349,10 +364,6 @@ def _run_step(plan: TransferPlan, step: Step, *, model, data_dir, runs_dir: Path
               callbacks: Iterable[Any], save_every: int | None = None, resume: bool = False) -> dict[str, Any] | None:
     """Train or evaluate one step into ``runs_dir / step.run_id`` (a training continues from its
     last checkpoint with ``resume``)."""
-    from deftx.experiment.lifecycle import Checkpointing
-    from deftx.experiment.evaluation import evaluate_transfer
-    from deftx.experiment.language import train_language_sft
-    from deftx.experiment.task import train_task_sft
 
     def sft(run_id: str | None) -> Path | None:
         return runs_dir / run_id / "sft" if run_id is not None else None
@@ -386,7 +397,6 @@ def _run_step(plan: TransferPlan, step: Step, *, model, data_dir, runs_dir: Path
 
 def _select_shared_mask(step: Step, runs_dir: Path) -> Path:
     """The step's mask, selected by its method from the phase-1 difference of ``step.mask_from``."""
-    from deftx.sft.diff import load_difference, save_mask
 
     differences, meta = load_difference(runs_dir / step.mask_from / PHASE1_DIFF)
     selection = method_of(step.config).select(differences, step.config.k, in_place=True)

@@ -11,8 +11,20 @@ from pathlib import Path
 from typing import Any
 
 from deftx.errors import UsageError
-from deftx.experiment.evaluation import composed_classifier, load_transfer_sfts, recorded_base_model
+from deftx.experiment.evaluation import (
+    composed_classifier,
+    load_transfer_sfts,
+    recorded_base_model,
+)
+from deftx.model import (
+    load_model,
+    load_tokenizer,
+    model_reference,
+    untie_output_embeddings,
+)
+from deftx.objectives.classification import class_probabilities
 from deftx.records.files import atomic_write_json, now_iso, use_umask
+from deftx.sft.diff import SparseDiff, compose
 from deftx.version import __version__
 
 
@@ -29,7 +41,6 @@ def predict_texts(
     """The label and the class probabilities of each text under theta0 + phi_lang + phi_task.
 
     For a sentence-pair task (NLI) a text holds the two sentences separated by a tab."""
-    from deftx.objectives.classification import class_probabilities
 
     texts = [str(t) for t in texts]
     if not texts:
@@ -77,8 +88,6 @@ def compose_model(
     the task head when a task SFT is among them. Written to a temporary directory, then renamed.
     ``model`` None: the base model the SFTs record. ``force`` composes and applies SFTs whose base
     fingerprints differ (from each other or from the model)."""
-    from deftx.model import load_model, load_tokenizer, model_reference, untie_output_embeddings
-    from deftx.sft.diff import SparseDiff, compose
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:

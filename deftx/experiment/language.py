@@ -10,8 +10,26 @@ from typing import Any
 from deftx.config import TrainConfig
 from deftx.data import canonical_language, load_unlabelled_text
 from deftx.errors import ArtifactError, DataFormatError
-from deftx.experiment.lifecycle import (Checkpointing, EventCallback, Prepared, TrainOutcome, check_mask_base, content_digest,
-                                        prepare_outputs, seed_new_weights, train_in_run)
+from deftx.experiment.lifecycle import (
+    Checkpointing,
+    EventCallback,
+    Prepared,
+    TrainOutcome,
+    check_mask_base,
+    content_digest,
+    prepare_outputs,
+    seed_new_weights,
+    train_in_run,
+)
+from deftx.model import (
+    head_parameters,
+    load_model,
+    load_tokenizer,
+    model_reference,
+    untie_output_embeddings,
+)
+from deftx.objectives import MaskedLMObjective
+from deftx.sft.diff import SparseDiff
 
 
 def _mlm_head_mode(config: TrainConfig, model_id: str | Path, missing: Iterable[str], head_names: Iterable[str]) -> str:
@@ -46,7 +64,6 @@ def train_language_sft(
 ) -> TrainOutcome:
     """A language SFT by masked-LM on unlabelled ``lang`` text. ``checkpointing``: how often to
     checkpoint, and whether to resume an interrupted run (see :class:`Checkpointing`)."""
-    from deftx.model import head_parameters, model_reference
 
     lang = canonical_language(lang)
     mask, mask_meta, config = prepare_outputs(out, mask_file, config)
@@ -74,8 +91,6 @@ def _masked_lm_setup(lang: str, config: TrainConfig, model: str | Path, data_dir
                      text_files: Sequence[str | Path] | None):
     """What a language SFT trains on and from: ``(lines, sources, model, missing, decoder, objective)``,
     the text and its training and held-out blocks, and the masked-LM model with its decoder untied."""
-    from deftx.model import load_model, load_tokenizer, untie_output_embeddings
-    from deftx.objectives import MaskedLMObjective
 
     lines, sources = load_unlabelled_text(lang, data_dir, text_files, max_lines=config.max_examples, seed=config.seed)
     tokenizer = load_tokenizer(model)
@@ -105,8 +120,6 @@ def evaluate_language_model(
 
     A language SFT also repairs a weak masked-LM head; another language's SFT measured on the same
     text tells that part apart from what the SFT knows of the language."""
-    from deftx.model import model_reference
-    from deftx.sft.diff import SparseDiff
 
     lang = canonical_language(lang)
     lang_sft = None

@@ -19,17 +19,32 @@ from typing import Any
 from deftx.config import TrainConfig, default_save_every
 from deftx.errors import FingerprintMismatchError, TrainingTerminated, UsageError
 from deftx.methods import method_of
-from deftx.records.runs import Run
+from deftx.model import fingerprint, model_reference
+from deftx.records.files import PHASE1_DIFF, SFT_SUBDIR
 from deftx.records.reading import find_resumable
-
+from deftx.records.runs import Run
+from deftx.sft.diff import load_mask
+from deftx.signals import StopRequest
+from deftx.training import train_sft
+from deftx.training.checkpoint import (
+    CHECKPOINTS_DIR,
+    Checkpointer,
+    latest_checkpoint,
+    list_checkpoints,
+    settings_difference,
+)
+from deftx.training.distributed import (
+    check_launch,
+    is_main_process,
+    launched_processes,
+    peer_failures,
+)
 
 EventCallback = Callable[[str, dict[str, Any]], None]
 
 
-SFT_SUBDIR = "sft"
 
 
-PHASE1_DIFF = "phase1_diff.safetensors"
 
 
 @dataclass
@@ -76,8 +91,6 @@ def _summary_for_run(summary: dict[str, Any]) -> dict[str, Any]:
 def prepare_outputs(out: Path | None, mask_file: Path | None, config: TrainConfig):
     """Refuse an ``--out`` that already holds files, and load a phase-2 mask (whose method then
     applies). Returns ``(mask, mask_meta, config)``."""
-    from deftx.sft.diff import load_mask
-    from deftx.training.distributed import check_launch
 
     check_launch(config.device, config.mixed_precision)  # before any data or model is loaded
     if out is not None and Path(out).exists() and any(Path(out).iterdir()):
@@ -89,7 +102,6 @@ def prepare_outputs(out: Path | None, mask_file: Path | None, config: TrainConfi
 
 
 def check_mask_base(mask_meta: dict[str, Any] | None, model) -> None:
-    from deftx.model import fingerprint
 
     expected = (mask_meta or {}).get("base_fingerprint")
     if expected and expected != fingerprint(model):
@@ -165,9 +177,6 @@ def _training_run(
     valid checkpoint), with SIGTERM caught and a :class:`Checkpointer` writing into it. Yields
     ``(run, checkpointer, checkpoint to resume from or None, callbacks with the run's log)``. When
     the body finishes, the checkpoints are deleted unless asked to keep them."""
-    from deftx.signals import StopRequest
-    from deftx.training.checkpoint import CHECKPOINTS_DIR, Checkpointer, latest_checkpoint, settings_difference
-    from deftx.training.distributed import is_main_process, launched_processes, peer_failures
 
     if launched_processes()[0] > 1:
         # Data-parallel: the main process alone writes the run; no checkpoints (a resume would have to
@@ -224,7 +233,6 @@ def _checkpointed(run: Run, stop: Any, save_every: int, settings: dict[str, Any]
                   found: Any, checkpoint: Any, callbacks: list[EventCallback]) -> Iterator[tuple[Run, Any, Any, list[EventCallback]]]:
     """The body of :func:`_training_run` inside its run: a :class:`Checkpointer` writing into the run,
     the resumption recorded, and the checkpoints deleted at the end unless kept."""
-    from deftx.training.checkpoint import CHECKPOINTS_DIR, Checkpointer, list_checkpoints
 
     checkpoints_dir = run.path / CHECKPOINTS_DIR
 
@@ -287,8 +295,6 @@ def train_in_run(prepared: Prepared, config: TrainConfig, *, model: str | Path, 
                  checkpointing: Checkpointing | None, force: bool = False) -> TrainOutcome:
     """The skeleton both trainers share: a run directory (new or resumed), the two-phase engine inside
     it, the SFT saved into it (and to ``out``)."""
-    from deftx.model import fingerprint, model_reference
-    from deftx.training import train_sft
 
     reference = model_reference(model)
     settings = {"config": config.model_dump(mode="json"), "base_model": reference,

@@ -30,21 +30,19 @@ from typing import Any, Protocol
 from deftx.config import TrainConfig, resolve_config
 from deftx.data import canonical_language, get_task
 from deftx.errors import UnknownNameError, UsageError
-from deftx.experiment.lifecycle import PHASE1_DIFF
 from deftx.methods import (
     METHODS,
     NO_LANG_SFT,
-    VARIANT_SETTINGS,
     OTHER_LANG_SFT,
     SPARSE_METHODS,
+    VARIANT_SETTINGS,
     FullFt,
     MethodVariant,
     cache_settings,
     get_method,
 )
-from deftx.records.files import RESULTS_JSON, slug
+from deftx.records.files import PHASE1_DIFF, RESULTS_JSON, slug
 from deftx.records.reading import read_run
-
 
 # Evaluation task -> (training task, source language) of the standard recipes.
 RECIPES = {"nusax-senti": ("smsa", "ind"), "americasnli": ("sick", "eng")}

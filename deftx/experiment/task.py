@@ -10,8 +10,20 @@ from typing import Any
 from deftx.config import TrainConfig
 from deftx.data import canonical_language, get_task, load_labelled_file, load_task_split
 from deftx.errors import ArtifactError
-from deftx.experiment.lifecycle import (Checkpointing, EventCallback, Prepared, TrainOutcome, check_mask_base, content_digest,
-                                        prepare_outputs, seed_new_weights, train_in_run)
+from deftx.experiment.lifecycle import (
+    Checkpointing,
+    EventCallback,
+    Prepared,
+    TrainOutcome,
+    check_mask_base,
+    content_digest,
+    prepare_outputs,
+    seed_new_weights,
+    train_in_run,
+)
+from deftx.model import head_parameters, load_model, load_tokenizer, model_reference
+from deftx.objectives import ClassificationObjective
+from deftx.sft.diff import SparseDiff
 
 
 def train_task_sft(
@@ -36,9 +48,6 @@ def train_task_sft(
 ) -> TrainOutcome:
     """A task SFT on labelled source-language data, trained with the source language's SFT applied.
     ``checkpointing``: how often to checkpoint, and whether to resume (see :class:`Checkpointing`)."""
-    from deftx.model import head_parameters, load_model, load_tokenizer, model_reference
-    from deftx.objectives import ClassificationObjective
-    from deftx.sft.diff import SparseDiff
 
     spec = get_task(task)
     source_lang = canonical_language(source_lang)

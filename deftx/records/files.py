@@ -35,6 +35,8 @@ RUN_FORMAT_VERSION = 1
 RUN_JSON = "run.json"
 METRICS_JSONL = "metrics.jsonl"
 RESULTS_JSON = "results.json"
+PHASE1_DIFF = "phase1_diff.safetensors"  # the dense phase-1 difference a run keeps (for shared phases, deftx denoise)
+SFT_SUBDIR = "sft"  # the SFT a training run produced
 EXPERIMENT_JSON = "experiment.json"  # in the runs directory: the progress of the last ``deftx transfer``
 
 
