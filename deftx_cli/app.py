@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from deftx.version import __version__
-from deftx_cli.commands import compose, denoise, evaluate, evaluate_lm, info, interop, overlap, predict, results, train, transfer, tui
+from deftx_cli.commands import cache, compose, denoise, evaluate, evaluate_lm, info, interop, overlap, predict, results, train, transfer, tui
 
 app = typer.Typer(
     name="deftx",
@@ -82,6 +82,7 @@ app.command("overlap", no_args_is_help=True)(with_help(overlap.overlap))
 app.command("datasets")(with_help(info.datasets))
 app.command("results")(with_help(results.results))
 app.command("tui")(with_help(tui.tui))
+app.command("cache")(with_help(cache.cache))
 
 
 def main() -> None:

@@ -53,6 +53,18 @@ def path_check(kind: str | None = None, *, exists: bool = True) -> Callable[...,
 
 
 existing_file = path_check("file")
+
+
+def _existing_text(param: typer.CallbackParam, value: Any) -> Any:
+    """``--text``: each path must exist (a glob pattern is matched later, by the library)."""
+    import glob
+
+    plain = [v for v in value or [] if not glob.has_magic(str(v))]
+    path_check()(param, plain)
+    return value
+
+
+existing_text = _existing_text
 existing_dir = path_check("dir")
 existing_path = path_check()
 a_file = path_check("file", exists=False)
@@ -109,3 +121,27 @@ KeepCheckpointsOpt = Annotated[bool, typer.Option("--keep-checkpoints", metavar=
 ResumeOpt = Annotated[bool, typer.Option("--resume", metavar="", help="Continue an interrupted run from its last valid checkpoint: the one named by --run-id, else the latest unfinished run of this kind and language in --runs-dir (a new run when there is none). Refused if a setting differs.", rich_help_panel=CHECKPOINTS)]
 
 RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Branch, tag or commit of SFTs given as hub ids (default: main).")]
+
+TEXT = "Text (language SFTs)"
+TextOpt = Annotated[Optional[list[str]], typer.Option("--text", metavar="<path>", callback=_existing_text, help="Unlabelled text instead of the built-in sources: files (.txt one segment per line, also .gz/.bz2/.xz/.zst; or .csv/.tsv/.jsonl with a text column), directories (every file below) or globs ('wiki/*.txt.gz'); repeat for several.", rich_help_panel=TEXT)]
+TextDatasetOpt = Annotated[Optional[str], typer.Option("--text-dataset", help="A text data set of the Hugging Face hub instead, e.g. wikimedia/wikipedia.", rich_help_panel=TEXT)]
+TextConfigOpt = Annotated[Optional[str], typer.Option("--text-config", help="Its configuration, e.g. 20231101.ace.", rich_help_panel=TEXT)]
+TextSplitOpt = Annotated[str, typer.Option("--text-split", help="Its split.", rich_help_panel=TEXT)]
+TextColumnOpt = Annotated[str, typer.Option("--text-column", help="Its text column.", rich_help_panel=TEXT)]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Threads that tokenise the text when it is prepared (default: every core).", rich_help_panel=TEXT)]
+
+
+def hub_text(dataset: str | None, config: str | None, split: str, column: str, revision: str | None,
+             text: list[str] | None):
+    """The hub data set the text options name (``None`` without ``--text-dataset``); ``--text`` beside it,
+    or ``--text-config`` / ``--text-revision`` without it, is refused."""
+    from deftx.data.text import HubText
+    from deftx.errors import UsageError
+
+    if dataset is None:
+        if config is not None or revision is not None:
+            raise UsageError("--text-config and --text-revision go with --text-dataset")
+        return None
+    if text:
+        raise UsageError("--text and --text-dataset both name the text; give one of them")
+    return HubText(dataset, config, split, column, revision)

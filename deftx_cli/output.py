@@ -21,6 +21,8 @@ from rich.console import Console
 from deftx.errors import DeftxError
 from deftx.metrics import collapse_warning
 
+from deftx_cli.text import prepare_rates, prepare_text, size_text  # noqa: F401 - size_text: shared here
+
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False)
 
@@ -76,15 +78,6 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             ) from None
 
     return wrapper
-
-
-def size_text(n: float) -> str:
-    """Bytes for people: ``812 KB``, ``3.3 GB``."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" or n >= 100 else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def checkpointing_text(fields: dict[str, Any]) -> str:
@@ -156,6 +149,35 @@ class TrainingProgress:
             self._line(f"{self.label}: {fields['message']}")
         elif event == "resume":
             self._resume(fields)
+        elif event == "prepare":
+            self._prepare(fields)
+
+    def _prepare(self, fields: dict[str, Any]) -> None:
+        """Text preparation: a bar over the bytes read on a terminal, a line every few seconds otherwise."""
+        stage = fields.get("stage")
+        if stage in ("cached", "done", "rebuild"):
+            self._stop()
+            self._line(f"{self.label}: {prepare_text(fields)}")
+            return
+        total, done = fields.get("bytes_total"), fields.get("bytes_read") or 0
+        if self.interactive and total:
+            if self._progress is None or self._last.get("stage") != stage:
+                from rich.markup import escape
+                from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+                self._stop()
+                self._progress = Progress(TextColumn(escape(f"{self.label} text ({stage})")), BarColumn(),
+                                          DownloadColumn(), TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
+                                          console=stderr, transient=True)
+                self._progress.start()
+                self._task = self._progress.add_task("prepare", total=total, status="")
+                self._last = {"stage": stage}
+            self._progress.update(self._task, completed=done, status=prepare_rates(fields))
+            return
+        now = time.monotonic()
+        if now - self._last_print >= self.interval:
+            self._line(f"{self.label}: {prepare_text(fields)}")
+            self._last_print = now
 
     def _resume(self, fields: dict[str, Any]) -> None:
         phase, step, total = fields.get("phase"), fields.get("step") or 0, fields.get("total_steps")

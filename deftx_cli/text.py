@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import PurePath
+from typing import Any
 
 from deftx.records.schema import ExperimentRecord
 from deftx.records.files import format_duration, parse_iso  # noqa: F401 - format_duration: shared here
@@ -43,3 +44,39 @@ def experiment_text(record: ExperimentRecord | None, now: float, alive: bool = T
         took = f" in {format_duration(end - start)}" if start is not None and end is not None else ""
         return f"Experiment finished: {total} steps{took}"
     return f"Experiment {status} at {where}" + (f" · {label}" if label else "")
+
+
+def size_text(n: float) -> str:
+    """Bytes for people: ``812 KB``, ``3.3 GB``."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" or n >= 100 else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def prepare_rates(fields: dict[str, Any]) -> str:
+    """``12,000 lines/s, 480,000 tokens/s`` over the preparation so far."""
+    seconds = fields.get("seconds") or 0
+    if not seconds:
+        return ""
+    parts = [f"{fields[k] / seconds:,.0f} {k}/s" for k in ("lines", "tokens") if fields.get(k)]
+    return ", ".join(parts)
+
+
+def prepare_text(fields: dict[str, Any]) -> str:
+    """One line on a text preparation event: what stage, how far, how fast, how long is left."""
+    stage = fields.get("stage")
+    if stage == "cached":
+        return (f"text from the cache: {fields.get('blocks') or 0:,} blocks, {fields.get('tokens') or 0:,} tokens "
+                f"({fields.get('cache')})")
+    if stage == "rebuild":
+        return str(fields.get("message"))
+    counts = ", ".join(f"{fields[k]:,} {k}" for k in ("lines", "tokens", "blocks") if fields.get(k) is not None)
+    if stage == "done":
+        return f"text prepared in {fields.get('seconds', 0):.0f}s: {counts}; cached in {fields.get('cache')}"
+    total, done = fields.get("bytes_total"), fields.get("bytes_read")
+    where = f"{size_text(done or 0)} of {size_text(total)}" if total else f"{size_text(done or 0)}"
+    rates = prepare_rates(fields)
+    left = f", about {format_duration(fields['eta_seconds'])} left" if fields.get("eta_seconds") is not None else ""
+    return f"{stage} the text: {where}, {counts}" + (f" ({rates})" if rates else "") + left

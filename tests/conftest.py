@@ -48,6 +48,7 @@ def _isolated_env(monkeypatch, tmp_path):
     """Keep tests from reading the developer's environment or writing into the checkout."""
     monkeypatch.delenv("DEFTX_DATA_DIR", raising=False)
     monkeypatch.setenv("DEFTX_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("DEFTX_CACHE", str(tmp_path / "cache"))  # the prepared text of this test only
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")

@@ -291,7 +291,9 @@ def test_a_file_where_a_directory_is_wanted_is_an_input_error(tmp_path):
     a_file.write_text("x")
     one_error_line(run("info", a_file, ok=False), 3, "is a file")
     one_error_line(run("results", "--runs-dir", a_file, ok=False), 3, "--runs-dir", "not a directory")
-    one_error_line(run("train-lang", "--lang", "ind", "--text", tmp_path, ok=False), 3, "--text", "not a file")
+    empty = tmp_path / "empty"
+    empty.mkdir()  # --text takes directories (every file below), but not one without files
+    one_error_line(run("train-lang", "--lang", "ind", "--text", empty, ok=False), 3, str(empty), "a directory without files")
 
 
 def test_unknown_language_and_task_suggest_close_names(tiny_model_dir, shared_data):

@@ -45,7 +45,7 @@ def describe_data(data_dir: Path | str | None) -> list[dict[str, Any]]:
         entry = {"kind": "text", "language": lang, "language_name": name, "sources": [], "lines": 0, "errors": {}}
         for source in text_sources(lang, root) if root is not None else ():
             try:
-                lines = len(source.read())
+                lines = sum(1 for _ in source.lines())
             except DeftxError as exc:
                 entry["errors"][str(source.path)] = str(exc)
                 continue

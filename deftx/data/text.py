@@ -1,4 +1,5 @@
-"""Unlabelled text of one language, the training data of a language SFT.
+"""Unlabelled text of one language, the training data of a language SFT: where it comes from, read as
+a stream of lines.
 
 Sources per language in a data root (only what exists is used):
 
@@ -8,39 +9,91 @@ Sources per language in a data root (only what exists is used):
 - NusaWrites ``nusawrites_unlabeled/<code>.{nusaparagraph,nusatranslation}.txt`` (``btk`` for Toba Batak).
 - AmericasNLP ``americasnlp_unlabeled/train/<lang>.txt`` and ``americasnlp_unlabeled/extra/<lang>.*.txt``.
 
-There is no hub corpus: without a data root, text comes from files given explicitly.
+Or given explicitly: files, directories (every text file below, in name order) and globs, plain or
+compressed (``.gz``, ``.bz2``, ``.xz``, ``.zst``), one segment per line; tables (``.csv``, ``.tsv``,
+``.jsonl``) with a ``text`` column; and a text data set of the Hugging Face hub (:class:`HubText`).
+
+A source is read as a stream (:meth:`TextSource.lines`): nothing holds the whole text in memory. A source
+knows its content fingerprint (:meth:`TextSource.fingerprint`), which names the prepared blocks in the
+cache (:mod:`deftx.data.blocks`).
 """
 
 from __future__ import annotations
 
+import bz2
+import glob
+import gzip
+import hashlib
+import io
+import lzma
+import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 from deftx.data.languages import (
     AMERICAS_FILE_CODES, AMERICASNLI_LANGUAGES, NUSAWRITES_CODES, NUSAX_DIRS, canonical_language,
 )
 from deftx.data.registry import DATA_DIR_ENV, resolve_data_dir
-from deftx.data.tables import TABLE_FORMATS, read_table, text_lines
+from deftx.data.tables import TABLE_FORMATS, read_table
 from deftx.errors import DataFormatError, InputNotFoundError, UsageError
 
 TEXT_HINT = f"give text files with --text, or a data root with --data-dir (or ${DATA_DIR_ENV})"
+COMPRESSED = (".gz", ".bz2", ".xz", ".zst")
+_SNIFF = 64 * 1024  # bytes looked at to tell a text file from a binary one
+
+
+@dataclass(frozen=True)
+class HubText:
+    """A text data set of the Hugging Face hub, e.g. ``wikimedia/wikipedia`` with config
+    ``20231101.ace`` and column ``text``."""
+
+    dataset: str
+    config: str | None = None
+    split: str = "train"
+    column: str = "text"
+    revision: str | None = None
+
+    def describe(self) -> str:
+        parts = [self.dataset, *(p for p in (self.config,) if p)]
+        at = f"@{self.revision}" if self.revision else ""
+        return f"hub data set {'/'.join(parts)}{at} ({self.split}, column {self.column})"
 
 
 @dataclass(frozen=True)
 class TextSource:
-    """A file of unlabelled text: plain lines, or one ``column`` of a CSV/TSV/JSONL table."""
+    """Unlabelled text: a file of lines (plain or compressed), one ``column`` of a CSV/TSV/JSONL table,
+    or a hub data set."""
 
-    path: Path
+    path: Path | None
     column: str | None
     description: str
     fieldnames: tuple[str, ...] | None = None  # column names of a table without a header row
+    hub: HubText | None = None
 
-    def read(self) -> list[str]:
-        """The stripped, non-empty segments of this source, in file order."""
-        if self.column is None:
-            segments = text_lines(self.path)
-        else:
+    @property
+    def name(self) -> str:
+        return str(self.path) if self.path is not None else self.hub.describe()
+
+    def size(self) -> int | None:
+        """Bytes on disk (of the compressed file), for progress; ``None`` for a hub data set."""
+        return self.path.stat().st_size if self.path is not None else None
+
+    def lines(self) -> Iterator[str]:
+        """The stripped, non-empty segments of this source, in order."""
+        for _, segment in self.lines_read():
+            yield segment
+
+    def lines_read(self) -> Iterator[tuple[int, str]]:
+        """The segments with the bytes of the source read so far (of the compressed file, for a
+        compressed one; 0 for a hub data set), for progress."""
+        if self.hub is not None:
+            for segment in _hub_lines(self.hub):
+                yield 0, segment
+            return
+        if self.column is not None:
             table = read_table(self.path, fieldnames=self.fieldnames)
             column = table.column(self.column)
             if column is None:
@@ -48,10 +101,137 @@ class TextSource:
                     f"{self.path} has no '{self.column}' column (it has {', '.join(table.columns)})",
                     hint="a table of text needs a 'text' column; plain .txt files hold one segment per line",
                 )
-            segments = [s for _, row in table.rows if (s := str(row.get(column) or "").strip())]
-        if not segments:
-            raise DataFormatError(f"{self.path} holds no text", hint=TEXT_HINT)
-        return segments
+            size = self.size() or 0
+            for _, row in table.rows:
+                segment = str(row.get(column) or "").strip()
+                if segment:
+                    yield size, segment
+            return
+        handle, raw = open_text(self.path)
+        with handle:
+            number = 0
+            try:
+                for number, line in enumerate(handle, start=1):
+                    segment = line.strip()
+                    if segment:
+                        yield raw.tell(), segment
+            except UnicodeDecodeError:
+                raise DataFormatError(f"{self.path} is not UTF-8 text (line {number + 1})",
+                                      hint="convert the file to UTF-8") from None
+            except (OSError, EOFError, lzma.LZMAError) as exc:
+                raise DataFormatError(f"{self.path} cannot be read to its end: {exc}",
+                                      hint="a compressed file may be truncated") from None
+
+    def fingerprint(self, memo: dict[str, Any] | None = None) -> str:
+        """What the text is: the sha256 of the file's bytes (``memo`` remembers it by path, size, inode
+        and modification time, so an unchanged file is not read again), or the hub data set's identity
+        at its revision."""
+        if self.hub is not None:
+            return "hub:" + hashlib.sha256(repr((self.hub, _hub_commit(self.hub))).encode()).hexdigest()
+        stat = self.path.stat()
+        key = str(self.path.resolve())
+        signature = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+        if memo is not None and memo.get(key, {}).get("signature") == signature:
+            return memo[key]["sha256"]
+        digest = hashlib.sha256()
+        with open(self.path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(chunk)
+        value = digest.hexdigest()
+        if memo is not None:
+            memo[key] = {"signature": signature, "sha256": value}
+        return value
+
+
+def open_text(path: Path) -> tuple[IO[str], IO[bytes]]:
+    """A text file for reading as UTF-8 lines, decompressed by its suffix, and the file on disk under it
+    (whose position says how much was read). A binary file, an empty one or one that cannot be opened
+    is refused in one line."""
+    suffix = path.suffix.lower()
+    try:
+        raw: IO[bytes] = open(path, "rb")
+    except FileNotFoundError:
+        raise InputNotFoundError(f"{path} not found") from None
+    except IsADirectoryError:
+        raise InputNotFoundError(f"{path} is a directory, not a file") from None
+    except PermissionError:
+        raise InputNotFoundError(f"{path} cannot be read: permission denied") from None
+    except OSError as exc:
+        raise InputNotFoundError(f"{path} cannot be read: {exc.strerror or exc}") from None
+    try:
+        if suffix == ".gz":
+            stream: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb")
+        elif suffix == ".bz2":
+            stream = bz2.BZ2File(raw, "rb")
+        elif suffix == ".xz":
+            stream = lzma.LZMAFile(raw, "rb")
+        elif suffix == ".zst":
+            import zstandard
+
+            stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        else:
+            stream = raw
+        buffered = io.BufferedReader(stream) if not isinstance(stream, io.BufferedReader) else stream
+        head = buffered.peek(_SNIFF)[:_SNIFF]
+    except (OSError, EOFError, lzma.LZMAError) as exc:
+        raw.close()
+        raise DataFormatError(f"{path} cannot be read: {exc}", hint="a compressed file may be damaged") from None
+    except Exception as exc:  # zstandard's ZstdError
+        raw.close()
+        raise DataFormatError(f"{path} cannot be read: {exc}", hint="a compressed file may be damaged") from None
+    if not head:
+        raw.close()
+        raise DataFormatError(f"{path} is empty", hint=TEXT_HINT)
+    if b"\x00" in head:
+        raw.close()
+        raise DataFormatError(f"{path} is not a text file (it holds NUL bytes: binary data?)",
+                              hint="give UTF-8 text, one segment per line")
+    return io.TextIOWrapper(buffered, encoding="utf-8-sig", newline=None), raw
+
+
+def _hub_lines(hub: HubText) -> Iterator[str]:
+    """The column of a hub text data set, streamed (nothing downloaded beyond what is read)."""
+    for row in hub_dataset(hub, streaming=True):
+        value = row.get(hub.column)
+        if value is None:
+            raise DataFormatError(f"{hub.describe()}: no column {hub.column!r} (it has {', '.join(row)})",
+                                  hint="choose the column with --text-column")
+        for segment in str(value).split("\n"):
+            segment = segment.strip()
+            if segment:
+                yield segment
+
+
+def hub_dataset(hub: HubText, *, streaming: bool):
+    """``datasets.load_dataset`` for a hub text data set, its failures turned into one line (offline,
+    no such data set, config or split)."""
+    from deftx.hub import hub_offline
+
+    if hub_offline():
+        raise InputNotFoundError(f"cannot read {hub.describe()}: the Hugging Face hub is out of reach (offline)",
+                                 hint="give local text files with --text")
+    import datasets
+
+    datasets.disable_progress_bars()
+    try:
+        return datasets.load_dataset(hub.dataset, hub.config, split=hub.split, revision=hub.revision,
+                                     streaming=streaming)
+    except (FileNotFoundError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputNotFoundError(f"cannot read {hub.describe()}: {first[:200]}",
+                                 hint="check the data set id, --text-config, --text-split and --revision") from None
+    except OSError as exc:
+        raise InputNotFoundError(f"cannot read {hub.describe()}: {exc}", hint="give local text files with --text") from None
+
+
+def _hub_commit(hub: HubText) -> str | None:
+    """The commit a hub data set's revision resolves to (``None`` when it cannot be told)."""
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(hub.dataset, revision=hub.revision).sha
+    except Exception:  # offline, a private data set: the revision as given names it
+        return hub.revision
 
 
 def text_sources(lang: str, data_dir: Path | str | None) -> list[TextSource]:
@@ -83,11 +263,56 @@ def text_sources(lang: str, data_dir: Path | str | None) -> list[TextSource]:
     return [source for source in candidates if source.path.is_file()]
 
 
-def _file_source(path: Path | str) -> TextSource:
-    path = Path(path)
+def _file_source(path: Path) -> TextSource:
+    name = path.name.lower()
+    stem_suffix = Path(name[: -len(Path(name).suffix)]).suffix if name.endswith(COMPRESSED) else path.suffix.lower()
     if path.suffix.lower() in TABLE_FORMATS:
         return TextSource(path, "text", "given file, text column")
+    if stem_suffix in TABLE_FORMATS:
+        raise UsageError(f"{path}: a compressed table is not read", hint="decompress it, or give plain text lines")
     return TextSource(path, None, "given file")
+
+
+def expand_text_paths(given: list[Path | str]) -> list[Path]:
+    """Files, directories (every file below them, in name order, hidden ones left out) and glob patterns,
+    as the files they name, in the order given. A path that does not exist, an empty directory and a
+    glob that matches nothing are each one error."""
+    out: list[Path] = []
+    for item in given:
+        text = str(item)
+        path = Path(text).expanduser()
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".")
+                                                                                   for part in p.relative_to(path).parts))
+            if not files:
+                raise InputNotFoundError(f"{path} is a directory without files", hint=TEXT_HINT)
+            out.extend(files)
+        elif path.exists():
+            out.append(path)
+        elif glob.has_magic(text):
+            matches = sorted(Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True) if Path(p).is_file())
+            if not matches:
+                raise InputNotFoundError(f"--text {text}: the pattern matches no file", hint=TEXT_HINT)
+            out.extend(matches)
+        else:
+            raise InputNotFoundError(f"--text {text}: not found", hint=TEXT_HINT)
+    return out
+
+
+def resolve_text_sources(lang: str | None, data_dir: Path | str | None = None, files: list[Path | str] | None = None,
+                         hub: HubText | None = None) -> list[TextSource]:
+    """The sources of a language SFT's text: the hub data set, else the given files (directories and
+    globs expanded), else the data root's text of ``lang``."""
+    if hub is not None:
+        return [TextSource(None, hub.column, hub.describe(), hub=hub)]
+    if files:
+        return [_file_source(path) for path in expand_text_paths(list(files))]
+    if lang is None:
+        raise UsageError("unlabelled text needs a language or text files", hint=TEXT_HINT)
+    sources = text_sources(lang, data_dir)
+    if not sources:
+        raise InputNotFoundError(f"the data root has no unlabelled text for {canonical_language(lang)}", hint=TEXT_HINT)
+    return sources
 
 
 def load_unlabelled_text(
@@ -97,34 +322,27 @@ def load_unlabelled_text(
     max_lines: int | None = None,
     seed: int = 0,
 ) -> tuple[list[str], list[str]]:
-    """Unlabelled segments and a description of each source used.
+    """Unlabelled segments in memory, and a description of each source used (small text: a test, a
+    benchmark; training prepares its blocks in :mod:`deftx.data.blocks` without holding the text).
 
-    ``files`` replaces the data-root sources of ``lang``: ``.txt`` (or any non-table file) holds one
-    segment per line; ``.csv``/``.tsv``/``.jsonl`` a ``text`` column. Segments are stripped, empty
-    ones dropped and repeats removed (first kept). ``max_lines`` keeps a random subset of that size
-    (the same for the same ``seed``), in order.
+    Segments are stripped, empty ones dropped and repeats removed (first kept). ``max_lines`` keeps a
+    random subset of that size (the same for the same ``seed``), in order.
     """
     if max_lines is not None and max_lines < 1:
         raise UsageError(f"max_lines must be at least 1 (got {max_lines})")
-    if files:
-        sources = [_file_source(path) for path in files]
-    elif lang is None:
-        raise UsageError("unlabelled text needs a language or text files", hint=TEXT_HINT)
-    else:
-        sources = text_sources(lang, data_dir)
-        if not sources:
-            code = canonical_language(lang)
-            raise InputNotFoundError(f"the data root has no unlabelled text for {code}", hint=TEXT_HINT)
     lines: list[str] = []
     seen: set[str] = set()
     descriptions: list[str] = []
-    for source in sources:
-        segments = source.read()
-        descriptions.append(f"{source.description} ({source.path}): {len(segments)} lines")
-        for segment in segments:
+    for source in resolve_text_sources(lang, data_dir, files):
+        count = 0
+        for segment in source.lines():
+            count += 1
             if segment not in seen:
                 seen.add(segment)
                 lines.append(segment)
+        if not count:
+            raise DataFormatError(f"{source.name} holds no text", hint=TEXT_HINT)
+        descriptions.append(f"{source.description} ({source.name}): {count} lines")
     if max_lines is not None and len(lines) > max_lines:
         keep = sorted(random.Random(seed).sample(range(len(lines)), max_lines))
         lines = [lines[i] for i in keep]

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from deftx.config import TrainConfig
-from deftx.data import canonical_language, load_unlabelled_text
+from deftx.data import canonical_language
+from deftx.data.blocks import TextBlocks, prepare_blocks, text_spec
+from deftx.data.text import HubText, resolve_text_sources
 from deftx.errors import ArtifactError, DataFormatError
 from deftx.experiment.lifecycle import (
     Checkpointing,
@@ -16,7 +18,6 @@ from deftx.experiment.lifecycle import (
     Prepared,
     TrainOutcome,
     check_mask_base,
-    content_digest,
     prepare_outputs,
     seed_new_weights,
     train_in_run,
@@ -53,6 +54,8 @@ def train_language_sft(
     model: str | Path,
     data_dir: str | Path | None = None,
     text_files: Sequence[str | Path] | None = None,
+    text_dataset: HubText | None = None,
+    workers: int | None = None,
     runs_dir: Path,
     run_id: str | None = None,
     out: Path | None = None,
@@ -62,45 +65,70 @@ def train_language_sft(
     command: list[str] | None = None,
     checkpointing: Checkpointing | None = None,
 ) -> TrainOutcome:
-    """A language SFT by masked-LM on unlabelled ``lang`` text. ``checkpointing``: how often to
-    checkpoint, and whether to resume an interrupted run (see :class:`Checkpointing`)."""
-
+    """A language SFT by masked-LM on unlabelled ``lang`` text: the data root's text of the language,
+    ``text_files`` (files, directories, globs; plain or compressed) or ``text_dataset`` (a hub data
+    set). The text is tokenised once into the cache (``workers`` tokenizer threads; see
+    :mod:`deftx.data.blocks`), inside the run, whose ``metrics.jsonl`` follows the preparation.
+    ``checkpointing``: how often to checkpoint, and whether to resume an interrupted run."""
     lang = canonical_language(lang)
     mask, mask_meta, config = prepare_outputs(out, mask_file, config)
-    lines, sources, mlm, missing, decoder, objective = _masked_lm_setup(lang, config, model, data_dir, text_files)
+    text = _TextSetup(lang, config, model, data_dir, text_files, text_dataset, workers)
+    mlm, missing, decoder = _masked_lm_model(config, model)
     head = {n: p for n, p in head_parameters(mlm).items() if p is not decoder}
     mode = _mlm_head_mode(config, model, missing, head)
     named = dict(mlm.named_parameters())
     base_missing = [n for n in missing if n in named and named[n] is not decoder and n not in head]
     check_mask_base(mask_meta, mlm)
+    manifest = {"kind": "language", "language": lang, "base_model": model_reference(model), "mlm_head": mode}
+
+    def objective(emit: EventCallback) -> MaskedLMObjective:
+        made = text.objective(progress=lambda fields: emit("prepare", fields))
+        manifest["data"] = {"sources": text.blocks.stats.get("sources"), "lines": text.blocks.stats.get("lines_kept"),
+                            "blocks": made.num_examples(), "cache_key": text.spec.key}
+        return made
+
     prepared = Prepared(
         kind="language", model=mlm, objective=objective,
         dense=sorted(set(head if mode == "train" else []) | set(base_missing)),
-        manifest={"kind": "language", "language": lang, "base_model": model_reference(model),
-                  "data": {"sources": sources, "lines": len(lines), "blocks": objective.num_examples()}, "mlm_head": mode},
-        languages={"target": lang},
-        run_config={**config.model_dump(mode="json"), "mlm_head_resolved": mode, "text_sources": sources},
-        resume_settings={"mlm_head": mode, "text_sources": sources, "data_sha256": content_digest(list(lines))},
+        manifest=manifest, languages={"target": lang},
+        run_config={**config.model_dump(mode="json"), "mlm_head_resolved": mode, "text_sources": text.names},
+        resume_settings={"mlm_head": mode, "text_sources": text.names, "text_key": text.spec.key},
+        data=lambda: text.blocks.record(),
     )
     return train_in_run(prepared, config, model=model, mask=mask, mask_meta=mask_meta, runs_dir=runs_dir,
                         run_id=run_id, out=out, keep_phase1_diff=keep_phase1_diff, callbacks=callbacks,
                         command=command, checkpointing=checkpointing)
 
 
-def _masked_lm_setup(lang: str, config: TrainConfig, model: str | Path, data_dir: str | Path | None,
-                     text_files: Sequence[str | Path] | None):
-    """What a language SFT trains on and from: ``(lines, sources, model, missing, decoder, objective)``,
-    the text and its training and held-out blocks, and the masked-LM model with its decoder untied."""
+class _TextSetup:
+    """A language's text for masked-LM: its sources and their cache key (known before any tokenising),
+    and, once prepared, its blocks and the objective over them."""
 
-    lines, sources = load_unlabelled_text(lang, data_dir, text_files, max_lines=config.max_examples, seed=config.seed)
-    tokenizer = load_tokenizer(model)
-    seed_new_weights(config.seed)  # a head that loading initialises follows the seed
+    def __init__(self, lang: str, config: TrainConfig, model: str | Path, data_dir: str | Path | None,
+                 text_files: Sequence[str | Path] | None, text_dataset: HubText | None, workers: int | None) -> None:
+        self.config, self.workers = config, workers
+        self.sources = resolve_text_sources(lang, data_dir, list(text_files or []), text_dataset)
+        self.names = [f"{s.description} ({s.name})" for s in self.sources]
+        self.tokenizer = load_tokenizer(model)
+        self.spec = text_spec(self.sources, self.tokenizer, max_length=config.max_length,
+                              max_lines=config.max_examples, seed=config.seed)
+        self.blocks: TextBlocks | None = None
+
+    def objective(self, progress: Any = None) -> MaskedLMObjective:
+        config = self.config
+        self.blocks = prepare_blocks(self.sources, self.tokenizer, max_length=config.max_length,
+                                     max_lines=config.max_examples, seed=config.seed, workers=self.workers,
+                                     progress=progress, spec=self.spec)
+        return MaskedLMObjective(self.tokenizer, self.blocks.blocks, max_length=config.max_length,
+                                 mlm_probability=config.mlm_probability, seed=config.seed)
+
+
+def _masked_lm_model(config: TrainConfig, model: str | Path):
+    """The masked-LM model with its decoder untied: ``(model, missing, decoder)`` (a head that loading
+    initialises follows the seed)."""
+    seed_new_weights(config.seed)
     mlm, missing = load_model(model, "mlm")
-    decoder = untie_output_embeddings(mlm)
-    objective = MaskedLMObjective(
-        tokenizer, lines, max_length=config.max_length, mlm_probability=config.mlm_probability, seed=config.seed
-    )
-    return lines, sources, mlm, missing, decoder, objective
+    return mlm, missing, untie_output_embeddings(mlm)
 
 
 def evaluate_language_model(
@@ -111,7 +139,10 @@ def evaluate_language_model(
     sft: Path | None = None,
     data_dir: str | Path | None = None,
     text_files: Sequence[str | Path] | None = None,
+    text_dataset: HubText | None = None,
+    workers: int | None = None,
     force: bool = False,
+    progress: Any = None,
 ) -> dict[str, Any]:
     """Held-out masked-LM loss, accuracy and perplexity of the base model, and with the language SFT
     ``sft`` applied, on ``lang``'s held-out blocks built exactly as a language SFT trained with
@@ -120,17 +151,18 @@ def evaluate_language_model(
 
     A language SFT also repairs a weak masked-LM head; another language's SFT measured on the same
     text tells that part apart from what the SFT knows of the language."""
-
     lang = canonical_language(lang)
     lang_sft = None
     if sft is not None:
         lang_sft = SparseDiff.load(sft)
         if lang_sft.kind != "language":
             raise ArtifactError(f"{sft} is a {lang_sft.manifest.get('kind')} SFT, not a language SFT")
-    lines, sources, mlm, _, _, objective = _masked_lm_setup(lang, config, model, data_dir, text_files)
+    text = _TextSetup(lang, config, model, data_dir, text_files, text_dataset, workers)
+    objective = text.objective(progress)
+    mlm, _, _ = _masked_lm_model(config, model)
     if objective.validation is None:
-        raise DataFormatError(f"too little {lang} text for held-out blocks ({objective.blocks.shape[0]} blocks; 50 needed)",
-                         hint="give more text, or a smaller --max-length")
+        raise DataFormatError(f"too little {lang} text for held-out blocks ({len(objective.blocks)} blocks; 50 needed)",
+                              hint="give more text, or a smaller --max-length")
     batch_size = max(config.batch_size, 32)  # as the training's evaluations (the masking follows the batches)
     base = objective.evaluate(mlm, batch_size)
     with_sft = None
@@ -140,8 +172,8 @@ def evaluate_language_model(
     return {
         "language": lang,
         "base_model": model_reference(model),
-        "text_sources": sources,
-        "lines": len(lines),
+        "text_sources": text.names,
+        "lines": text.blocks.stats.get("lines_kept"),
         "held_out_blocks": int(objective.validation.shape[0]),
         "max_length": config.max_length,
         "seed": config.seed,

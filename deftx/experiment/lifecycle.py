@@ -278,6 +278,8 @@ class Prepared:
 
     kind: str  # "language" or "task"
     model: Any  # the model, loaded (and seeded) as every attempt of the run loads it
+    # the objective, or a function that makes it inside the run (given the run's event callback), so
+    # that a long data preparation shows in the run's metrics
     objective: Any
     dense: list[str]  # full names of the parameters trained and stored densely (a new head)
     manifest: dict[str, Any]  # the SFT's manifest, before what training adds
@@ -287,6 +289,7 @@ class Prepared:
     task: str | None = None
     start_sft: Any = None  # the source language's SFT a task SFT is trained with
     start_sft_path: Path | None = None
+    data: Callable[[], dict[str, Any]] | None = None  # what run.json records of the data, once made
 
 
 def train_in_run(prepared: Prepared, config: TrainConfig, *, model: str | Path, mask: dict[str, Any] | None,
@@ -300,16 +303,23 @@ def train_in_run(prepared: Prepared, config: TrainConfig, *, model: str | Path, 
     settings = {"config": config.model_dump(mode="json"), "base_model": reference,
                 "base_fingerprint": fingerprint(prepared.model), **prepared.resume_settings,
                 "mask_sha256": mask_digest(mask)}
+    made_later = callable(prepared.objective)
     with _training_run(
         runs_dir, prepared.kind, config, checkpointing or Checkpointing(), settings, list(callbacks),
         run_id=run_id, languages=prepared.languages, task=prepared.task, config=prepared.run_config,
         method=config.method, base_model=reference, seed=config.seed, command=command,
-        total_steps=total_steps(config, prepared.objective.num_examples(), mask is not None),
+        total_steps={} if made_later else total_steps(config, prepared.objective.num_examples(), mask is not None),
     ) as (run, checkpointer, checkpoint, logged):
+        objective = prepared.objective
+        if made_later:
+            objective = objective(lambda event, fields: _emit(logged, event, **fields))
+            run.update(total_steps=total_steps(config, objective.num_examples(), mask is not None))
+        if prepared.data is not None:
+            run.update(data=prepared.data())
         if prepared.start_sft_path is not None:
             run.update(config={"lang_sft": str(Path(prepared.start_sft_path).resolve())})
         result = train_sft(
-            prepared.model, prepared.objective, config, manifest=prepared.manifest, dense_parameters=prepared.dense,
+            prepared.model, objective, config, manifest=prepared.manifest, dense_parameters=prepared.dense,
             start_sft=prepared.start_sft, mask=mask,
             keep_phase1_diff=run.path / PHASE1_DIFF if keep_phase1_diff and run.path else None,
             callbacks=logged, force=force, mask_info=mask_meta, checkpoints=checkpointer, resume=checkpoint,

@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,7 +29,7 @@ class MaskedLMObjective:
     def __init__(
         self,
         tokenizer,
-        lines: Sequence[str],
+        text: Sequence[str] | Any,
         *,
         max_length: int = 128,
         mlm_probability: float = 0.15,
@@ -36,18 +37,22 @@ class MaskedLMObjective:
         max_validation_blocks: int = 128,
         seed: int = 0,
     ) -> None:
+        """``text``: the lines (tokenised here, for a small text) or the blocks already made of it (rows
+        of ``max_length`` token ids, e.g. the memory-mapped :class:`~deftx.data.blocks.BlockArray` of the
+        cache)."""
         if tokenizer.mask_token_id is None:
             raise DataFormatError("the tokenizer has no mask token: it cannot be used for masked-LM")
         self.tokenizer = tokenizer
         self.mlm_probability = mlm_probability
-        self.blocks = self._blocks(lines, max_length)
-        if not len(self.blocks):
+        blocks = self._blocks(list(text), max_length) if _is_lines(text) else text
+        if not len(blocks):
             raise DataFormatError("the text is empty after tokenisation", hint="give more text with --text")
+        self.blocks = blocks
         generator = torch.Generator().manual_seed(seed)
-        order = torch.randperm(len(self.blocks), generator=generator)
-        n_val = min(max_validation_blocks, int(len(self.blocks) * validation_fraction)) if len(self.blocks) >= 50 else 0
-        self.validation = self.blocks[order[:n_val]] if n_val else None
-        self.train = self.blocks[order[n_val:]] if n_val else self.blocks
+        order = torch.randperm(len(blocks), generator=generator).numpy()
+        n_val = min(max_validation_blocks, int(len(blocks) * validation_fraction)) if len(blocks) >= 50 else 0
+        self.validation = torch.as_tensor(np.asarray(blocks[order[:n_val]]), dtype=torch.long) if n_val else None
+        self.train_rows = order[n_val:] if n_val else np.arange(len(blocks))
         special = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.bos_token_id,
                    tokenizer.eos_token_id, tokenizer.pad_token_id}
         self.special_ids = torch.tensor(sorted(i for i in special if i is not None), dtype=torch.long)
@@ -78,13 +83,19 @@ class MaskedLMObjective:
             parts.append(torch.full((n_full, 1), end, dtype=torch.long))
         return torch.cat(parts, dim=1)
 
+    @property
+    def train(self) -> torch.Tensor:
+        """The training blocks as one tensor (a copy: for a small text, a test)."""
+        return torch.as_tensor(np.asarray(self.blocks[self.train_rows]), dtype=torch.long)
+
     def num_examples(self) -> int:
-        return int(self.train.shape[0])
+        return int(len(self.train_rows))
 
     def batches(self, batch_size: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
-        order = torch.randperm(self.num_examples(), generator=torch.Generator().manual_seed(seed))
+        order = torch.randperm(self.num_examples(), generator=torch.Generator().manual_seed(seed)).numpy()
         for i in range(0, len(order), batch_size):
-            yield {"input_ids": self.train[order[i : i + batch_size]]}
+            rows = self.train_rows[order[i : i + batch_size]]
+            yield {"input_ids": torch.as_tensor(np.asarray(self.blocks[rows]), dtype=torch.long)}
 
     def mask_tokens(self, input_ids: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(masked input ids, labels with -100 at positions not to predict), deterministic for a seed."""
@@ -161,3 +172,12 @@ class MaskedLMObjective:
         model.train(was_training)
         mean = total_loss / max(count, 1)
         return {"mlm_loss": mean, "mlm_accuracy": correct / max(count, 1), "perplexity": math.exp(min(mean, 50.0))}
+
+
+def _is_lines(text: Any) -> bool:
+    """Whether ``text`` is lines of text (not blocks of token ids)."""
+    if isinstance(text, (str, bytes)):
+        raise TypeError("give the text as a sequence of lines")
+    if hasattr(text, "shape") or hasattr(text, "chunks"):
+        return False
+    return all(isinstance(line, str) for line in text)

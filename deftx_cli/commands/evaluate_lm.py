@@ -3,15 +3,15 @@ language SFT."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from deftx_cli.options import (
-    DataDirOpt, JsonOpt, MaxLenOpt, ModelOpt, Preset, PresetOpt, RevisionOpt, SeedOpt, TRAINING, existing_file,
+    TEXT, TRAINING, DataDirOpt, JsonOpt, MaxLenOpt, ModelOpt, Preset, PresetOpt, RevisionOpt, SeedOpt, TextColumnOpt,
+    TextConfigOpt, TextDatasetOpt, TextOpt, TextSplitOpt, WorkersOpt, hub_text,
 )
-from deftx_cli.output import handle_errors, note, print_json, stdout
+from deftx_cli.output import TrainingProgress, handle_errors, note, print_json, stdout
 
 DEFAULT_MODEL = "xlm-roberta-base"  # as deftx train-lang
 
@@ -22,7 +22,13 @@ def evaluate_lm(
     sft: Annotated[Optional[str], typer.Option("--sft", metavar="<dir>", help="A language SFT to apply, a directory or a hub id (any language's: another language's SFT on this text is the control).")] = None,
     model: ModelOpt = DEFAULT_MODEL,
     preset: PresetOpt = Preset.cpu,
-    text: Annotated[Optional[list[Path]], typer.Option("--text", metavar="<file>", callback=existing_file, help="Unlabelled text file(s) instead of the built-in sources, as deftx train-lang --text.", rich_help_panel=TRAINING)] = None,
+    text: TextOpt = None,
+    text_dataset: TextDatasetOpt = None,
+    text_config: TextConfigOpt = None,
+    text_split: TextSplitOpt = "train",
+    text_column: TextColumnOpt = "text",
+    text_revision: Annotated[Optional[str], typer.Option("--text-revision", help="Branch, tag or commit of --text-dataset.", rich_help_panel=TEXT)] = None,
+    workers: WorkersOpt = None,
     max_lines: Annotated[Optional[int], typer.Option("--max-examples", "--max-lines", min=1, help="Text lines used (a seeded random subset), as the language SFT's --max-lines.", rich_help_panel=TRAINING)] = None,
     max_length: MaxLenOpt = None,
     seed: SeedOpt = 0,
@@ -52,8 +58,11 @@ def evaluate_lm(
     folder = resolve_sft_source(sft, revision) if sft is not None else None
 
     config = resolve_config("language", preset.value, max_examples=max_lines, max_length=max_length, seed=seed)
+    dataset = hub_text(text_dataset, text_config, text_split, text_column, text_revision, text)
+    progress = TrainingProgress(f"held-out text {lang}")
     result = evaluate_language_model(lang, config, model=model, sft=folder, data_dir=data_dir, text_files=text,
-                                     force=force)
+                                     text_dataset=dataset, workers=workers, force=force,
+                                     progress=lambda fields: progress("prepare", fields))
     if as_json:
         print_json(result)
         return

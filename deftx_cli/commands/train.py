@@ -12,7 +12,8 @@ from deftx_cli.options import (
     BatchOpt, DataDirOpt, DeviceOpt, GradAccumOpt, JsonOpt, KeepCheckpointsOpt, KeepDiffOpt, KOpt, L1Opt, LrOpt,
     MaskOpt, MaxLenOpt, Method, MethodOpt, MixedPrecision, MixedPrecisionOpt, ModelOpt, OutOpt, Phase1EpochsOpt,
     Phase1StepsOpt, Phase2EpochsOpt, Phase2StepsOpt, Preset, PresetOpt, QuietOpt, RankRuleOpt, ResumeOpt, RunIdOpt,
-    RunsDirOpt, SaveEveryOpt, SeedOpt, TailKeepOpt, TRAINING, WdOpt, existing_file,
+    RunsDirOpt, SaveEveryOpt, SeedOpt, TailKeepOpt, TEXT, TRAINING, TextColumnOpt, TextConfigOpt, TextDatasetOpt, TextOpt,
+    TextSplitOpt, WdOpt, WorkersOpt, existing_file, hub_text,
 )
 from deftx_cli.output import TrainingProgress, handle_errors, note, print_json
 
@@ -70,8 +71,14 @@ def train_lang(
     k: KOpt = None,
     rank_rule: RankRuleOpt = None,
     tail_keep: TailKeepOpt = None,
-    text: Annotated[Optional[list[Path]], typer.Option("--text", metavar="<file>", callback=existing_file, help="Unlabelled text file(s) (.txt one segment per line, or .csv/.tsv/.jsonl with a text column) instead of the built-in sources.", rich_help_panel=TRAINING)] = None,
-    max_lines: Annotated[Optional[int], typer.Option("--max-lines", min=1, help="Use at most this many text lines (a seeded random subset).", rich_help_panel=TRAINING)] = None,
+    text: TextOpt = None,
+    text_dataset: TextDatasetOpt = None,
+    text_config: TextConfigOpt = None,
+    text_split: TextSplitOpt = "train",
+    text_column: TextColumnOpt = "text",
+    text_revision: Annotated[Optional[str], typer.Option("--revision", "--text-revision", help="Branch, tag or commit of --text-dataset.", rich_help_panel=TEXT)] = None,
+    workers: WorkersOpt = None,
+    max_lines: Annotated[Optional[int], typer.Option("--max-lines", min=1, help="Use at most this many text lines (a seeded random subset).", rich_help_panel=TEXT)] = None,
     phase1_steps: Phase1StepsOpt = None,
     phase2_steps: Phase2StepsOpt = None,
     batch_size: BatchOpt = None,
@@ -98,14 +105,16 @@ def train_lang(
     """Train a language SFT by masked-LM on unlabelled text of one language.
 
     With a data root set (--data-dir or DEFTX_DATA_DIR), the text is found by language code:
-    NusaX-MT train, NusaWrites, AmericasNLP train text. Interrupted (SIGTERM, a crash, a kill)? Run
-    the same command again with --resume.
+    NusaX-MT train, NusaWrites, AmericasNLP train text; or give --text or --text-dataset. The
+    text is tokenised once into a cache (deftx cache shows it). Interrupted (SIGTERM, a crash, a
+    kill)? Run the same command again with --resume.
 
     Example:
 
         export DEFTX_DATA_DIR=../shared/data
         export DEFTX_MODEL=../shared/models/me5-small-mlm
         deftx train-lang --lang quy --method deftx --preset cpu
+        deftx train-lang --lang ind --text 'idwiki/*.txt.gz' --preset paper
     """
     from deftx.experiment.lifecycle import Checkpointing
     from deftx.experiment.language import train_language_sft
@@ -118,8 +127,10 @@ def train_lang(
     from deftx.data import canonical_language
 
     _note_restart(runs_dir, run_id, "language", config.method, {"target": canonical_language(lang)}, resume)
+    dataset = hub_text(text_dataset, text_config, text_split, text_column, text_revision, text)
     outcome = train_language_sft(
-        lang, config, model=model, data_dir=data_dir, text_files=text, runs_dir=runs_dir, run_id=run_id, out=out,
+        lang, config, model=model, data_dir=data_dir, text_files=text, text_dataset=dataset, workers=workers,
+        runs_dir=runs_dir, run_id=run_id, out=out,
         keep_phase1_diff=keep_phase1_diff, mask_file=mask, callbacks=[TrainingProgress(label, quiet=quiet)],
         command=["deftx", *sys.argv[1:]],
         checkpointing=Checkpointing(save_every=save_every, keep=keep_checkpoints, resume=resume),

@@ -19,8 +19,9 @@ from deftx.analysis.comparison import PRIMARY_METRICS, higher_is_better, pick_me
 from deftx.records.files import parse_iso
 from deftx.records.reading import RunInfo, on_this_host, pid_alive
 from deftx.records.schema import (Evaluated, Event, MaskSelected, PhaseStarted, ResultRecord, RunDone, RunRecord,
-                                  RunResumed, Resumption, StepsTrained, number, as_events)
+                                  RunResumed, Resumption, StepsTrained, TextPrepared, as_events, number)
 
+from deftx_cli.text import prepare_text
 from deftx_cli.tui.format import (
     DASH,
     format_duration,
@@ -76,6 +77,7 @@ class RunProgress:
     latest_eval: dict[str, float] = field(default_factory=dict)
     rates: dict[int, _PhaseRate] = field(default_factory=dict)
     selection: MaskSelected | None = None
+    preparing: TextPrepared | None = None  # the text preparation in progress (None when none is)
     done: bool = False
     summary: dict[str, Any] = field(default_factory=dict)
     events: int = 0
@@ -102,6 +104,8 @@ class RunProgress:
                     self.rates.pop(event.phase, None)
             elif isinstance(event, MaskSelected):
                 self.selection = event
+            elif isinstance(event, TextPrepared):
+                self.preparing = event if event.stage in ("reading", "tokenising") else None
             elif isinstance(event, RunDone):
                 self.done = True
                 self.summary = event.summary
@@ -239,6 +243,14 @@ def describe_run(
     if progress is not None:
         totals = {**progress.phase_totals, **totals} if totals else dict(progress.phase_totals)
     phase_text, step_text = _position(progress, totals, reading)
+    eta = _eta(status, progress, totals, now)
+    if status == "running" and progress is not None and progress.preparing is not None and progress.phase is None:
+        prepare = progress.preparing  # the text is being tokenised: no training step yet
+        total, done = prepare.bytes_total, prepare.bytes_read
+        phase_text, step_text = "text", f"{done / total:.0%}" if total and done is not None else DASH
+        details.append(prepare_text(prepare.model_dump(exclude_none=True)))
+        if prepare.eta_seconds is not None:
+            eta = format_duration(prepare.eta_seconds)
     collapse_line = _collapse_line(progress, result)
     if collapse_line:
         details.append(collapse_line)
@@ -253,7 +265,7 @@ def describe_run(
         phase=phase_text,
         step=step_text,
         elapsed=format_duration(_elapsed(record, status, progress, now)),
-        eta=_eta(status, progress, totals, now),
+        eta=eta,
         loss=format_number(progress.last_loss) if progress is not None else DASH,
         best=_best_text(progress, result, 2 in totals or record.method in SPARSE_METHODS),
         base_model=model_label(record.base_model),

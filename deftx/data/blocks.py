@@ -1,0 +1,424 @@
+"""The masked-LM blocks of a language SFT's text, tokenised once and kept in an on-disk Arrow cache.
+
+A text (its sources' content, the tokenizer, the block length, the line subset and the removal of
+repeated lines) names an entry of the cache (:func:`text_key`). The first run that needs it reads the
+sources as a stream, drops repeated lines, keeps the seeded subset, tokenises the lines in batches on
+all cores (the fast tokenizer's thread pool; ``workers`` threads) and cuts the concatenated token
+stream into blocks of ``max_length`` tokens, each between the model's start and end tokens, the way
+``run_mlm``'s ``group_texts`` does (the remainder is carried from one batch to the next, so only the
+text's last partial block is dropped). The blocks are written, with a checksum, into a temporary
+directory that is renamed into place: a half-written entry is never read, and a damaged one is
+reported and built again. Later runs (a resume, the DeFT-X run beside an LT-SFT run, every step of an
+experiment) memory-map the entry and start at once.
+
+Nothing here holds the text or its tokens in memory: the sources are read twice as streams (once to
+find repeated lines by a 64-bit hash of each, once to tokenise the lines kept), and the blocks go to
+disk batch by batch, so memory stays flat in the text's size. Preparation reports its progress (lines
+and tokens per second, bytes read, the time left) through a callback.
+
+Where the cache lives: ``$DEFTX_CACHE``, else ``deftx/`` under the datasets cache
+(``$HF_DATASETS_CACHE``, by default ``~/.cache/huggingface/datasets``). ``deftx cache`` lists and
+clears it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deftx.data.text import TEXT_HINT, TextSource
+from deftx.errors import DataFormatError
+
+BLOCKS_FORMAT = 1
+ENTRIES = "text-blocks"
+BLOCKS_FILE = "blocks.arrow"
+META_FILE = "meta.json"
+FINGERPRINTS_FILE = "fingerprints.json"
+BATCH_LINES = 1000  # lines tokenised per call
+ROWS_PER_BATCH = 8192  # blocks per Arrow record batch
+PROGRESS_EVERY = 2.0  # seconds between progress reports
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+def cache_root() -> Path:
+    """Where prepared text lives: ``$DEFTX_CACHE``, else ``deftx`` under the datasets cache."""
+    explicit = os.environ.get("DEFTX_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    datasets_cache = os.environ.get("HF_DATASETS_CACHE")
+    if datasets_cache:
+        return Path(datasets_cache).expanduser() / "deftx"
+    home = Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser()
+    return home / "datasets" / "deftx"
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """What a tokenizer turns text into: its serialised model and special tokens."""
+    digest = hashlib.sha256()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        digest.update(backend.to_str().encode())
+    else:
+        digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    specials = [tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id,
+                tokenizer.pad_token_id, tokenizer.mask_token_id]
+    digest.update(json.dumps(specials).encode())
+    return digest.hexdigest()
+
+
+@dataclass
+class TextSpec:
+    """What determines a text's blocks: the cache key is a hash of it."""
+
+    sources: list[dict[str, str]]  # per source: its description and content fingerprint
+    tokenizer: str
+    max_length: int
+    max_lines: int | None
+    seed: int | None  # the subset's seed (None without a subset)
+    dedup: bool = True
+    format: int = BLOCKS_FORMAT
+
+    @property
+    def key(self) -> str:
+        payload = json.dumps(self.__dict__, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def text_spec(sources: Sequence[TextSource], tokenizer: Any, *, max_length: int, max_lines: int | None, seed: int,
+              root: Path | None = None) -> TextSpec:
+    """The spec (and so the cache key) of a text: the sources' fingerprints (files are hashed once and
+    remembered by their size, inode and modification time)."""
+    root = root or cache_root()
+    memo_path = root / ENTRIES / FINGERPRINTS_FILE
+    memo = _read_json(memo_path) or {}
+    before = json.dumps(memo, sort_keys=True)
+    fingerprints = [{"source": s.name, "sha256": s.fingerprint(memo)} for s in sources]
+    if json.dumps(memo, sort_keys=True) != before:
+        _write_json(memo_path, memo)
+    return TextSpec(fingerprints, tokenizer_fingerprint(tokenizer), max_length, max_lines,
+                    seed if max_lines is not None else None)
+
+
+@dataclass
+class TextBlocks:
+    """A text's blocks, memory-mapped from the cache, and what they were made of."""
+
+    blocks: BlockArray
+    spec: TextSpec
+    path: Path
+    stats: dict[str, Any] = field(default_factory=dict)  # lines read and kept, tokens, blocks, bytes, sources
+    cached: bool = False  # found in the cache (not built by this call)
+
+    def record(self) -> dict[str, Any]:
+        """What ``run.json`` records of the text (``data``): enough to tell two runs' data apart."""
+        return {"cache_key": self.spec.key, "cache": str(self.path), **self.stats}
+
+
+class BlockArray:
+    """Rows of ``max_length`` token ids over the record batches of a memory-mapped Arrow file;
+    ``blocks[indices]`` gathers rows (an index array in, an int64 array out)."""
+
+    def __init__(self, chunks: list[np.ndarray]) -> None:
+        self.chunks = chunks
+        self.starts = np.cumsum([0] + [len(c) for c in chunks])
+        self.width = chunks[0].shape[1] if chunks else 0
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self), self.width
+
+    def __getitem__(self, indices: Any) -> np.ndarray:
+        rows = np.asarray(indices, dtype=np.int64).reshape(-1)
+        out = np.empty((len(rows), self.width), dtype=np.int64)
+        which = np.searchsorted(self.starts, rows, side="right") - 1
+        for chunk in np.unique(which):
+            picked = which == chunk
+            out[picked] = self.chunks[chunk][rows[picked] - self.starts[chunk]]
+        return out
+
+
+def prepare_blocks(sources: Sequence[TextSource], tokenizer: Any, *, max_length: int, max_lines: int | None = None,
+                   seed: int = 0, workers: int | None = None, root: Path | None = None,
+                   progress: Progress | None = None, spec: TextSpec | None = None) -> TextBlocks:
+    """The blocks of the text of ``sources``: from the cache when an entry of the same key is there
+    and whole, else built (and cached). ``progress`` hears of every stage (see :func:`_Preparation`)."""
+    root = root or cache_root()
+    spec = spec or text_spec(sources, tokenizer, max_length=max_length, max_lines=max_lines, seed=seed, root=root)
+    entry = root / ENTRIES / spec.key
+    found, problem = open_entry(entry, spec)
+    if found is not None:
+        if progress is not None:
+            progress({"stage": "cached", "blocks": len(found.blocks), "tokens": found.stats.get("tokens"),
+                      "lines": found.stats.get("lines_kept"), "cache": str(entry)})
+        return found
+    if problem and progress is not None:
+        progress({"stage": "rebuild", "message": f"the cached text at {entry} {problem}: building it again"})
+    if workers:
+        os.environ["RAYON_NUM_THREADS"] = str(workers)  # the tokenizer's thread pool, before its first use
+    _Preparation(sources, tokenizer, spec, entry, progress).run()
+    built, problem = open_entry(entry, spec)
+    if built is None:  # pragma: no cover - what was just written cannot be read back
+        raise DataFormatError(f"the prepared text at {entry} cannot be read back: {problem}")
+    built.cached = False
+    return built
+
+
+def open_entry(entry: Path, spec: TextSpec, *, verify: bool = True) -> tuple[TextBlocks | None, str | None]:
+    """A cache entry memory-mapped, or ``None`` and why it cannot be used (``None`` and no reason when
+    there is no entry). An entry whose recorded spec is not ``spec``, or whose blocks do not match
+    their checksum, is not used."""
+    import pyarrow as pa
+
+    meta = _read_json(entry / META_FILE)
+    if meta is None:
+        return None, ("has no readable meta.json" if entry.exists() else None)
+    if meta.get("spec") != spec.__dict__:
+        return None, "was made from another text or with other settings"
+    path = entry / BLOCKS_FILE
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None, f"lacks {BLOCKS_FILE}"
+    if size != meta.get("bytes"):
+        return None, f"has a {BLOCKS_FILE} of {size} bytes where {meta.get('bytes')} were written"
+    if verify and _checksum(path) != meta.get("blake2b"):
+        return None, f"has a damaged {BLOCKS_FILE} (checksum mismatch)"
+    try:
+        table = pa.ipc.open_stream(pa.memory_map(str(path), "r")).read_all()
+        width = spec.max_length
+        chunks = [c.values.to_numpy(zero_copy_only=True).reshape(-1, width)
+                  for c in table.column("input_ids").chunks if len(c)]
+    except (pa.ArrowInvalid, OSError, ValueError, KeyError) as exc:
+        return None, f"has an unreadable {BLOCKS_FILE} ({exc})"
+    blocks = BlockArray(chunks)
+    if len(blocks) != meta.get("stats", {}).get("blocks"):
+        return None, f"holds {len(blocks)} blocks where {meta.get('stats', {}).get('blocks')} were written"
+    return TextBlocks(blocks, spec, entry, meta.get("stats", {}), cached=True), None
+
+
+class _Preparation:
+    """One build of a cache entry: two streamed passes over the sources, blocks written as they come.
+
+    Progress reports (``stage``: ``reading`` while repeated lines are found, ``tokenising`` while the
+    blocks are made; with ``lines``, ``tokens``, ``blocks``, ``bytes_read`` of ``bytes_total``,
+    ``seconds`` and ``eta_seconds``), then ``done``."""
+
+    def __init__(self, sources: Sequence[TextSource], tokenizer: Any, spec: TextSpec, entry: Path,
+                 progress: Progress | None) -> None:
+        self.sources, self.tokenizer, self.spec, self.entry = list(sources), tokenizer, spec, entry
+        self.progress = progress
+        self.started = time.monotonic()
+        self._last = 0.0
+        sizes = [s.size() for s in self.sources]
+        self.bytes_total = sum(sizes) if all(size is not None for size in sizes) else None
+
+    def report(self, stage: str, force: bool = False, **fields: Any) -> None:
+        now = time.monotonic()
+        if self.progress is None or (not force and now - self._last < PROGRESS_EVERY):
+            return
+        self._last = now
+        seconds = now - self.started
+        done, total = fields.get("bytes_read"), self.bytes_total
+        eta = None
+        if stage == "tokenising" and done and total:
+            rate = done / max(seconds - self.read_seconds, 1e-6)
+            eta = max(total - done, 0) / rate if rate > 0 else None
+        self.progress({"stage": stage, "seconds": round(seconds, 1), "bytes_total": total,
+                       "eta_seconds": None if eta is None else round(eta, 1), **fields})
+
+    def run(self) -> None:
+        keep = self.first_occurrences()
+        self.read_seconds = time.monotonic() - self.started
+        self.entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{self.entry.name}.", suffix=".tmp", dir=self.entry.parent))
+        try:
+            stats = self.write_blocks(keep, tmp / BLOCKS_FILE)
+            meta = {"format": BLOCKS_FORMAT, "spec": self.spec.__dict__, "key": self.spec.key, "stats": stats,
+                    "bytes": (tmp / BLOCKS_FILE).stat().st_size, "blake2b": _checksum(tmp / BLOCKS_FILE),
+                    "created": time.time()}
+            _write_json(tmp / META_FILE, meta)
+            if self.entry.exists():  # a damaged entry, or one another process finished first
+                shutil.rmtree(self.entry, ignore_errors=True)
+            try:
+                os.replace(tmp, self.entry)
+            except OSError:  # another process renamed its entry into place meanwhile: keep that one
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self.report("done", force=True, lines=stats["lines_kept"], tokens=stats["tokens"], blocks=stats["blocks"],
+                    bytes_read=stats["bytes"], cache=str(self.entry))
+
+    def _lines(self) -> Iterator[tuple[int, str]]:
+        """Every line of every source, with the bytes read so far of all of them."""
+        done = 0
+        for source in self.sources:
+            count = 0
+            for position, line in source.lines_read():
+                count += 1
+                yield done + position, line
+            if not count:
+                raise DataFormatError(f"{source.name} holds no text", hint=TEXT_HINT)
+            done += source.size() or 0
+
+    def first_occurrences(self) -> np.ndarray:
+        """Pass 1: the indices of the lines kept, in order: the first of every repeated line (by a 64-bit
+        hash), then the seeded subset of ``max_lines``."""
+        hashes: list[np.ndarray] = []
+        current: list[int] = []
+        n = 0
+        for done, line in self._lines():
+            current.append(int.from_bytes(hashlib.blake2b(line.encode(), digest_size=8).digest(), "little"))
+            n += 1
+            if len(current) >= 65536:
+                hashes.append(np.array(current, dtype=np.uint64))
+                current = []
+                self.report("reading", lines=n, bytes_read=done)
+        hashes.append(np.array(current, dtype=np.uint64))
+        every = np.concatenate(hashes)
+        if self.spec.dedup:
+            _, first = np.unique(every, return_index=True)
+            keep = np.sort(first)
+        else:
+            keep = np.arange(len(every))
+        self.lines_read = len(every)
+        if self.spec.max_lines is not None and len(keep) > self.spec.max_lines:
+            chosen = sorted(random.Random(self.spec.seed).sample(range(len(keep)), self.spec.max_lines))
+            keep = keep[np.array(chosen, dtype=np.int64)]
+        return keep
+
+    def write_blocks(self, keep: np.ndarray, path: Path) -> dict[str, Any]:
+        """Pass 2: tokenise the lines kept in batches and write their blocks as they fill."""
+        import pyarrow as pa
+
+        tokenizer, width = self.tokenizer, self.spec.max_length
+        start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+        end = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+        inner = width - (start is not None) - (end is not None)
+        schema = pa.schema([("input_ids", pa.list_(pa.int32(), width))])
+        carry = np.empty(0, dtype=np.int32)
+        pending: list[np.ndarray] = []  # full blocks not yet written
+        wanted = iter(keep.tolist())
+        next_line = next(wanted, None)
+        batch: list[str] = []
+        tokens = blocks = kept = 0
+        bytes_read = 0
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+
+            def flush(final: bool = False) -> None:
+                nonlocal carry, tokens, blocks, pending
+                if batch:
+                    ids = tokenizer(batch, add_special_tokens=False)["input_ids"]
+                    batch.clear()
+                    flat = np.array(list(itertools.chain.from_iterable(ids)), dtype=np.int32)
+                    tokens += len(flat)
+                    carry = np.concatenate([carry, flat])
+                n_full = len(carry) // inner
+                if n_full:
+                    body = carry[: n_full * inner].reshape(n_full, inner)
+                    carry = carry[n_full * inner:]
+                    parts = []
+                    if start is not None:
+                        parts.append(np.full((n_full, 1), start, dtype=np.int32))
+                    parts.append(body)
+                    if end is not None:
+                        parts.append(np.full((n_full, 1), end, dtype=np.int32))
+                    pending.append(np.concatenate(parts, axis=1))
+                rows = sum(len(p) for p in pending)
+                if rows >= ROWS_PER_BATCH or (final and rows):
+                    full = np.concatenate(pending)
+                    pending = []
+                    writer.write_batch(pa.record_batch(
+                        [pa.FixedSizeListArray.from_arrays(pa.array(full.reshape(-1), type=pa.int32()), width)],
+                        schema=schema))
+                    blocks += len(full)
+
+            for index, (done, line) in enumerate(self._lines()):
+                bytes_read = done
+                if index != next_line:
+                    continue
+                next_line = next(wanted, None)
+                batch.append(line)
+                kept += 1
+                if len(batch) >= BATCH_LINES:
+                    flush()
+                    self.report("tokenising", lines=kept, tokens=tokens, blocks=blocks, bytes_read=bytes_read)
+            flush()
+            if blocks == 0 and not pending and len(carry):  # less text than one block: one padded block
+                pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+                carry = np.concatenate([carry, np.full(inner - len(carry), pad, dtype=np.int32)])
+            flush(final=True)
+        if blocks == 0:
+            raise DataFormatError("the text holds no tokens", hint=TEXT_HINT)
+        return {"sources": [s.description + f" ({s.name})" for s in self.sources], "bytes": self.bytes_total,
+                "lines_read": self.lines_read, "lines_kept": kept, "tokens": tokens, "blocks": blocks,
+                "seconds": round(time.monotonic() - self.started, 1)}
+
+
+def list_entries(root: Path | None = None) -> list[dict[str, Any]]:
+    """Every entry of the cache: its key, size, what it holds and when it was made (unreadable ones
+    with a reason)."""
+    root = (root or cache_root()) / ENTRIES
+    if not root.is_dir():
+        return []
+    out = []
+    for entry in sorted(p for p in root.iterdir() if p.is_dir()):
+        size = sum(f.stat().st_size for f in entry.iterdir() if f.is_file())
+        meta = _read_json(entry / META_FILE)
+        if entry.name.startswith("."):
+            out.append({"key": entry.name, "disk_bytes": size, "problem": "left by a preparation that did not finish"})
+        elif meta is None:
+            out.append({"key": entry.name, "disk_bytes": size, "problem": "no readable meta.json"})
+        else:
+            out.append({**meta.get("stats", {}), "key": entry.name, "disk_bytes": size, "created": meta.get("created"),
+                        "max_length": meta.get("spec", {}).get("max_length")})
+    return out
+
+
+def clear_entries(root: Path | None = None, keys: Sequence[str] = ()) -> int:
+    """Remove the entries named by ``keys`` (all when none is named); the bytes freed."""
+    folder = (root or cache_root()) / ENTRIES
+    freed = 0
+    for item in list_entries(root):
+        if keys and item["key"] not in keys:
+            continue
+        freed += item["disk_bytes"]
+        shutil.rmtree(folder / item["key"], ignore_errors=True)
+    return freed
+
+
+def _checksum(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    from deftx.records.files import atomic_write_json
+
+    atomic_write_json(path, obj)
