@@ -128,6 +128,13 @@ TextDatasetOpt = Annotated[Optional[str], typer.Option("--text-dataset", help="A
 TextConfigOpt = Annotated[Optional[str], typer.Option("--text-config", help="Its configuration, e.g. 20231101.ace.", rich_help_panel=TEXT)]
 TextSplitOpt = Annotated[str, typer.Option("--text-split", help="Its split.", rich_help_panel=TEXT)]
 TextColumnOpt = Annotated[str, typer.Option("--text-column", help="Its text column.", rich_help_panel=TEXT)]
+class TextMode(str, Enum):
+    auto = "auto"
+    cache = "cache"
+    stream = "stream"
+
+
+TextModeOpt = Annotated[TextMode, typer.Option("--text-mode", help="cache: tokenise the whole text once into the cache, then train on it (repeated lines dropped, --max-lines subsets); stream: tokenise as training reads it (a text far larger than the run reads); auto: stream when the text is over 1 GiB and over 4 times what the run reads.", rich_help_panel=TEXT)]
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Threads that tokenise the text when it is prepared (default: every core).", rich_help_panel=TEXT)]
 
 

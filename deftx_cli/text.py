@@ -70,7 +70,7 @@ def prepare_text(fields: dict[str, Any]) -> str:
     if stage == "cached":
         return (f"text from the cache: {fields.get('blocks') or 0:,} blocks, {fields.get('tokens') or 0:,} tokens "
                 f"({fields.get('cache')})")
-    if stage == "rebuild":
+    if stage in ("rebuild", "streaming"):
         return str(fields.get("message"))
     counts = ", ".join(f"{fields[k]:,} {k}" for k in ("lines", "tokens", "blocks") if fields.get(k) is not None)
     if stage == "done":

@@ -234,6 +234,47 @@ def _hub_commit(hub: HubText) -> str | None:
         return hub.revision
 
 
+TEXT_MODES = ("auto", "cache", "stream")
+STREAM_FLOOR = 1 << 30  # auto streams only texts larger than this (1 GiB) ...
+STREAM_FACTOR = 4  # ... and larger than this many times what the run reads
+BYTES_PER_TOKEN = 4  # about, for a multilingual tokenizer: to compare a text's size with a run's reading
+
+
+def choose_text_mode(mode: str, sources: list[TextSource], *, tokens_read: int, max_lines: int | None) -> str:
+    """``cache`` or ``stream``: as asked, or (``auto``) streaming a text much larger than what the run
+    reads (more than 1 GiB and more than 4 times the run's tokens; compressed files count 4 times their
+    size, a hub data set its size on the hub). A random line subset (``max_lines``) needs the whole
+    text: cached (a stream asked for reads the first ``max_lines`` lines instead)."""
+    if mode not in TEXT_MODES:
+        raise UsageError(f"--text-mode {mode}: choose one of {', '.join(TEXT_MODES)}")
+    if mode != "auto":
+        return mode
+    if max_lines is not None:
+        return "cache"
+    size = 0
+    for source in sources:
+        if source.hub is not None:
+            known = _hub_size(source.hub)
+            if known is None:
+                return "stream"  # a hub data set of unknown size: never downloaded whole
+            size += known
+        else:
+            size += source.size() * (BYTES_PER_TOKEN if source.path.suffix.lower() in COMPRESSED else 1)
+    return "stream" if size > max(STREAM_FLOOR, STREAM_FACTOR * tokens_read * BYTES_PER_TOKEN) else "cache"
+
+
+def _hub_size(hub: HubText) -> int | None:
+    """The bytes of a hub data set's split as its card says (``None`` when it does not)."""
+    try:
+        import datasets
+
+        info = datasets.load_dataset_builder(hub.dataset, hub.config, revision=hub.revision).info
+        split = (info.splits or {}).get(hub.split)
+        return int(split.num_bytes) if split is not None and split.num_bytes else None
+    except Exception:  # offline, no card: unknown
+        return None
+
+
 def text_sources(lang: str, data_dir: Path | str | None) -> list[TextSource]:
     """The files of unlabelled ``lang`` text in the data root that a language SFT uses by default."""
     code = canonical_language(lang)

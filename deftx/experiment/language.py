@@ -3,6 +3,7 @@ of a base model with or without a language SFT."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,8 @@ from typing import Any
 from deftx.config import TrainConfig
 from deftx.data import canonical_language
 from deftx.data.blocks import TextBlocks, prepare_blocks, text_spec
-from deftx.data.text import HubText, resolve_text_sources
+from deftx.data.stream import BlockStream
+from deftx.data.text import HubText, choose_text_mode, resolve_text_sources
 from deftx.errors import ArtifactError, DataFormatError
 from deftx.experiment.lifecycle import (
     Checkpointing,
@@ -29,7 +31,7 @@ from deftx.model import (
     model_reference,
     untie_output_embeddings,
 )
-from deftx.objectives import MaskedLMObjective
+from deftx.objectives import MaskedLMObjective, StreamingMaskedLMObjective
 from deftx.sft.diff import SparseDiff
 
 
@@ -55,6 +57,7 @@ def train_language_sft(
     data_dir: str | Path | None = None,
     text_files: Sequence[str | Path] | None = None,
     text_dataset: HubText | None = None,
+    text_mode: str = "auto",
     workers: int | None = None,
     runs_dir: Path,
     run_id: str | None = None,
@@ -72,7 +75,7 @@ def train_language_sft(
     ``checkpointing``: how often to checkpoint, and whether to resume an interrupted run."""
     lang = canonical_language(lang)
     mask, mask_meta, config = prepare_outputs(out, mask_file, config)
-    text = _TextSetup(lang, config, model, data_dir, text_files, text_dataset, workers)
+    text = _TextSetup(lang, config, model, data_dir, text_files, text_dataset, workers, text_mode)
     mlm, missing, decoder = _masked_lm_model(config, model)
     head = {n: p for n, p in head_parameters(mlm).items() if p is not decoder}
     mode = _mlm_head_mode(config, model, missing, head)
@@ -83,8 +86,7 @@ def train_language_sft(
 
     def objective(emit: EventCallback) -> MaskedLMObjective:
         made = text.objective(progress=lambda fields: emit("prepare", fields))
-        manifest["data"] = {"sources": text.blocks.stats.get("sources"), "lines": text.blocks.stats.get("lines_kept"),
-                            "blocks": made.num_examples(), "cache_key": text.spec.key}
+        manifest["data"] = text.data_manifest(made)
         return made
 
     prepared = Prepared(
@@ -92,8 +94,8 @@ def train_language_sft(
         dense=sorted(set(head if mode == "train" else []) | set(base_missing)),
         manifest=manifest, languages={"target": lang},
         run_config={**config.model_dump(mode="json"), "mlm_head_resolved": mode, "text_sources": text.names},
-        resume_settings={"mlm_head": mode, "text_sources": text.names, "text_key": text.spec.key},
-        data=lambda: text.blocks.record(),
+        resume_settings={"mlm_head": mode, "text_sources": text.names, "text_key": text.key},
+        data=text.record,
     )
     return train_in_run(prepared, config, model=model, mask=mask, mask_meta=mask_meta, runs_dir=runs_dir,
                         run_id=run_id, out=out, keep_phase1_diff=keep_phase1_diff, callbacks=callbacks,
@@ -101,26 +103,60 @@ def train_language_sft(
 
 
 class _TextSetup:
-    """A language's text for masked-LM: its sources and their cache key (known before any tokenising),
-    and, once prepared, its blocks and the objective over them."""
+    """A language's text for masked-LM: its sources, whether it is cached or streamed, and its key
+    (known before any tokenising); once prepared, its blocks (cached) and the objective over them."""
 
     def __init__(self, lang: str, config: TrainConfig, model: str | Path, data_dir: str | Path | None,
-                 text_files: Sequence[str | Path] | None, text_dataset: HubText | None, workers: int | None) -> None:
+                 text_files: Sequence[str | Path] | None, text_dataset: HubText | None, workers: int | None,
+                 mode: str = "auto") -> None:
         self.config, self.workers = config, workers
         self.sources = resolve_text_sources(lang, data_dir, list(text_files or []), text_dataset)
         self.names = [f"{s.description} ({s.name})" for s in self.sources]
+        self.mode = choose_text_mode(mode, self.sources, max_lines=config.max_examples,
+                                     tokens_read=_tokens_read(config))
         self.tokenizer = load_tokenizer(model)
         self.spec = text_spec(self.sources, self.tokenizer, max_length=config.max_length,
                               max_lines=config.max_examples, seed=config.seed)
+        self.key = self.spec.key if self.mode == "cache" else f"stream-{self.spec.key}"
         self.blocks: TextBlocks | None = None
 
     def objective(self, progress: Any = None) -> MaskedLMObjective:
         config = self.config
+        if self.mode == "stream":
+            if self.workers:
+                os.environ["RAYON_NUM_THREADS"] = str(self.workers)
+            stream = BlockStream(self.sources, self.tokenizer, max_length=config.max_length,
+                                 max_lines=config.max_examples)
+            if progress is not None:
+                progress({"stage": "streaming", "message": "the text is streamed: tokenised as training reads it"})
+            return StreamingMaskedLMObjective(self.tokenizer, stream, max_length=config.max_length,
+                                              mlm_probability=config.mlm_probability, seed=config.seed)
         self.blocks = prepare_blocks(self.sources, self.tokenizer, max_length=config.max_length,
                                      max_lines=config.max_examples, seed=config.seed, workers=self.workers,
                                      progress=progress, spec=self.spec)
         return MaskedLMObjective(self.tokenizer, self.blocks.blocks, max_length=config.max_length,
                                  mlm_probability=config.mlm_probability, seed=config.seed)
+
+    def record(self) -> dict[str, Any]:
+        """What run.json records of the text."""
+        if self.blocks is not None:
+            return {"mode": "cache", **self.blocks.record()}
+        sizes = [s.size() for s in self.sources]
+        return {"mode": "stream", "sources": self.names, "bytes": sum(sizes) if None not in sizes else None,
+                "text_key": self.key}
+
+    def data_manifest(self, objective: Any) -> dict[str, Any]:
+        """What the SFT's manifest records of its data."""
+        if self.blocks is None:
+            return {"sources": self.names, "mode": "stream", "text_key": self.key}
+        return {"sources": self.blocks.stats.get("sources"), "lines": self.blocks.stats.get("lines_kept"),
+                "blocks": objective.num_examples(), "cache_key": self.spec.key}
+
+
+def _tokens_read(config: TrainConfig) -> int:
+    """About how many tokens a training reads (budgets in steps; 0 when in epochs: the text is read whole)."""
+    steps = [config.phase_budget(phase)[0] for phase in (1, 2)]
+    return sum(s or 0 for s in steps) * config.batch_size * config.max_length
 
 
 def _masked_lm_model(config: TrainConfig, model: str | Path):
@@ -140,6 +176,7 @@ def evaluate_language_model(
     data_dir: str | Path | None = None,
     text_files: Sequence[str | Path] | None = None,
     text_dataset: HubText | None = None,
+    text_mode: str = "auto",
     workers: int | None = None,
     force: bool = False,
     progress: Any = None,
@@ -157,7 +194,7 @@ def evaluate_language_model(
         lang_sft = SparseDiff.load(sft)
         if lang_sft.kind != "language":
             raise ArtifactError(f"{sft} is a {lang_sft.manifest.get('kind')} SFT, not a language SFT")
-    text = _TextSetup(lang, config, model, data_dir, text_files, text_dataset, workers)
+    text = _TextSetup(lang, config, model, data_dir, text_files, text_dataset, workers, text_mode)
     objective = text.objective(progress)
     mlm, _, _ = _masked_lm_model(config, model)
     if objective.validation is None:
@@ -173,7 +210,7 @@ def evaluate_language_model(
         "language": lang,
         "base_model": model_reference(model),
         "text_sources": text.names,
-        "lines": text.blocks.stats.get("lines_kept"),
+        "lines": text.blocks.stats.get("lines_kept") if text.blocks is not None else None,
         "held_out_blocks": int(objective.validation.shape[0]),
         "max_length": config.max_length,
         "seed": config.seed,

@@ -110,7 +110,7 @@ def check_mask_base(mask_meta: dict[str, Any] | None, model) -> None:
         )
 
 
-def total_steps(config: TrainConfig, n_examples: int, mask_given: bool) -> dict[str, int]:
+def total_steps(config: TrainConfig, n_examples: int | None, mask_given: bool) -> dict[str, int]:
     """The optimizer steps of each phase a training runs (``phase1`` absent when a mask is given,
     ``phase2`` for sparse methods only) on ``n_examples`` training examples."""
     totals = {}
@@ -120,6 +120,9 @@ def total_steps(config: TrainConfig, n_examples: int, mask_given: bool) -> dict[
         if phase == 2 and not method_of(config).sparse:
             continue
         steps, epochs = config.phase_budget(phase)
+        if steps is None and n_examples is None:
+            raise UsageError(f"phase {phase} has a budget in epochs, but a streamed text has no known size",
+                             hint="give the budget in steps (--phase1-steps, --phase2-steps)")
         totals[f"phase{phase}"] = steps if steps is not None else max(
             1, math.ceil((epochs or 1.0) * math.ceil(n_examples / config.batch_size))
         )

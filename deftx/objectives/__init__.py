@@ -5,6 +5,6 @@ An objective owns its tokenised data and knows how to batch it, compute a loss a
 
 from deftx.objectives.base import Objective
 from deftx.objectives.classification import ClassificationObjective
-from deftx.objectives.mlm import MaskedLMObjective
+from deftx.objectives.mlm import MaskedLMObjective, StreamingMaskedLMObjective
 
-__all__ = ["Objective", "MaskedLMObjective", "ClassificationObjective"]
+__all__ = ["Objective", "MaskedLMObjective", "StreamingMaskedLMObjective", "ClassificationObjective"]

@@ -181,3 +181,50 @@ def _is_lines(text: Any) -> bool:
     if hasattr(text, "shape") or hasattr(text, "chunks"):
         return False
     return all(isinstance(line, str) for line in text)
+
+
+class StreamingMaskedLMObjective(MaskedLMObjective):
+    """Masked-LM over blocks made while training reads them (:class:`~deftx.data.stream.BlockStream`):
+    for a text far larger than the run consumes. Its size is not known, so a budget must be in steps;
+    where the stream stands after each batch is :meth:`stream_state`, which a checkpoint keeps, and
+    :meth:`batches` continues from it."""
+
+    streams = True
+
+    def __init__(self, tokenizer, stream: Any, *, max_length: int = 128, mlm_probability: float = 0.15,
+                 max_validation_blocks: int = 128, seed: int = 0) -> None:
+        if tokenizer.mask_token_id is None:
+            raise DataFormatError("the tokenizer has no mask token: it cannot be used for masked-LM")
+        self.tokenizer = tokenizer
+        self.mlm_probability = mlm_probability
+        self.stream = stream
+        held = stream.held_out(max_validation_blocks)
+        self.validation = torch.as_tensor(held, dtype=torch.long) if len(held) else None
+        special = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.bos_token_id,
+                   tokenizer.eos_token_id, tokenizer.pad_token_id}
+        self.special_ids = torch.tensor(sorted(i for i in special if i is not None), dtype=torch.long)
+        self.vocab_size = len(tokenizer)
+        self._state: Any = None
+
+    def num_examples(self) -> None:  # type: ignore[override]
+        return None
+
+    def batches(self, batch_size: int, seed: int, start: dict[str, Any] | None = None) -> Iterator[dict[str, torch.Tensor]]:
+        """One pass over the text in batches of blocks; from ``start`` (a :meth:`stream_state`) when given."""
+        from deftx.data.stream import StreamState
+
+        blocks: list[np.ndarray] = []
+        state = None
+        for block, state in self.stream.blocks(seed, StreamState.from_dict(start) if start else None):
+            blocks.append(block)
+            if len(blocks) == batch_size:
+                self._state = state
+                yield {"input_ids": torch.as_tensor(np.stack(blocks), dtype=torch.long)}
+                blocks = []
+        if blocks:
+            self._state = state
+            yield {"input_ids": torch.as_tensor(np.stack(blocks), dtype=torch.long)}
+
+    def stream_state(self) -> dict[str, Any] | None:
+        """Where the stream stands after the last batch given out (for a checkpoint)."""
+        return self._state.to_dict() if self._state is not None else None

@@ -259,7 +259,7 @@ class Checkpoint:
 
     @property
     def loop(self) -> dict[str, Any]:
-        return self.manifest.get("loop") or {}
+        return _unpack(self.manifest.get("loop") or {}, self.tensors, {})
 
     @property
     def context(self) -> dict[str, Any]:
@@ -465,7 +465,7 @@ class Checkpointer:
             "step": step,
             "total_steps": training.total_steps,
             "phase_done": phase_done,
-            "loop": dict(loop),
+            "loop": packer.pack(dict(loop), "loop"),  # a streamed text's state holds a tensor (its buffer)
             "context": self.context,
             "settings": self.settings,
             "masked": None if masks is None else [n.removeprefix("mask.") for n in packer.tensors if n.startswith("mask.")],

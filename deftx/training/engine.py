@@ -121,8 +121,13 @@ class _Phase:
         self.loss_module = loss_module if loss_module is not None else accelerator.prepare(LossModule(model, objective))
         self.masks = {n: m.to(next(iter(maskable.values())).device) for n, m in masks.items()} if masks else None
         steps, epochs = config.phase_budget(phase)
-        per_epoch = math.ceil(objective.num_examples() / config.batch_size)
-        self.total_steps = steps if steps is not None else max(1, math.ceil((epochs or 1.0) * per_epoch))
+        if steps is None and objective.num_examples() is None:
+            from deftx.errors import UsageError
+
+            raise UsageError(f"phase {phase} has a budget in epochs, but a streamed text has no known size",
+                             hint="give the budget in steps (--phase1-steps, --phase2-steps)")
+        self.total_steps = steps if steps is not None else max(
+            1, math.ceil((epochs or 1.0) * math.ceil(objective.num_examples() / config.batch_size)))
         decay, no_decay = [], []
         for name, p in list(maskable.items()) + list(dense.items()):
             (no_decay if name.endswith("bias") else decay).append(p)
@@ -213,6 +218,8 @@ class _Phase:
         self.model.train()
         self.loss_module.train()
         step, epoch, skip = 0, 0, 0  # skip: batches of the current epoch already trained on
+        # A streamed text continues from where its stream stood (no batches skipped, none tokenised again).
+        streams, stream_start = getattr(self.objective, "streams", False), None
         window_loss, window_n, window_examples, window_start = 0.0, 0, 0, time.perf_counter()
         last_loss = float("nan")
         last_eval: dict[str, Any] | None = None
@@ -221,13 +228,20 @@ class _Phase:
         else:
             loop = resume.loop
             step, epoch, skip = loop["step"], loop["epoch"], loop["position"]
+            stream_start = loop.get("stream") if streams else None
             window_loss, window_n, window_examples = loop["window_loss"], loop["window_n"], loop["window_examples"]
             last_loss, last_eval = loop["last_loss"], loop["last_eval"]
             resume.restore_optimizer(self.optimizer, self.scheduler, index_masks(self.optimizer, self.maskable, self.masks))
             resume.restore_rng()
         while step < self.total_steps:
             position = 0
-            for batch in self.objective.batches(cfg.batch_size, seed=cfg.seed * 1000 + self.phase * 100 + epoch):
+            order_seed = cfg.seed * 1000 + self.phase * 100 + epoch
+            if streams:
+                batches = self.objective.batches(cfg.batch_size, seed=order_seed, start=stream_start)
+                stream_start, skip = None, 0
+            else:
+                batches = self.objective.batches(cfg.batch_size, seed=order_seed)
+            for batch in batches:
                 position += 1
                 if position <= skip:
                     continue
@@ -262,9 +276,11 @@ class _Phase:
                 if cfg.eval_every and step % cfg.eval_every == 0 and step < self.total_steps:
                     last_eval = self.evaluate(step)
                 if self.checkpoints is not None:
-                    self.checkpoints.after_step(self, dict(
-                        step=step, epoch=epoch, position=position, window_loss=window_loss, window_n=window_n,
-                        window_examples=window_examples, last_loss=last_loss, last_eval=last_eval), self.agree)
+                    loop = dict(step=step, epoch=epoch, position=position, window_loss=window_loss, window_n=window_n,
+                                window_examples=window_examples, last_loss=last_loss, last_eval=last_eval)
+                    if streams:
+                        loop["stream"] = self.objective.stream_state()
+                    self.checkpoints.after_step(self, loop, self.agree)
                 if step >= self.total_steps:
                     break
             epoch += 1

@@ -9,7 +9,7 @@ import typer
 
 from deftx_cli.options import (
     TEXT, TRAINING, DataDirOpt, JsonOpt, MaxLenOpt, ModelOpt, Preset, PresetOpt, RevisionOpt, SeedOpt, TextColumnOpt,
-    TextConfigOpt, TextDatasetOpt, TextOpt, TextSplitOpt, WorkersOpt, hub_text,
+    TextConfigOpt, TextDatasetOpt, TextOpt, TextSplitOpt, WorkersOpt, TextMode, TextModeOpt, hub_text,
 )
 from deftx_cli.output import TrainingProgress, handle_errors, note, print_json, stdout
 
@@ -28,6 +28,7 @@ def evaluate_lm(
     text_split: TextSplitOpt = "train",
     text_column: TextColumnOpt = "text",
     text_revision: Annotated[Optional[str], typer.Option("--text-revision", help="Branch, tag or commit of --text-dataset.", rich_help_panel=TEXT)] = None,
+    text_mode: TextModeOpt = TextMode.auto,
     workers: WorkersOpt = None,
     max_lines: Annotated[Optional[int], typer.Option("--max-examples", "--max-lines", min=1, help="Text lines used (a seeded random subset), as the language SFT's --max-lines.", rich_help_panel=TRAINING)] = None,
     max_length: MaxLenOpt = None,
@@ -61,7 +62,7 @@ def evaluate_lm(
     dataset = hub_text(text_dataset, text_config, text_split, text_column, text_revision, text)
     progress = TrainingProgress(f"held-out text {lang}")
     result = evaluate_language_model(lang, config, model=model, sft=folder, data_dir=data_dir, text_files=text,
-                                     text_dataset=dataset, workers=workers, force=force,
+                                     text_dataset=dataset, text_mode=text_mode.value, workers=workers, force=force,
                                      progress=lambda fields: progress("prepare", fields))
     if as_json:
         print_json(result)

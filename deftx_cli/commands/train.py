@@ -13,7 +13,7 @@ from deftx_cli.options import (
     MaskOpt, MaxLenOpt, Method, MethodOpt, MixedPrecision, MixedPrecisionOpt, ModelOpt, OutOpt, Phase1EpochsOpt,
     Phase1StepsOpt, Phase2EpochsOpt, Phase2StepsOpt, Preset, PresetOpt, QuietOpt, RankRuleOpt, ResumeOpt, RunIdOpt,
     RunsDirOpt, SaveEveryOpt, SeedOpt, TailKeepOpt, TEXT, TRAINING, TextColumnOpt, TextConfigOpt, TextDatasetOpt, TextOpt,
-    TextSplitOpt, WdOpt, WorkersOpt, existing_file, hub_text,
+    TextSplitOpt, WdOpt, WorkersOpt, TextMode, TextModeOpt, existing_file, hub_text,
 )
 from deftx_cli.output import TrainingProgress, handle_errors, note, print_json
 
@@ -77,6 +77,7 @@ def train_lang(
     text_split: TextSplitOpt = "train",
     text_column: TextColumnOpt = "text",
     text_revision: Annotated[Optional[str], typer.Option("--revision", "--text-revision", help="Branch, tag or commit of --text-dataset.", rich_help_panel=TEXT)] = None,
+    text_mode: TextModeOpt = TextMode.auto,
     workers: WorkersOpt = None,
     max_lines: Annotated[Optional[int], typer.Option("--max-lines", min=1, help="Use at most this many text lines (a seeded random subset).", rich_help_panel=TEXT)] = None,
     phase1_steps: Phase1StepsOpt = None,
@@ -129,7 +130,7 @@ def train_lang(
     _note_restart(runs_dir, run_id, "language", config.method, {"target": canonical_language(lang)}, resume)
     dataset = hub_text(text_dataset, text_config, text_split, text_column, text_revision, text)
     outcome = train_language_sft(
-        lang, config, model=model, data_dir=data_dir, text_files=text, text_dataset=dataset, workers=workers,
+        lang, config, model=model, data_dir=data_dir, text_files=text, text_dataset=dataset, text_mode=text_mode.value, workers=workers,
         runs_dir=runs_dir, run_id=run_id, out=out,
         keep_phase1_diff=keep_phase1_diff, mask_file=mask, callbacks=[TrainingProgress(label, quiet=quiet)],
         command=["deftx", *sys.argv[1:]],
