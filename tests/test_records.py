@@ -83,3 +83,12 @@ def test_records_that_cannot_be_read_are_named_with_their_reason(tmp_path):
 ])
 def test_a_malformed_line_is_not_an_event(line):
     assert parse_event(line) is None
+
+
+def test_a_run_records_the_commit_of_the_source_tree_it_ran():
+    from deftx.records.provenance import environment
+
+    if not (Path(__file__).resolve().parents[1] / ".git").exists():
+        pytest.skip("not a git checkout")
+    commit = environment()["git_commit"]
+    assert commit is not None and len(commit.removesuffix("+dirty")) == 40

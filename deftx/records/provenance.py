@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from deftx.version import __version__
-_SOURCE = Path(__file__).resolve().parent.parent
+_SOURCE = Path(__file__).resolve().parents[2]  # the repository holding deftx/records/
 
 
 def _version(package: str) -> str | None:
