@@ -53,6 +53,19 @@ elif mode == "stream":
     held = stream.held_out()
     first, _ = next(iter(stream.blocks(seed=0)))
     out = {"held_out": len(held)}
+elif mode in ("examples-cold", "examples-warm", "examples-old"):  # labelled pairs (a task SFT's data)
+    from deftx.data import load_labelled_file
+    data = load_labelled_file(path, "multinli")
+    read = time.perf_counter()
+    out["read_seconds"] = read - loaded
+    if mode == "examples-old":  # the earlier commit's objective: token ids in Python lists
+        from deftx.objectives import ClassificationObjective
+        objective = ClassificationObjective(tok, data, max_length=max_length)
+    else:
+        from deftx.data.encoded import encode_labelled
+        made = encode_labelled(tok, data, max_length, root=root)
+        out.update(cached=made.cached, tokens=int(made.lengths.sum()))
+    loaded = read
 elif mode == "old":  # the in-memory pipeline of an earlier commit (PYTHONPATH points at it)
     from deftx.data.text import load_unlabelled_text
     from deftx.objectives.mlm import MaskedLMObjective
@@ -90,6 +103,31 @@ def make_text(size_mb: int) -> Path:
     return path
 
 
+def make_pairs(n: int) -> Path:
+    """``n`` distinct premise/hypothesis/label rows (MNLI's 393k by default) from the English XNLI dev
+    and test sets, the words of both sentences shuffled per copy."""
+    CACHE.mkdir(exist_ok=True)
+    path = CACHE / f"pairs-{n}.tsv"
+    if path.exists():
+        return path
+    rows = []
+    for split in ("dev", "test"):
+        lines = (SHARED / "data" / "english_nli" / "xnli_en" / f"{split}.tsv").read_text(encoding="utf-8").splitlines()
+        rows += [line.split("\t")[:3] for line in lines[1:]]
+    rng = random.Random(0)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write("premise\thypothesis\tlabel\n")
+        for i in range(n):
+            premise, hypothesis, label = rows[i % len(rows)]
+            words = [premise.split(), hypothesis.split()]
+            for w in words:
+                rng.shuffle(w)
+            handle.write(f"{' '.join(words[0])}\t{' '.join(words[1])}\t{label}\n")
+    tmp.replace(path)
+    return path
+
+
 def run(mode: str, text: Path, root: Path, model: str, max_length: int, pythonpath: str | None = None) -> dict:
     env = {**os.environ, "PYTHONPATH": pythonpath or str(REPO)}
     out = subprocess.run([sys.executable, "-c", CHILD, mode, str(text), model, str(root), str(max_length)],
@@ -107,6 +145,9 @@ def main() -> None:
     parser.add_argument("--old", help="also measure the in-memory pipeline of this commit (a git worktree of it)")
     parser.add_argument("--no-stream", action="store_true", help="skip the streamed time to the first block")
     parser.add_argument("--quick", action="store_true", help="30 MB only, no stream")
+    parser.add_argument("--old-sizes", help="the sizes (MB) at which to measure --old (default: all; 1 GB needs about 17 GB)")
+    parser.add_argument("--pairs", type=int, default=393_000,
+                        help="labelled sentence pairs for the task-data measurement (MNLI's size; 0 skips it)")
     args = parser.parse_args()
     sizes = [30] if args.quick else [int(s) for s in args.sizes.split(",")]
     old_tree = None
@@ -128,7 +169,7 @@ def main() -> None:
                 rows.append([f"{size} MB", f"cached, {mode}", f"{r['seconds']:.1f}", rate, f"{r['rss_mb']:,.0f}",
                              f"{r['rss_mb'] - base['rss_mb']:,.0f}"])
                 print(f"  {size} MB {mode}: {r}", file=sys.stderr, flush=True)
-            if old_tree is not None:
+            if old_tree is not None and (not args.old_sizes or str(size) in args.old_sizes.split(",")):
                 r = run("old", text, root, args.model, args.max_length, pythonpath=str(old_tree))
                 rows.append([f"{size} MB", f"in memory ({args.old})", f"{r['seconds']:.1f}", "-", f"{r['rss_mb']:,.0f}",
                              f"{r['rss_mb'] - base['rss_mb']:,.0f}"])
@@ -138,6 +179,17 @@ def main() -> None:
             r = run("stream", text, root, args.model, args.max_length)
             rows.append([f"{max(sizes)} MB", "streamed: first block", f"{r['seconds']:.1f}", "-", f"{r['rss_mb']:,.0f}",
                          f"{r['rss_mb'] - base['rss_mb']:,.0f}"])
+        if args.pairs and not args.quick:
+            pairs = make_pairs(args.pairs)
+            modes = ["examples-cold", "examples-warm"] + (["examples-old"] if old_tree is not None else [])
+            for mode in modes:
+                r = run(mode, pairs, root, args.model, 128, pythonpath=str(old_tree) if mode == "examples-old" else None)
+                rate = f"{r['tokens'] / r['seconds']:,.0f}" if mode == "examples-cold" else "-"
+                label = {"examples-cold": "cached, cold", "examples-warm": "cached, warm",
+                         "examples-old": f"in memory ({args.old})"}[mode]
+                rows.append([f"{args.pairs:,} pairs", label + f" (+{r['read_seconds']:.0f} s reading)",
+                             f"{r['seconds']:.1f}", rate, f"{r['rss_mb']:,.0f}", f"{r['rss_mb'] - base['rss_mb']:,.0f}"])
+                print(f"  pairs {mode}: {r}", file=sys.stderr, flush=True)
     finally:
         import shutil
 

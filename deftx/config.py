@@ -49,8 +49,9 @@ class TrainConfig(BaseModel):
     seed: int = 0
     mlm_head: Literal["auto", "train", "freeze"] = "auto"
     device: str = "auto"
-    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
-        "no", description="autocast precision of the forward and backward passes (weights stay float32)")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "no", description="autocast precision of the forward and backward passes (weights stay float32); "
+                          "auto: bf16 where the device runs it fast, else no")
     grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step (per process)")
 
     @field_validator("rank_rule")

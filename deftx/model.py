@@ -164,6 +164,40 @@ def load_tokenizer(model_id: str | Path):
         ) from None
 
 
+# Encoders whose position ids start after the padding index (RoBERTa's scheme): 2 positions fewer.
+OFFSET_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "xmod", "roberta-prelayernorm")
+
+
+def model_positions(model_id: str | Path) -> int | None:
+    """The longest input (in tokens) the model takes, from its config (``None`` when it does not say)."""
+    from transformers import AutoConfig
+
+    _quiet_transformers()
+    source = check_model_source(model_id)
+    try:
+        config = AutoConfig.from_pretrained(source, local_files_only=_local_only(source))
+    except (OSError, ValueError) as exc:
+        raise InputNotFoundError(f"could not load the config of {source}: {_first_line(exc)}",
+                                 hint="check the model id or path; offline, give a local model directory") from None
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or positions <= 0:
+        return None
+    if getattr(config, "model_type", None) in OFFSET_POSITIONS:
+        pad = getattr(config, "pad_token_id", None)
+        positions -= (1 if pad is None else pad) + 1
+    return positions
+
+
+def check_max_length(model_id: str | Path, max_length: int, option: str = "--max-length") -> None:
+    """Refuse a sequence length the model has no positions for, before any work. ``option`` names the
+    setting in the message (``--max-length``; ending in ``=``: ``--lang-set max_length=``)."""
+    positions = model_positions(model_id)
+    if positions is not None and max_length > positions:
+        given = (lambda n: f"{option}{n}") if option.endswith("=") else (lambda n: f"{option} {n}")
+        raise UsageError(f"{given(max_length)} is longer than {model_id} takes ({positions} tokens)",
+                         hint=f"choose {given(positions)} or less")
+
+
 def load_model(
     model_id: str | Path,
     kind: str,
@@ -238,6 +272,25 @@ def untie_output_embeddings(model: nn.Module) -> nn.Parameter | None:
         model.config.tie_word_embeddings = False
     output.weight.requires_grad_(False)
     return output.weight
+
+
+def separate_shared_parameters(model: nn.Module) -> list[str]:
+    """Give every parameter that is the same tensor as an earlier one (a masked-LM decoder's bias is
+    its head's ``bias``) a copy of its own, so that ``save_pretrained`` writes every key: a model
+    saved with ``tie_word_embeddings`` false is loaded without those ties, and a key written once
+    would be missing (filled with zeros). Returns the full names of the parameters copied."""
+    seen: set[int] = set()
+    copied = []
+    for module_name, module in model.named_modules():
+        for name, parameter in list(module._parameters.items()):
+            if parameter is None:
+                continue
+            if id(parameter) in seen:
+                module._parameters[name] = nn.Parameter(parameter.detach().clone(), requires_grad=parameter.requires_grad)
+                copied.append(f"{module_name}.{name}" if module_name else name)
+            else:
+                seen.add(id(parameter))
+    return copied
 
 
 def _first_line(exc: BaseException) -> str:

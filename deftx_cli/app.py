@@ -8,16 +8,64 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import typing
 from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
+
+try:  # the click that typer uses: its own copy (recent typer) or the click package
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover - an older typer
+    from click.exceptions import UsageError
 
 from deftx.version import __version__
-from deftx_cli.commands import cache, compose, denoise, evaluate, evaluate_lm, info, interop, overlap, predict, results, train, transfer, tui
+from deftx_cli.commands import (
+    cache,
+    compose,
+    denoise,
+    evaluate,
+    evaluate_lm,
+    info,
+    interop,
+    overlap,
+    predict,
+    results,
+    train,
+    transfer,
+    tui,
+)
+from deftx_cli.output import fail
+
+
+class _OneLineErrors(TyperGroup):
+    """A usage error (a bad option value, an unknown option, a missing one) is one ``deftx: error:``
+    line and exit 2, as every other error of the CLI, not a framed box."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except UsageError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # a command given no arguments: its help
+                exc.show()
+                sys.exit(exc.exit_code)
+            message = exc.format_message()
+            command = exc.ctx.command_path if exc.ctx is not None else "deftx"
+            fail(message[:1].lower() + message[1:], f"{command} --help lists the options", 2)
+            sys.exit(2)
+        except typer.Abort:
+            fail("interrupted", None, 130)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="deftx",
     help="Zero-shot cross-lingual transfer with composable sparse fine-tuning (LT-SFT and DeFT-X).",
     no_args_is_help=True,

@@ -107,12 +107,13 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:
 
 
 class MixedPrecision(str, Enum):
+    auto = "auto"
     no = "no"
     bf16 = "bf16"
     fp16 = "fp16"
 
 
-MixedPrecisionOpt = Annotated[MixedPrecision, typer.Option("--mixed-precision", help="Autocast precision of forward and backward: no, bf16, or fp16 (CUDA only). Weights, the phase-1 difference and the SFT stay float32.", rich_help_panel=TRAINING)]
+MixedPrecisionOpt = Annotated[MixedPrecision, typer.Option("--mixed-precision", help="Autocast precision of forward and backward: no, bf16, fp16 (CUDA only), or auto (bf16 where the device runs it fast: a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX; else no). Weights, the phase-1 difference and the SFT stay float32.", rich_help_panel=TRAINING)]
 GradAccumOpt = Annotated[int, typer.Option("--grad-accum", min=1, help="Micro-batches per optimizer step and process: the batch size stays the global batch.", rich_help_panel=TRAINING)]
 
 CHECKPOINTS = "Checkpoints"
@@ -124,7 +125,7 @@ RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Branch, 
 
 TEXT = "Text (language SFTs)"
 TextOpt = Annotated[Optional[list[str]], typer.Option("--text", metavar="<path>", callback=_existing_text, help="Unlabelled text instead of the built-in sources: files (.txt one segment per line, also .gz/.bz2/.xz/.zst; or .csv/.tsv/.jsonl with a text column), directories (every file below) or globs ('wiki/*.txt.gz'); repeat for several.", rich_help_panel=TEXT)]
-TextDatasetOpt = Annotated[Optional[str], typer.Option("--text-dataset", help="A text data set of the Hugging Face hub instead, e.g. wikimedia/wikipedia.", rich_help_panel=TEXT)]
+TextDatasetOpt = Annotated[Optional[str], typer.Option("--text-dataset", help="A text data set of the Hugging Face hub instead (e.g. wikimedia/wikipedia; streamed), or a data set folder on disk.", rich_help_panel=TEXT)]
 TextConfigOpt = Annotated[Optional[str], typer.Option("--text-config", help="Its configuration, e.g. 20231101.ace.", rich_help_panel=TEXT)]
 TextSplitOpt = Annotated[str, typer.Option("--text-split", help="Its split.", rich_help_panel=TEXT)]
 TextColumnOpt = Annotated[str, typer.Option("--text-column", help="Its text column.", rich_help_panel=TEXT)]

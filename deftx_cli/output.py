@@ -159,15 +159,26 @@ class TrainingProgress:
             self._stop()
             self._line(f"{self.label}: {prepare_text(fields)}")
             return
-        total, done = fields.get("bytes_total"), fields.get("bytes_read") or 0
+        examples = fields.get("examples_total") is not None
+        total = fields.get("examples_total") if examples else fields.get("bytes_total")
+        done = (fields.get("examples") if examples else fields.get("bytes_read")) or 0
         if self.interactive and total:
             if self._progress is None or self._last.get("stage") != stage:
                 from rich.markup import escape
-                from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+                from rich.progress import (
+                    BarColumn,
+                    DownloadColumn,
+                    MofNCompleteColumn,
+                    Progress,
+                    TextColumn,
+                    TimeRemainingColumn,
+                )
 
                 self._stop()
-                self._progress = Progress(TextColumn(escape(f"{self.label} text ({stage})")), BarColumn(),
-                                          DownloadColumn(), TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
+                what = "examples" if examples else "text"
+                self._progress = Progress(TextColumn(escape(f"{self.label} {what} ({stage})")), BarColumn(),
+                                          MofNCompleteColumn() if examples else DownloadColumn(),
+                                          TextColumn("{task.fields[status]}"), TimeRemainingColumn(),
                                           console=stderr, transient=True)
                 self._progress.start()
                 self._task = self._progress.add_task("prepare", total=total, status="")

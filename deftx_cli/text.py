@@ -60,23 +60,32 @@ def prepare_rates(fields: dict[str, Any]) -> str:
     seconds = fields.get("seconds") or 0
     if not seconds:
         return ""
-    parts = [f"{fields[k] / seconds:,.0f} {k}/s" for k in ("lines", "tokens") if fields.get(k)]
+    parts = [f"{fields[k] / seconds:,.0f} {k}/s" for k in ("examples", "lines", "tokens") if fields.get(k)]
     return ", ".join(parts)
 
 
 def prepare_text(fields: dict[str, Any]) -> str:
     """One line on a text preparation event: what stage, how far, how fast, how long is left."""
     stage = fields.get("stage")
+    examples = fields.get("examples") is not None  # a task SFT's labelled examples, not a language SFT's text
     if stage == "cached":
+        if examples:
+            return (f"examples from the cache: {fields['examples']:,} examples, {fields.get('tokens') or 0:,} tokens "
+                    f"({fields.get('cache')})")
         return (f"text from the cache: {fields.get('blocks') or 0:,} blocks, {fields.get('tokens') or 0:,} tokens "
                 f"({fields.get('cache')})")
     if stage in ("rebuild", "streaming"):
         return str(fields.get("message"))
-    counts = ", ".join(f"{fields[k]:,} {k}" for k in ("lines", "tokens", "blocks") if fields.get(k) is not None)
+    keys = ("tokens",) if examples else ("lines", "tokens", "blocks")
+    counts = ", ".join(f"{fields[k]:,} {k}" for k in keys if fields.get(k) is not None)
     if stage == "done":
-        return f"text prepared in {fields.get('seconds', 0):.0f}s: {counts}; cached in {fields.get('cache')}"
-    total, done = fields.get("bytes_total"), fields.get("bytes_read")
-    where = f"{size_text(done or 0)} of {size_text(total)}" if total else f"{size_text(done or 0)}"
+        what = f"{fields['examples']:,} examples tokenised" if examples else "text prepared"
+        return f"{what} in {fields.get('seconds', 0):.0f}s: {counts}; cached in {fields.get('cache')}"
     rates = prepare_rates(fields)
     left = f", about {format_duration(fields['eta_seconds'])} left" if fields.get("eta_seconds") is not None else ""
+    if examples:
+        where = f"{fields['examples']:,} of {fields.get('examples_total') or 0:,} examples"
+        return f"{stage} the examples: {where}, {counts}" + (f" ({rates})" if rates else "") + left
+    total, done = fields.get("bytes_total"), fields.get("bytes_read")
+    where = f"{size_text(done or 0)} of {size_text(total)}" if total else f"{size_text(done or 0)}"
     return f"{stage} the text: {where}, {counts}" + (f" ({rates})" if rates else "") + left

@@ -196,6 +196,37 @@ def test_compose_of_a_language_sft_saves_the_untied_frozen_decoder_it_was_traine
     assert torch.equal(decoder, theta0), "the decoder stays at theta0, as in training"
 
 
+def test_a_composed_language_sft_loads_in_plain_transformers_with_every_key_and_deftx_logits(tiny_model_dir, shared_data,
+                                                                                            tmp_path):
+    import shutil
+
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    from deftx.model import load_model, untie_output_embeddings
+    from deftx.sft.diff import SparseDiff
+
+    model = tmp_path / "warmed"  # a head_warmup.json: the masked-LM head (its output bias) trains with the SFT
+    shutil.copytree(tiny_model_dir, model)
+    (model / "head_warmup.json").write_text("{}")
+    done = json.loads(run("train-lang", "--lang", "ace", "--model", model, "--data-dir", shared_data,
+                          "--runs-dir", tmp_path / "runs", *SMOKE, "--json").stdout)
+    sft = SparseDiff.load(done["sft"])
+    bias = [v for k, v in sft.head.items() if k.endswith("predictions.bias")]
+    assert bias and bias[0].abs().max() > 0, "the SFT trained the output bias"
+    out = tmp_path / "composed-mlm"
+    run("compose", "--model", model, "--sft", done["sft"], "--out", out)
+    composed, info = AutoModelForMaskedLM.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    own, _ = load_model(model, "mlm")  # deftx's own model, as training and evaluate-lm build it
+    untie_output_embeddings(own)
+    sft.apply(own)
+    ids = torch.tensor([[2, 20, 31, 42, 53, 64, 3]])
+    composed.eval(), own.eval()
+    with torch.no_grad():
+        assert torch.allclose(composed(input_ids=ids).logits, own(input_ids=ids).logits, atol=1e-5)
+
+
 def _model(trained):
     return json.loads((Path(trained["ace"]["run"]) / "run.json").read_text())["base_model"]
 
@@ -528,3 +559,44 @@ def test_task_sft_is_reproducible_from_its_seed_within_one_process(trained, tiny
     assert heads[0].keys() == heads[1].keys() and any("classifier" in k for k in heads[0])
     for key in heads[0]:
         assert torch.equal(heads[0][key], heads[1][key]), key
+
+
+def test_task_examples_are_tokenised_once_and_listed_by_deftx_cache(tiny_model_dir, shared_data, tmp_path):
+    common = ["--task", "smsa", "--source-lang", "ind", "--model", tiny_model_dir, "--data-dir", shared_data,
+              "--runs-dir", tmp_path / "runs", *SMOKE, "--json"]
+    first = json.loads(run("train-task", *common).stdout)
+    second = json.loads(run("train-task", *common, "--method", "full-ft").stdout)  # same examples, another method
+    stages = []
+    for done in (first, second):
+        events = [json.loads(l) for l in (Path(done["run"]) / "metrics.jsonl").read_text().splitlines()]
+        stages.append([e["stage"] for e in events if e["event"] == "prepare"])
+    assert stages == [["done"], ["cached"]]
+    data = json.loads((Path(second["run"]) / "run.json").read_text())["data"]
+    assert data["examples"] > 0 and data["tokens"] > data["examples"] and data["cache_key"]
+    listed = json.loads(run("cache", "--json").stdout)
+    kinds = {e["key"]: e for e in listed["entries"]}
+    train = kinds[data["cache_key"]]
+    assert train["kind"] == "labelled" and train["examples"] == data["examples"] and "smsa" in train["source"]
+    assert len(kinds) == 2  # the training examples and the validation set
+    table = run("cache").stdout
+    assert data["cache_key"] in table and "examples" in table
+    run("cache", "--clear", "--key", data["cache_key"])
+    assert [e["key"] for e in json.loads(run("cache", "--json").stdout)["entries"]] != [] and \
+        data["cache_key"] not in run("cache").stdout
+    one_error_line(run("cache", "--clear", "--key", data["cache_key"], ok=False), 2, "no cache entry")
+
+
+def test_text_from_a_data_set_folder_or_an_unreachable_hub(tiny_model_dir, tmp_path, monkeypatch):
+    folder = tmp_path / "ds"
+    folder.mkdir()
+    rows = [{"content": f"film ini sangat bagus {i} saya suka makanan enak", "id": i} for i in range(120)]
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = ["train-lang", "--lang", "ace", "--model", tiny_model_dir, "--runs-dir", tmp_path / "runs", *SMOKE]
+    one_error_line(run(*common, "--text-dataset", folder, ok=False), 4, "no column 'text' (it has content, id)",
+                   "--text-column")
+    done = json.loads(run(*common, "--text-dataset", folder, "--text-column", "content", "--json").stdout)
+    data = json.loads((Path(done["run"]) / "run.json").read_text())["data"]
+    assert data["lines_kept"] == 120 and f"data set folder {folder}" in data["sources"][0]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    one_error_line(run(*common, "--text-dataset", "wikimedia/wikipedia", "--text-config", "20231101.ace", ok=False),
+                   3, "hub data set wikimedia/wikipedia/20231101.ace", "out of reach (offline)")

@@ -82,6 +82,9 @@ def test_export_reproduces_the_fixture_and_round_trips(composable_fixture, share
     assert r.exit_code == 0, r.output
     r = cli("export", tmp_path / "sft", "--to", "composable-sft", "--out", tmp_path / "out")
     assert r.exit_code == 0, r.output
+    (tmp_path / "plain").write_bytes(b"")  # what the umask gives a file opened plainly
+    for written in (tmp_path / "out").iterdir():  # not mkstemp's private 0600
+        assert written.stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777, written
     original = load_composable_file(composable_fixture / "pytorch_diff.bin")
     exported = load_composable_file(tmp_path / "out" / "pytorch_diff.bin")
     assert list(exported["diffs"]) == list(original["diffs"])
@@ -254,6 +257,16 @@ def test_a_pickle_that_would_run_code_is_refused(writer, tiny_model_dir, tmp_pat
     lines = [line for line in r.stderr.splitlines() if line.startswith("deftx: error:")]
     assert len(lines) == 1 and "refused" in lines[0] and "open" in lines[0] and "Traceback" not in r.stderr
     assert not target.exists() and not (tmp_path / "sft").exists()
+
+
+@pytest.mark.parametrize("junk", [b"hi\n", bytes(range(256)) * 4, b"PK\x03\x04junk"])
+def test_junk_bytes_are_one_clear_error(junk, tiny_model_dir, tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "pytorch_diff.bin").write_bytes(junk)
+    r = cli("import", tmp_path / "d", "--model", tiny_model_dir, "--out", tmp_path / "o")
+    lines = [line for line in r.stderr.splitlines() if line.startswith("deftx: error:")]
+    assert r.exit_code == 5 and len(lines) == 1 and "not a readable composable-sft file" in lines[0], r.stderr
+    assert "internal error" not in r.stderr and not (tmp_path / "o").exists()
 
 
 def test_a_truncated_file_is_one_clear_error(composable_fixture, tmp_path):

@@ -4,6 +4,7 @@ The workers run module-level stand-ins for a step (they travel to a spawned proc
 end-to-end runs with a tiny model are in tests/test_cli.py.
 """
 
+import dataclasses
 import json
 import random
 import time
@@ -222,3 +223,41 @@ def test_steps_that_more_steps_wait_for_start_first(tmp_path):
     ready = labels(steps, schedule.next(2))
     assert ready == ["[seed 0] task SFT smsa/ind (LT-SFT)", "[seed 0] language SFT ind (DeFT-X)"]
     assert labels(steps, schedule.ready())[0] == "[seed 0] language SFT ace (DeFT-X)"  # then plan order
+
+
+# ------------------------------------------------------------------------------ the default number of jobs
+
+
+def test_the_default_jobs_follow_the_cores_the_plan_and_the_memory(tmp_path, monkeypatch):
+    from deftx.experiment import scheduler
+
+    steps = steps_of(plan(), tmp_path)
+    width = scheduler.plan_width(steps)
+    # First the LT-SFT language SFTs of ind and ace and the full-FT task SFT (3 at once); then 4: the DeFT-X
+    # language SFTs (their masks from LT-SFT's phase 1), the LT-SFT task SFT and the full-FT evaluation.
+    first = [s for s in steps if not s.after]
+    assert len(first) == 3 and width == 4
+    assert scheduler.plan_width([s for s in steps if s.kind == "evaluation"]) == len(
+        [s for s in steps if s.kind == "evaluation"])  # nothing they wait for is still to run
+    monkeypatch.setattr(scheduler, "available_memory", lambda: 64 << 30)
+    for cpus, expected in ((1, 1), (2, 2), (16, 4)):
+        monkeypatch.setattr(scheduler, "available_cpus", lambda cpus=cpus: cpus)
+        assert scheduler.default_jobs(steps, cuda=False) == expected
+    assert scheduler.default_jobs(steps, cuda=True) == 1
+    monkeypatch.setattr(scheduler, "available_memory", lambda: 4 << 30)  # room for one job of 3 GB
+    assert scheduler.default_jobs(steps, cuda=False) == 1
+    cached = [dataclasses.replace(s, cached=True) for s in steps]
+    assert scheduler.plan_width(cached) == 0 and scheduler.default_jobs(cached, cuda=False) == 1
+    monkeypatch.setattr(scheduler, "available_cpus", lambda: 4)
+    assert scheduler.default_threads(2) == 2 and scheduler.default_threads(8) == 1
+
+
+def test_transfer_chooses_two_jobs_on_two_cores_but_one_for_a_smoke_plan(tmp_path, monkeypatch):
+    from deftx.experiment import executor, scheduler
+
+    monkeypatch.setattr(scheduler, "available_memory", lambda: 64 << 30)
+    monkeypatch.setattr(scheduler, "available_cpus", lambda: 2)
+    monkeypatch.setattr(executor.torch.cuda, "is_available", lambda: False)
+    assert executor.choose_jobs(steps_of(plan(preset="quick"), tmp_path)) == (2, 1)
+    assert executor.choose_jobs(steps_of(plan(preset="smoke"), tmp_path)) == (1, 2)
+    assert executor.choose_jobs(steps_of(plan(preset="quick"), tmp_path), threads=3) == (2, 3)

@@ -278,7 +278,7 @@ def _order_systems(present: set[str]) -> list[str]:
     """The known systems in their order (the pair always), each followed by its variant columns."""
     base = {s: s.split("[", 1)[0] for s in present}
     out = []
-    for system in SYSTEMS:
+    for system in SYSTEMS:  # the single-source systems, then the multi-source ones
         if system in present or system in PAIR:
             out.append(system)
         out += sorted((s for s in present if s != system and base[s] == system), key=lambda s: s.rstrip("]"))

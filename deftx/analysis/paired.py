@@ -17,7 +17,7 @@ from statistics import fmean
 from typing import Any
 
 from deftx.analysis.comparison import ResultPoint, TableKey, as_results, newest_points, result_point, split_variants
-from deftx.methods import NO_LANG_SFT, OTHER_LANG_SFT, DeftX, FullFt, LtSft
+from deftx.methods import MULTI, NO_LANG_SFT, OTHER_LANG_SFT, DeftX, FullFt, LtSft
 from deftx.records.schema import ResultRecord
 from deftx.analysis.stats import (
     METRICS,
@@ -30,7 +30,10 @@ from deftx.analysis.stats import (
 
 # (A, B): Delta = A - B, in the order of the Part 2 table.
 PAIRS = ((DeftX.name, LtSft.name), (LtSft.name, NO_LANG_SFT), (DeftX.name, NO_LANG_SFT),
-         (LtSft.name, OTHER_LANG_SFT), (LtSft.name, FullFt.name))
+         (LtSft.name, OTHER_LANG_SFT), (LtSft.name, FullFt.name),
+         # multi-source task SFTs: against the single-source ones, and the methods among themselves
+         (LtSft.name + MULTI, LtSft.name), (DeftX.name + MULTI, DeftX.name),
+         (DeftX.name + MULTI, LtSft.name + MULTI), (LtSft.name + MULTI, NO_LANG_SFT + MULTI))
 
 
 @dataclass(frozen=True)

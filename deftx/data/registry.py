@@ -133,6 +133,10 @@ TASKS: dict[str, TaskSpec] = {
     )
 }
 
+# Evaluation task -> (training task, source language) of the standard recipes: the source language's
+# labelled data is the training task's (SmSA for Indonesian in NusaX, English NLI for AmericasNLI).
+RECIPES = {"nusax-senti": ("smsa", "ind"), "americasnli": ("sick", "eng")}
+
 _TASK_ALIASES = {
     "nusax": "nusax-senti",
     "anli": "americasnli",

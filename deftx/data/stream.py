@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from deftx.data.blocks import token_ids
 from deftx.data.text import TEXT_HINT, TextSource
 from deftx.errors import DataFormatError
 
@@ -120,7 +121,7 @@ class BlockStream:
             if n >= max_lines or len(blocks) >= max_blocks:
                 break
             if is_held_out(line):
-                made, carry = self._cut(carry, self.tokenizer(line, add_special_tokens=False)["input_ids"])
+                made, carry = self._cut(carry, token_ids(self.tokenizer, [line])[0])
                 blocks.extend(made)
         return np.stack(blocks[:max_blocks]) if blocks else np.empty((0, self.width), dtype=np.int32)
 
@@ -146,7 +147,7 @@ class BlockStream:
             """Lines tokenised together (on all cores), then added one by one, so that the state after
             any block names exactly the lines whose tokens are in it."""
             kept = [line for line in lines if not is_held_out(line)]
-            ids = iter(self.tokenizer(kept, add_special_tokens=False)["input_ids"] if kept else [])
+            ids = iter(token_ids(self.tokenizer, kept) if kept else [])
             for line in lines:
                 state.lines += 1
                 if is_held_out(line):

@@ -56,10 +56,17 @@ class HubText:
     column: str = "text"
     revision: str | None = None
 
+    @property
+    def local(self) -> Path | None:
+        """The folder, when ``dataset`` names a data set on disk rather than on the hub."""
+        path = Path(self.dataset).expanduser()
+        return path if path.is_dir() else None
+
     def describe(self) -> str:
         parts = [self.dataset, *(p for p in (self.config,) if p)]
         at = f"@{self.revision}" if self.revision else ""
-        return f"hub data set {'/'.join(parts)}{at} ({self.split}, column {self.column})"
+        what = "data set folder" if self.local is not None else "hub data set"
+        return f"{what} {'/'.join(parts)}{at} ({self.split}, column {self.column})"
 
 
 @dataclass(frozen=True)
@@ -126,21 +133,30 @@ class TextSource:
         """What the text is: the sha256 of the file's bytes (``memo`` remembers it by path, size, inode
         and modification time, so an unchanged file is not read again), or the hub data set's identity
         at its revision."""
+        if self.hub is not None and self.hub.local is not None:  # a data set folder: its files' content
+            files = sorted(p for p in self.hub.local.rglob("*") if p.is_file() and ".cache" not in p.parts)
+            parts = [(str(p.relative_to(self.hub.local)), _file_sha256(p, memo)) for p in files]
+            return "local:" + hashlib.sha256(repr((self.hub, parts)).encode()).hexdigest()
         if self.hub is not None:
             return "hub:" + hashlib.sha256(repr((self.hub, _hub_commit(self.hub))).encode()).hexdigest()
-        stat = self.path.stat()
-        key = str(self.path.resolve())
-        signature = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
-        if memo is not None and memo.get(key, {}).get("signature") == signature:
-            return memo[key]["sha256"]
-        digest = hashlib.sha256()
-        with open(self.path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(chunk)
-        value = digest.hexdigest()
-        if memo is not None:
-            memo[key] = {"signature": signature, "sha256": value}
-        return value
+        return _file_sha256(self.path, memo)
+
+
+def _file_sha256(path: Path, memo: dict[str, Any] | None) -> str:
+    """A file's sha256, remembered in ``memo`` by its path, size, modification time and inode."""
+    stat = path.stat()
+    key = str(path.resolve())
+    signature = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+    if memo is not None and memo.get(key, {}).get("signature") == signature:
+        return memo[key]["sha256"]
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    value = digest.hexdigest()
+    if memo is not None:
+        memo[key] = {"signature": signature, "sha256": value}
+    return value
 
 
 def open_text(path: Path) -> tuple[IO[str], IO[bytes]]:
@@ -207,7 +223,7 @@ def hub_dataset(hub: HubText, *, streaming: bool):
     no such data set, config or split)."""
     from deftx.hub import hub_offline
 
-    if hub_offline():
+    if hub.local is None and hub_offline():
         raise InputNotFoundError(f"cannot read {hub.describe()}: the Hugging Face hub is out of reach (offline)",
                                  hint="give local text files with --text")
     import datasets

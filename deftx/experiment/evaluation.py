@@ -10,7 +10,7 @@ from typing import Any
 
 from deftx.data import canonical_language, get_task, load_labelled_file, load_task_split
 from deftx.errors import ArtifactError, LabelMismatchError, UsageError
-from deftx.methods import NO_LANG_SFT, VARIANT_SETTINGS, is_sparse, method_settings
+from deftx.methods import MULTI, NO_LANG_SFT, TARGET_IN_SOURCES, VARIANT_SETTINGS, is_sparse, method_settings
 from deftx.metrics import classification_metrics
 from deftx.model import load_model, load_tokenizer
 from deftx.objectives.classification import check_labels, classify_labelled
@@ -36,13 +36,16 @@ def budget_text(training: dict[str, Any]) -> str | None:
     return " + ".join(f"{amount} {unit}" for amount, unit in budget)
 
 
-def system_of(task_manifest: dict[str, Any], with_lang_sft: bool) -> str:
-    """Which system an evaluation measures: the method, or a baseline."""
+def system_of(task_manifest: dict[str, Any], with_lang_sft: bool, target: str | None = None) -> str:
+    """Which system an evaluation measures: the method, or a baseline; ``-multi`` after it for a
+    multi-source task SFT, and ``+target`` after that when its sources hold the ``target``."""
+    sources = task_manifest.get("sources") or []
+    suffix = (MULTI + (TARGET_IN_SOURCES if target in sources else "")) if sources else ""
     if not is_sparse(task_manifest.get("method")):  # a dense task fine-tuning is its own baseline
-        return str(task_manifest.get("method"))
+        return str(task_manifest.get("method")) + suffix
     if not with_lang_sft:
-        return NO_LANG_SFT
-    return str(task_manifest.get("method"))
+        return NO_LANG_SFT + suffix
+    return str(task_manifest.get("method")) + suffix
 
 
 def lang_steps_of(task_manifest: dict[str, Any], lang_manifest: dict[str, Any] | None) -> int | None:
@@ -96,7 +99,8 @@ def evaluate_transfer(
     clf, tokenizer = composed_classifier(task_diff, lang_diff, model=model, labels=labels, force=force)
     if max_length is None:
         max_length = int(task_diff.training.get("max_length") or 128)
-    system = system or system_of(task_diff.manifest, lang_diff is not None)
+    system = system or system_of(task_diff.manifest, lang_diff is not None, lang)
+    sources = list(task_diff.manifest.get("sources") or [])
     record = {
         "task": spec.name,
         "language": lang,
@@ -113,6 +117,9 @@ def evaluate_transfer(
         "lang_sft": str(Path(lang_sft).resolve()) if lang_sft is not None else None,
         "created_at": now_iso(),
     }
+    if sources:  # a multi-source task SFT: its sources, and whether the target's own data trained it
+        record["sources"] = sources
+        record["target_in_sources"] = lang in sources
     with Run.start(
         runs_dir, "evaluation", config={"task_sft": record["task_sft"], "lang_sft": record["lang_sft"],
                                         "split": split, "batch_size": batch_size, "max_length": max_length},

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
+
 from deftx.errors import (
     ProcessFailedError,
     TrainingInterrupted,
@@ -34,11 +36,13 @@ from deftx.experiment.scheduler import (
     StepOutcome,
     StepSchedule,
     WorkerPool,
+    default_jobs,
     default_threads,
     limit_threads,
 )
-from deftx.experiment.task import train_task_sft
+from deftx.experiment.task import train_multi_source_task_sft, train_task_sft
 from deftx.methods import method_of
+from deftx.model import check_max_length
 from deftx.records.files import PHASE1_DIFF, RESULTS_JSON, format_duration
 from deftx.records.reading import read_run
 from deftx.records.runs import ExperimentLog
@@ -157,9 +161,11 @@ def execute(
     job, ``threads`` (when given) limits this process's torch threads."""
     plan = plan.resolved()
     runs_dir = Path(runs_dir)
-    run_step = run_step or _run_step
     if jobs < 1 or (threads is not None and threads < 1):
         raise UsageError(f"jobs and threads must be at least 1 (got jobs {jobs}, threads {threads})")
+    if run_step is None:
+        _check_lengths(steps, model)
+    run_step = run_step or _run_step
     experiment = ExperimentLog(runs_dir, [{"label": s.label, "kind": s.kind, "run_id": s.run_id, "cached": s.cached}
                                           for s in steps])
     try:
@@ -381,7 +387,14 @@ def _run_step(plan: TransferPlan, step: Step, *, model, data_dir, runs_dir: Path
         notify(f"{step.label}: phase 1 shared with {step.mask_from_label or step.mask_from}; mask selected from its difference")
     notify(f"{step.label}: {doing}")
     try:
-        if step.kind == "task":
+        if step.kind == "task" and step.sources is not None:
+            train_multi_source_task_sft(
+                plan.task, step.sources, step.config, model=model,
+                lang_sfts={lang: sft(run_id) for lang, run_id in (step.source_sfts or {}).items()},
+                data_dir=data_dir, runs_dir=runs_dir, run_id=step.run_id, callbacks=callbacks,
+                keep_phase1_diff=step.keep_phase1_diff, mask_file=mask_file, checkpointing=checkpointing,
+                sampling=plan.source_sampling)
+        elif step.kind == "task":
             train_task_sft(plan.train_task, plan.source_lang, step.config, model=model, lang_sft=sft(step.lang_sft),
                            data_dir=data_dir, runs_dir=runs_dir, run_id=step.run_id, callbacks=callbacks,
                            keep_phase1_diff=step.keep_phase1_diff, mask_file=mask_file, checkpointing=checkpointing)
@@ -406,9 +419,30 @@ def _select_shared_mask(step: Step, runs_dir: Path) -> Path:
     return mask_file
 
 
+def _check_lengths(steps: list[Step], model: str | Path) -> None:
+    """Every training's sequence length must fit the model, before the first step starts."""
+    lengths = {(s.kind, s.config.max_length) for s in steps if s.config is not None and not s.cached}
+    for kind, length in sorted(lengths):
+        check_max_length(model, length, option=f"{'--lang-set' if kind == 'language' else '--task-set'} max_length=")
+
+
+def choose_jobs(steps: list[Step], threads: int | None = None) -> tuple[int, int]:
+    """``--jobs`` and ``--threads`` when ``--jobs`` is not given: as many single-thread jobs as the
+    cores, the plan's parallel steps and the memory allow on a CPU, one job on a GPU
+    (:func:`~deftx.experiment.scheduler.default_jobs`); one job for a plan of ``smoke`` trainings only."""
+    training = [s for s in steps if s.config is not None and not s.cached]
+    if training and all(s.config.preset == "smoke" for s in training):
+        jobs = 1  # steps of seconds: a worker's start (importing torch, loading the model) costs more than it saves
+    else:
+        jobs = default_jobs(steps, cuda=torch.cuda.is_available())
+    return jobs, threads or default_threads(jobs)
+
+
 def run_transfer(plan: TransferPlan, *, model: str | Path, runs_dir: Path, **options: Any) -> list[dict[str, Any]]:
     """Plan and run (or resume) the experiment; returns every result record. ``options``: those of
     :func:`execute` (``data_dir``, ``notify``, ``callbacks_for``, ``on_step``, ``save_every``, ``jobs``,
-    ``threads``)."""
+    ``threads``); ``jobs=None`` chooses them (:func:`choose_jobs`)."""
     steps = plan_steps(plan, model=model, runs_dir=Path(runs_dir))
+    if options.get("jobs", 1) is None:
+        options["jobs"], options["threads"] = choose_jobs(steps, options.get("threads"))
     return execute(plan, steps, model=model, runs_dir=Path(runs_dir), **options)

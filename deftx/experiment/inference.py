@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from deftx.data.encoded import encode_labelled
+from deftx.data.labelled import LabelledData
 from deftx.errors import UsageError
 from deftx.experiment.evaluation import (
     composed_classifier,
@@ -20,6 +22,7 @@ from deftx.model import (
     load_model,
     load_tokenizer,
     model_reference,
+    separate_shared_parameters,
     untie_output_embeddings,
 )
 from deftx.objectives.classification import class_probabilities
@@ -56,9 +59,8 @@ def predict_texts(
                          hint="for a sentence-pair task give every text as 'premise<TAB>hypothesis'")
     firsts = [t.split("\t", 1)[0] for t in texts] if paired else texts
     seconds = [t.split("\t", 1)[1] for t in texts] if paired else None
-    encoded = tokenizer(firsts, seconds, truncation=True, max_length=max_length)
-    encoded = {"input_ids": encoded["input_ids"], "token_type_ids": encoded.get("token_type_ids"),
-               "labels": [0] * len(texts)}
+    unlabelled = LabelledData(firsts, seconds, [0] * len(texts), tuple(labels), "the texts")
+    encoded = encode_labelled(tokenizer, unlabelled, max_length, cache=False)
     probabilities = class_probabilities(clf, tokenizer, encoded, batch_size)
     predictions = []
     for text, probs in zip(texts, probabilities):
@@ -104,6 +106,8 @@ def compose_model(
     if kind == "mlm":  # as language SFTs are trained: the decoder untied and frozen at theta0
         untie_output_embeddings(target)
     combined.apply(target, force=force)
+    if kind == "mlm":  # the untied decoder's bias is its head's bias: written under both names
+        separate_shared_parameters(target)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     use_umask(tmp, directory=True)

@@ -25,6 +25,7 @@ from deftx.experiment.lifecycle import (
     train_in_run,
 )
 from deftx.model import (
+    check_max_length,
     head_parameters,
     load_model,
     load_tokenizer,
@@ -114,6 +115,7 @@ class _TextSetup:
         self.names = [f"{s.description} ({s.name})" for s in self.sources]
         self.mode = choose_text_mode(mode, self.sources, max_lines=config.max_examples,
                                      tokens_read=_tokens_read(config))
+        check_max_length(model, config.max_length)  # after the sources are checked, before any text is read
         self.tokenizer = load_tokenizer(model)
         self.spec = text_spec(self.sources, self.tokenizer, max_length=config.max_length,
                               max_lines=config.max_examples, seed=config.seed)
@@ -189,6 +191,7 @@ def evaluate_language_model(
     A language SFT also repairs a weak masked-LM head; another language's SFT measured on the same
     text tells that part apart from what the SFT knows of the language."""
     lang = canonical_language(lang)
+    check_max_length(model, config.max_length)
     lang_sft = None
     if sft is not None:
         lang_sft = SparseDiff.load(sft)

@@ -209,7 +209,11 @@ def _training_run(
         if found is None:
             also = (f" (marked running on another machine: {', '.join(elsewhere)}; give --run-id to continue one here)"
                     if elsewhere else "")
-            _emit(callbacks, "notice", message=f"no interrupted run to resume in {runs_dir}: starting a new run{also}")
+            if run_id is not None:  # a first start of a requeued job, or a mistyped id: say which
+                message = f"no run {run_id} in {runs_dir} to resume: starting it as a new run"
+            else:
+                message = f"no interrupted run to resume in {runs_dir}: starting a new run{also}"
+            _emit(callbacks, "notice", message=message)
         else:
             difference = settings_difference(found.record.resume_settings, settings)
             if difference:

@@ -117,13 +117,67 @@ class StepSchedule:
         return not self.waiting and not self.running
 
 
+# What one training job may hold in memory (a base-size encoder, its optimizer state and phase-1
+# difference, the data): the default number of jobs keeps within the memory available.
+JOB_MEMORY = 3 << 30
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (``None`` when the system does not say)."""
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def plan_width(steps: Sequence[Schedulable]) -> int:
+    """The most steps still to run that could run at the same time: of the steps not cached, the
+    largest number at one depth of their dependencies."""
+    todo = {s.run_id: s for s in steps if not s.cached}
+    depth: dict[str, int] = {}
+
+    def level(run_id: str, seen: frozenset[str] = frozenset()) -> int:
+        if run_id not in depth:
+            before = [level(r, seen | {run_id}) + 1 for r in dependencies(todo[run_id]) if r in todo and r not in seen]
+            depth[run_id] = max(before, default=0)
+        return depth[run_id]
+
+    counts: dict[int, int] = {}
+    for run_id in todo:
+        counts[level(run_id)] = counts.get(level(run_id), 0) + 1
+    return max(counts.values(), default=0)
+
+
+def default_jobs(steps: Sequence[Schedulable], *, cuda: bool) -> int:
+    """Jobs side by side when ``--jobs`` is not given. On a CPU, processes of one thread each do more
+    per core than one process of many threads (2 single-thread jobs on 2 cores: 1.24x the throughput
+    of one 2-thread process, docs/benchmarks.md), so: as many jobs as cores, as the plan has steps
+    that can run at once, and as the memory holds (``JOB_MEMORY`` each). On a GPU: one job (the
+    device is shared, not its cores)."""
+    if cuda:
+        return 1
+    memory = available_memory()
+    by_memory = max(1, memory // JOB_MEMORY) if memory is not None else 1
+    return max(1, min(available_cpus(), plan_width(steps), by_memory))
+
+
 def default_threads(jobs: int) -> int:
     """Torch threads per job when not given: the CPUs this process may use, shared by the jobs."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, cpus // max(1, jobs))
+    return max(1, available_cpus() // max(1, jobs))
 
 
 def limit_threads(threads: int) -> None:

@@ -6,12 +6,14 @@ the systems an evaluation measures. Importing this package does not import torch
 from deftx.methods.configs import (
     BASELINE_LABELS,
     METHODS,
+    MULTI,
     NO_LANG_SFT,
     OTHER_LANG_SFT,
     PAIR,
     SPARSE_METHODS,
     SYSTEM_LABELS,
     SYSTEMS,
+    TARGET_IN_SOURCES,
     VARIANT_SETTINGS,
     DeftX,
     FullFt,
@@ -29,7 +31,7 @@ from deftx.methods.configs import (
 )
 
 __all__ = [
-    "BASELINE_LABELS", "METHODS", "NO_LANG_SFT", "OTHER_LANG_SFT", "PAIR", "SPARSE_METHODS", "SYSTEMS", "SYSTEM_LABELS", "VARIANT_SETTINGS",
+    "BASELINE_LABELS", "METHODS", "MULTI", "NO_LANG_SFT", "OTHER_LANG_SFT", "PAIR", "SPARSE_METHODS", "SYSTEMS", "SYSTEM_LABELS", "TARGET_IN_SOURCES", "VARIANT_SETTINGS",
     "DeftX", "FullFt", "LtSft", "MaskSelection", "MethodConfig", "MethodVariant", "cache_settings", "get_method",
     "ignored_settings", "is_sparse", "method_of", "method_settings", "system_label",
 ]

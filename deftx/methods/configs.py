@@ -199,11 +199,19 @@ NO_LANG_SFT = "no-lang-sft"  # the baseline of a task SFT evaluated without a ta
 OTHER_LANG_SFT = "other-lang-sft"  # the control: another language's SFT in place of the target's
 BASELINE_LABELS = {NO_LANG_SFT: "no lang SFT", OTHER_LANG_SFT: "other lang SFT", FullFt.name: FullFt.label}
 SYSTEM_LABELS = {**{name: METHODS[name].label for name in SPARSE_METHODS}, **BASELINE_LABELS}
-SYSTEMS = tuple(SYSTEM_LABELS)  # the known systems, in column order
+MULTI = "-multi"  # after a system: its task SFT is multi-source ("lt-sft-multi": LT-SFT multi)
+TARGET_IN_SOURCES = "+target"  # after that: the multi-source task SFT's sources hold the evaluated target
+# the known systems in column order: the single-source ones, then their multi-source counterparts
+SYSTEMS = (*SYSTEM_LABELS, *(s + MULTI for s in SYSTEM_LABELS), *(s + MULTI + TARGET_IN_SOURCES for s in SYSTEM_LABELS))
 
 
 def system_label(system: str) -> str:
-    """For people: ``LT-SFT``, ``no lang SFT``; an unknown system as it is."""
+    """For people: ``LT-SFT``, ``no lang SFT``, ``LT-SFT multi``, ``LT-SFT multi (target in sources)``; an
+    unknown system as it is."""
+    if system.endswith(TARGET_IN_SOURCES):
+        return system_label(system[: -len(TARGET_IN_SOURCES)]) + " (target in sources)"
+    if system.endswith(MULTI) and system[: -len(MULTI)] in SYSTEM_LABELS:
+        return SYSTEM_LABELS[system[: -len(MULTI)]] + " multi"
     return SYSTEM_LABELS.get(system, system)
 
 

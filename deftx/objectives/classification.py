@@ -5,57 +5,47 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deftx.data.blocks import Progress
+from deftx.data.encoded import Encoded, encode_labelled
 from deftx.errors import LabelMismatchError
 from deftx.objectives.base import move
 from deftx.metrics import classification_metrics
 
 
-def encode_labelled(tokenizer, data, max_length: int) -> dict[str, Any]:
-    """Tokenise a :class:`deftx.data.LabelledData` (no padding yet)."""
-    encoded = tokenizer(
-        list(data.texts),
-        list(data.pairs) if data.pairs is not None else None,
-        truncation=True,
-        max_length=max_length,
-    )
-    return {"input_ids": encoded["input_ids"], "labels": list(data.labels),
-            "token_type_ids": encoded.get("token_type_ids")}
-
-
-def collate(tokenizer, encoded: dict[str, Any], rows: Sequence[int]) -> dict[str, torch.Tensor]:
+def collate(tokenizer, encoded: Encoded, rows: Sequence[int]) -> dict[str, torch.Tensor]:
     """A padded batch of the given rows."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    seqs = [encoded["input_ids"][i] for i in rows]
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    attention = torch.zeros((len(seqs), width), dtype=torch.long)
-    types = torch.zeros((len(seqs), width), dtype=torch.long) if encoded.get("token_type_ids") is not None else None
+    width = int(max(encoded.lengths[i] for i in rows))
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    types = torch.zeros((len(rows), width), dtype=torch.long) if encoded.token_type_ids is not None else None
     for r, i in enumerate(rows):
-        s = seqs[r]
-        ids[r, : len(s)] = torch.tensor(s, dtype=torch.long)
+        s = torch.from_numpy(np.asarray(encoded.input_ids[i], dtype=np.int64))
+        ids[r, : len(s)] = s
         attention[r, : len(s)] = 1
         if types is not None:
-            types[r, : len(s)] = torch.tensor(encoded["token_type_ids"][i], dtype=torch.long)
+            types[r, : len(s)] = torch.from_numpy(np.asarray(encoded.token_type_ids[i], dtype=np.int64))
     batch = {"input_ids": ids, "attention_mask": attention,
-             "labels": torch.tensor([encoded["labels"][i] for i in rows], dtype=torch.long)}
+             "labels": torch.tensor([int(encoded.labels[i]) for i in rows], dtype=torch.long)}
     if types is not None:
         batch["token_type_ids"] = types
     return batch
 
 
 @torch.no_grad()
-def _logits(model: nn.Module, tokenizer, encoded: dict[str, Any], batch_size: int) -> torch.Tensor:
+def _logits(model: nn.Module, tokenizer, encoded: Encoded, batch_size: int) -> torch.Tensor:
     """Logits (rows in input order, float32 on the CPU) for every encoded row."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    n = len(encoded["labels"])
+    n = len(encoded)
     # Sorting by length keeps padding (and so time) low; rows go back in input order.
-    order = sorted(range(n), key=lambda i: len(encoded["input_ids"][i]))
+    order = np.argsort(encoded.lengths, kind="stable").tolist()
     out = torch.zeros(n, model.config.num_labels)
     for start in range(0, n, batch_size):
         rows = order[start : start + batch_size]
@@ -66,12 +56,12 @@ def _logits(model: nn.Module, tokenizer, encoded: dict[str, Any], batch_size: in
     return out
 
 
-def predict(model: nn.Module, tokenizer, encoded: dict[str, Any], batch_size: int) -> list[int]:
+def predict(model: nn.Module, tokenizer, encoded: Encoded, batch_size: int) -> list[int]:
     """Predicted label ids (the model's order) for every encoded row."""
     return _logits(model, tokenizer, encoded, batch_size).argmax(-1).tolist()
 
 
-def class_probabilities(model: nn.Module, tokenizer, encoded: dict[str, Any], batch_size: int) -> list[list[float]]:
+def class_probabilities(model: nn.Module, tokenizer, encoded: Encoded, batch_size: int) -> list[list[float]]:
     """The softmax over the model's labels (its order) for every encoded row."""
     return torch.softmax(_logits(model, tokenizer, encoded, batch_size), dim=-1).tolist()
 
@@ -80,44 +70,25 @@ def class_probabilities(model: nn.Module, tokenizer, encoded: dict[str, Any], ba
 GROUP_BATCHES = 50
 
 
-def batch_rows(input_ids: Sequence[Sequence[int]], batch_size: int, seed: int, group_by_length: bool) -> list[list[int]]:
+def batch_rows(lengths: Sequence[int], batch_size: int, seed: int, group_by_length: bool) -> list[list[int]]:
     """The rows of each batch of one epoch, in a seeded random order. Grouped by length: the shuffled
     examples are cut into pools of ``GROUP_BATCHES`` batches, each pool sorted by length and cut into
     batches, and the batches shuffled (as the length-grouped samplers of common trainers do)."""
     generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(input_ids), generator=generator).tolist()
+    order = torch.randperm(len(lengths), generator=generator).tolist()
     if not group_by_length:
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     pool = batch_size * GROUP_BATCHES
     batches: list[list[int]] = []
     for i in range(0, len(order), pool):
-        block = sorted(order[i : i + pool], key=lambda row: len(input_ids[row]))
+        block = sorted(order[i : i + pool], key=lambda row: lengths[row])
         batches.extend(block[j : j + batch_size] for j in range(0, len(block), batch_size))
     return [batches[b] for b in torch.randperm(len(batches), generator=generator).tolist()]
 
 
-class ClassificationObjective:
-    name = "sequence-classification"
-
-    def __init__(
-        self, tokenizer, train, validation=None, *, max_length: int = 128, group_by_length: bool = False
-    ) -> None:
-        """``train`` and ``validation`` are :class:`deftx.data.LabelledData`. With ``group_by_length``,
-        each batch holds examples of similar length (less padding, so less time per example)."""
-        self.tokenizer = tokenizer
-        self.group_by_length = group_by_length
-        self.label_names = tuple(train.label_names)
-        self.train = encode_labelled(tokenizer, train, max_length)
-        self.validation = (
-            encode_labelled(tokenizer, validation, max_length) if validation is not None and len(validation) else None
-        )
-
-    def num_examples(self) -> int:
-        return len(self.train["labels"])
-
-    def batches(self, batch_size: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
-        for rows in batch_rows(self.train["input_ids"], batch_size, seed, self.group_by_length):
-            yield collate(self.tokenizer, self.train, rows)
+class ClassificationSteps:
+    """A training step of sequence classification: the batch's cross-entropy (shared by the single- and the
+    multi-source objectives)."""
 
     def prepare_batch(self, batch: dict[str, torch.Tensor], step_seed: int) -> dict[str, torch.Tensor]:
         return batch
@@ -137,11 +108,39 @@ class ClassificationObjective:
         logits = model(**inputs).logits
         return F.cross_entropy(logits.float(), labels, reduction="sum") / normalizer
 
+
+class ClassificationObjective(ClassificationSteps):
+    name = "sequence-classification"
+
+    def __init__(
+        self, tokenizer, train, validation=None, *, max_length: int = 128, group_by_length: bool = False,
+        progress: Progress | None = None,
+    ) -> None:
+        """``train`` and ``validation`` are :class:`deftx.data.LabelledData`, tokenised through the cache
+        (:mod:`deftx.data.encoded`; ``progress`` hears of the training data's tokenisation). With
+        ``group_by_length``, each batch holds examples of similar length (less padding, so less time
+        per example)."""
+        self.tokenizer = tokenizer
+        self.group_by_length = group_by_length
+        self.label_names = tuple(train.label_names)
+        self.train = encode_labelled(tokenizer, train, max_length, progress=progress)
+        self.validation = (
+            encode_labelled(tokenizer, validation, max_length) if validation is not None and len(validation) else None
+        )
+        self._lengths = self.train.lengths.tolist()
+
+    def num_examples(self) -> int:
+        return len(self.train)
+
+    def batches(self, batch_size: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
+        for rows in batch_rows(self._lengths, batch_size, seed, self.group_by_length):
+            yield collate(self.tokenizer, self.train, rows)
+
     def evaluate(self, model: nn.Module, batch_size: int) -> dict[str, Any] | None:
         if self.validation is None:
             return None
         preds = predict(model, self.tokenizer, self.validation, batch_size)
-        metrics = classification_metrics(preds, self.validation["labels"], self.label_names)
+        metrics = classification_metrics(preds, self.validation.labels.tolist(), self.label_names)
         return {k: metrics[k] for k in ("accuracy", "macro_f1", "prediction_shares", "collapsed_classes")}
 
 
@@ -171,9 +170,9 @@ def classify_labelled(model, tokenizer, data, *, batch_size: int = 64,
     # Map the data's label ids onto the model's label order.
     to_model = {i: model_labels.index(name) for i, name in enumerate(data.label_names)}
     encoded = encode_labelled(tokenizer, data, max_length)
-    encoded["labels"] = [to_model[g] for g in encoded["labels"]]
+    golds = [to_model[int(g)] for g in encoded.labels]
     preds = predict(model, tokenizer, encoded, batch_size)
-    return preds, list(encoded["labels"]), model_labels
+    return preds, golds, model_labels
 
 
 def evaluate_classifier(model, tokenizer, data, *, batch_size: int = 64, max_length: int = 128) -> dict[str, Any]:

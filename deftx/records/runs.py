@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from deftx.errors import DeftxError, TrainingInterrupted, UsageError
+from deftx.errors import TrainingInterrupted, UsageError
 from deftx.records.files import (
     EXPERIMENT_JSON, METRICS_JSONL, RESULTS_JSON, RUN_FORMAT_VERSION, RUN_JSON, _json_default, atomic_write_json,
     new_run_id, now_iso, truncate_metrics,
@@ -79,7 +79,7 @@ class Run:
         run_id = run_id or new_run_id(runs_dir, kind, method, *langs.values())
         path = runs_dir / run_id
         if path.exists() and any(path.iterdir()):
-            raise DeftxError(f"run directory {path} already exists", hint="choose another --run-id")
+            raise UsageError(f"run directory {path} already exists", hint="choose another --run-id")
         path.mkdir(parents=True, exist_ok=True)
         record = {
             "format_version": RUN_FORMAT_VERSION,

@@ -94,6 +94,7 @@ class StepsTrained(Event):
     lr: Finite = None
     throughput: Finite = None  # examples per second over the window
     l1: Finite = None  # mean |theta - start| per maskable parameter
+    source: str | None = None  # a multi-source task SFT: the source language of the window's last batch
 
 
 class Evaluated(Event):
@@ -168,10 +169,13 @@ class Noticed(Event):
 
 
 class TextPrepared(Event):
-    """Progress of the text preparation of a language SFT (tokenising into blocks, or the cache found)."""
+    """Progress of the data preparation of a run: a language SFT's text tokenised into blocks, a task
+    SFT's examples tokenised (``examples`` of ``examples_total``), or the cache found."""
 
     event: Literal["prepare"] = "prepare"
-    stage: str = ""  # "reading", "tokenising", "cached", "streaming", "done"
+    stage: str = ""  # "reading", "tokenising", "cached", "streaming", "rebuild", "done"
+    examples: int | None = None
+    examples_total: int | None = None
     lines: int | None = None
     tokens: int | None = None
     blocks: int | None = None

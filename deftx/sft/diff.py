@@ -387,8 +387,21 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+SFT_FILES = (DIFF_FILE, HEAD_FILE, MANIFEST_FILE)
+
+
 def _replace_directory(tmp: Path, directory: Path) -> None:
-    """Move a finished temporary directory into place; an old one is removed only afterwards."""
+    """Move a finished temporary directory into place; an old one is removed only afterwards. A
+    directory that holds other files than an SFT's keeps them: only the SFT's files are replaced
+    (each by a rename, the manifest last), and an old SFT file the new one lacks is removed."""
+    if directory.is_dir() and any(p.name not in SFT_FILES for p in directory.iterdir()):
+        written = [name for name in SFT_FILES if (tmp / name).exists()]
+        for name in sorted(written, key=lambda n: n == MANIFEST_FILE):
+            os.replace(tmp / name, directory / name)
+        for name in set(SFT_FILES) - set(written):
+            (directory / name).unlink(missing_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     old = None
     if directory.exists():
         old = directory.with_name(f".{directory.name}.old-{os.getpid()}")

@@ -32,7 +32,15 @@ import numpy as np
 import torch
 
 from deftx.errors import ArtifactError, InputNotFoundError, UsageError
-from deftx.model import base_parameters, base_prefix, fingerprint, is_layer_norm, load_model, model_reference
+from deftx.model import (
+    base_parameters,
+    base_prefix,
+    fingerprint,
+    is_layer_norm,
+    load_model,
+    model_reference,
+)
+from deftx.records.files import use_umask
 from deftx.sft.diff import SparseDiff
 from deftx.sft.manifest import COMPOSABLE_SFT_FILE, sha256_file
 
@@ -99,10 +107,16 @@ def load_composable_file(path: Path) -> dict[str, Any]:
         with torch.serialization.safe_globals(_numpy_int64_globals()):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        operand = re.search(r"Unsupported operand \d+", str(exc))
+        if operand and "GLOBAL" not in str(exc):  # not a pickle at all: random bytes start with any opcode
+            raise ArtifactError(f"{path} is not a readable composable-sft file: its bytes are not a saved torch "
+                                f"object ({operand.group(0)})", hint="corrupt or truncated? download it again") from None
         raise ArtifactError(f"refused to load {path}: {_refusal(str(exc))}",
                             hint="only composable-sft SFT files (tensors, sizes, numbers) are read") from None
-    except (RuntimeError, EOFError, ValueError, OSError, AttributeError) as exc:
-        raise ArtifactError(f"{path} is not a readable composable-sft file: {_first_line(str(exc))}",
+    except Exception as exc:  # noqa: BLE001 - junk bytes fail in the unpickler in any way (KeyError: 105 for "hi")
+        torch_said = isinstance(exc, (RuntimeError, EOFError, OSError)) and str(exc).strip()
+        reason = _first_line(str(exc)) if torch_said else "its bytes are not a saved torch object"
+        raise ArtifactError(f"{path} is not a readable composable-sft file: {reason}",
                             hint="corrupt or truncated? download it again") from None
     return data
 
@@ -328,6 +342,7 @@ def export_composable_sft(diff: SparseDiff, out: Path, *, prefix: str, overwrite
     for name, write in files.items():
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out)
         try:
+            use_umask(tmp)  # as every artifact: the user's umask, not mkstemp's 0600
             with os.fdopen(fd, "wb") as handle:
                 write(handle)
             os.replace(tmp, out / name)

@@ -20,6 +20,7 @@ Only the main process writes run files and the SFT.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import timedelta
@@ -30,7 +31,7 @@ from torch import nn
 
 from deftx.errors import ProcessFailedError, UsageError
 
-PRECISIONS = ("no", "bf16", "fp16")
+PRECISIONS = ("auto", "no", "bf16", "fp16")
 TIMEOUT_ENV = "DEFTX_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 60.0  # a process that died is noticed by the others within this time
 
@@ -107,11 +108,38 @@ def is_main_process(device: str = "auto") -> bool:
     return process_state(device).is_main_process
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX-BF16): there bf16
+    autocast speeds a step up; elsewhere it is emulated and many times slower than float32."""
+    cpu = getattr(torch._C, "_cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if any(check is not None for check in checks):
+        return any(bool(check()) for check in checks if check is not None)
+    try:  # a torch without the checks: the kernel's flags
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(mixed_precision: str, device: str = "auto") -> str:
+    """``auto``: bf16 where the device runs it fast (a CUDA device with bf16 support; a CPU with
+    AVX512-BF16 or AMX), else ``no``; any other value as given."""
+    if mixed_precision != "auto":
+        return mixed_precision
+    kind = training_device_type(device)
+    if kind == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    return "bf16" if cpu_has_fast_bf16() else "no"
+
+
 def make_accelerator(device: str, mixed_precision: str):
-    """An ``Accelerator`` for one training; fp16 on a CPU and more processes than GPUs are refused."""
+    """An ``Accelerator`` for one training; fp16 on a CPU and more processes than GPUs are refused;
+    ``auto`` precision resolved (:func:`resolve_precision`)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
+    mixed_precision = resolve_precision(mixed_precision, device)
     kind = check_launch(device, mixed_precision)
     if kind == "cuda" and device != "auto" and torch.device(device).index is not None and launched_processes()[0] == 1:
         torch.cuda.set_device(torch.device(device))  # one process on a chosen GPU (--device cuda:1)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,7 +181,10 @@ class _Phase:
     def step(self, batch: dict[str, torch.Tensor], step_seed: int) -> float:
         cfg = self.config
         self.optimizer.zero_grad(set_to_none=False)
-        loss = self.backward(batch, step_seed)
+        # A multi-source objective applies the batch's source's language SFT around forward and backward.
+        source_context = getattr(self.objective, "source_context", None)
+        with source_context(batch) if source_context is not None else nullcontext(batch) as batch:
+            loss = self.backward(batch, step_seed)
         scaler = self.accelerator.scaler
         with torch.no_grad():
             if scaler is not None:  # fp16: unscale before the L1 term and the clipping
@@ -270,6 +274,8 @@ class _Phase:
                     )
                     if cfg.l1 > 0:
                         fields["l1"] = self.l1_distance() / self.n_maskable
+                    if hasattr(self.objective, "train_fields"):
+                        fields.update(self.objective.train_fields())
                     self.emit("train", **fields)
                     last_loss = fields["loss"]
                     window_loss, window_n, window_examples, window_start = 0.0, 0, 0, time.perf_counter()
@@ -376,7 +382,8 @@ class _Training:
         self.start = {name: p.detach().clone() for name, p in self.maskable.items()}
         self.dense_start = {name: p.detach().clone() for name, p in self.dense.items()}
         self.summary: dict[str, Any] = {"maskable": sum(p.numel() for p in self.maskable.values()),
-                                        "processes": self.accelerator.num_processes}
+                                        "processes": self.accelerator.num_processes,
+                                        "mixed_precision": str(self.accelerator.mixed_precision)}
         self.method = method_of(config)
         self.k: int | None = None  # resolved before phase 1 when there is a selection to make
         self.started = time.perf_counter()
@@ -489,8 +496,6 @@ def _base_eval(objective: Objective, model: nn.Module, config: TrainConfig, resu
 
 
 def _anytime(checkpoints: Checkpointer | None):
-    from contextlib import nullcontext
-
     if checkpoints is None or checkpoints.stop is None or not checkpoints.writes:
         return nullcontext()  # without a checkpoint to fall back on, a stop waits for the next step
     return checkpoints.stop.anytime()

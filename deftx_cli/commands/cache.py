@@ -1,4 +1,4 @@
-"""``deftx cache``: the prepared text of language SFTs (tokenised blocks), listed or cleared."""
+"""``deftx cache``: the prepared data (language SFTs' text blocks, task SFTs' tokenised examples), listed or cleared."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ def cache(
     keys: Annotated[Optional[list[str]], typer.Option("--key", metavar="<key>", help="An entry to remove (repeat); with --clear.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List the text prepared for language SFTs (tokenised once, reused by every later run), or clear it.
+    """List the data prepared for training (language SFTs' text and task SFTs' examples, tokenised once and
+    reused by every later run), or clear it.
 
     The cache lives in $DEFTX_CACHE, else in deftx/ under the datasets cache ($HF_DATASETS_CACHE,
     by default ~/.cache/huggingface/datasets). An entry is built again when it is needed.
@@ -27,36 +28,38 @@ def cache(
         deftx cache --clear
     """
     from deftx.data.blocks import cache_root, clear_entries, list_entries
+    from deftx.data.encoded import clear_encoded, list_encoded
     from deftx.errors import UsageError
 
     root = cache_root()
     if keys and not clear:
         raise UsageError("--key names entries to remove", hint="add --clear")
+    entries = [*list_entries(root), *list_encoded(root)]
     if clear:
-        known = {e["key"] for e in list_entries(root)}
-        unknown = [k for k in keys or [] if k not in known]
+        unknown = [k for k in keys or [] if k not in {e["key"] for e in entries}]
         if unknown:
             raise UsageError(f"no cache entry {unknown[0]} in {root}", hint="deftx cache lists the entries")
-        freed = clear_entries(root, keys or ())
-        note(f"removed {size_text(freed)} of prepared text from {root}")
+        freed = clear_entries(root, keys or ()) + clear_encoded(root, keys or ())
+        note(f"removed {size_text(freed)} of prepared data from {root}")
         return
-    entries = list_entries(root)
     if as_json:
         print_json({"root": str(root), "entries": entries})
         return
     if not entries:
-        note(f"no prepared text in {root}")
+        note(f"no prepared data in {root}")
         return
     from rich.table import Table
 
-    table = Table(title=f"prepared text in {root}")
-    for column in ("key", "size", "blocks", "tokens", "lines", "length"):
-        table.add_column(column, justify="left" if column == "key" else "right", no_wrap=True)
+    table = Table(title=f"prepared data in {root}")
+    for column in ("key", "kind", "size", "rows", "tokens", "length"):
+        table.add_column(column, justify="left" if column in ("key", "kind") else "right", no_wrap=True)
     for e in entries:
+        kind = "text" if e["kind"] == "text" else "examples"
         if e.get("problem"):
-            table.add_row(e["key"], size_text(e["disk_bytes"]), e["problem"], "", "", "")
+            table.add_row(e["key"], kind, size_text(e["disk_bytes"]), e["problem"], "", "")
             continue
-        table.add_row(e["key"], size_text(e["disk_bytes"]), f"{e.get('blocks', 0):,}", f"{e.get('tokens', 0):,}",
-                      f"{e.get('lines_kept', 0):,}", str(e.get("max_length") or ""))
+        rows = f"{e.get('blocks') or 0:,} blocks" if e["kind"] == "text" else f"{e.get('examples') or 0:,}"
+        table.add_row(e["key"], kind, size_text(e["disk_bytes"]), rows, f"{e.get('tokens') or 0:,}",
+                      str(e.get("max_length") or ""))
     stdout.print(table)
-    note("the text of each entry: deftx cache --json")
+    note("what each entry was made from: deftx cache --json")

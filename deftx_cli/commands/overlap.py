@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from deftx_cli.options import JsonOpt, RevisionOpt
-from deftx_cli.output import handle_errors, print_json, stdout
+from deftx_cli.output import handle_errors, print_json, stdout, warn
 
 
 class GroupBy(str, Enum):
@@ -42,11 +42,11 @@ def overlap(
         raise UsageError("give at least two SFTs to compare")
     arrays = [read_sparse_arrays(resolve_sft_source(s, revision), label=s) for s in sfts]
     report = overlap_report(arrays)
+    if not report["same_base"]:  # on stderr, so that it reaches a user piping the table or the JSON
+        warn("note: these SFTs were trained on different base models (their base-model fingerprints differ)")
     if as_json:
         print_json(report)
         return
-    if not report["same_base"]:
-        stdout.print("[yellow]note: these SFTs were trained on different base models[/yellow]")
     for pair in report["pairs"]:
         _print_pair(pair, by)
 

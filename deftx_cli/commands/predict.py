@@ -17,7 +17,10 @@ def read_texts(texts: list[str] | None, file: Path | None) -> list[str]:
     ``-`` reads standard input)."""
     from deftx.errors import DataFormatError, UsageError
 
-    out = [t for t in texts or [] if t.strip()]
+    empty = [i for i, t in enumerate(texts or [], start=1) if not t.strip()]
+    if empty:  # skipping it would shift every later prediction against its sentence
+        raise UsageError(f"sentence {empty[0]} of the arguments is empty", hint="give each sentence as one non-empty argument")
+    out = list(texts or [])
     if file is not None:
         try:
             content = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")

@@ -142,8 +142,10 @@ def train_lang(
 @handle_errors
 def train_task(
     task: Annotated[str, typer.Option("--task", "-t", help="Task: nusax-senti, smsa, americasnli, sick, multinli, xnli-en.")],
-    source_lang: Annotated[str, typer.Option("--source-lang", "-s", help="Language of the labelled training data (ISO 639-3).")],
-    lang_sft: Annotated[Optional[str], typer.Option("--lang-sft", help="The source language's SFT (a directory or a hub id), applied while training (recommended).")] = None,
+    source_lang: Annotated[Optional[str], typer.Option("--source-lang", "-s", help="Language of the labelled training data (ISO 639-3).")] = None,
+    lang_sft: Annotated[Optional[list[str]], typer.Option("--lang-sft", help="The source language's SFT (a directory or a hub id), applied while training (recommended). With --sources: LANG=SFT, once per source that has one.")] = None,
+    sources: Annotated[Optional[str], typer.Option("--sources", help="Multi-source: the labelled data of these languages (comma-separated), each batch from one source with that source's --lang-sft applied. ind in NusaX trains on SmSA.")] = None,
+    source_sampling: Annotated[str, typer.Option("--source-sampling", help="With --sources: how batches are drawn across sources: proportional (every example once per epoch; default), uniform, or temperature:T (p ~ n^(1/T)).")] = "proportional",
     revision: Annotated[Optional[str], typer.Option("--revision", help="Branch, tag or commit of --lang-sft when it is a hub id.")] = None,
     model: ModelOpt = DEFAULT_MODEL,
     method: MethodOpt = Method.deftx,
@@ -188,10 +190,31 @@ def train_task(
         export DEFTX_MODEL=../shared/models/me5-small-mlm
         deftx train-task --task smsa --source-lang ind --lang-sft runs/<ind-run>/sft
     """
+    from deftx.errors import UsageError
     from deftx.sft.sources import resolve_sft_source
 
-    if lang_sft is not None:
-        lang_sft = resolve_sft_source(lang_sft, revision)
+    if (source_lang is None) == (sources is None):
+        raise UsageError("give either --source-lang (one source) or --sources (several)",
+                         hint="e.g. --source-lang ind, or --sources ind,jav,sun --lang-sft jav=runs/<jav-run>/sft")
+    if sources is not None:
+        if train_file is not None or validation_file is not None:
+            raise UsageError("--train-file and --validation-file are for one source; --sources reads each "
+                             "source's split of the task")
+        return _train_multi_source(task, sources, lang_sft or [], revision, source_sampling, model=model,
+                                   method=method, preset=preset, k=k, rank_rule=rank_rule, tail_keep=tail_keep,
+                                   max_examples=max_examples, phase1_epochs=phase1_epochs,
+                                   phase2_epochs=phase2_epochs, phase1_steps=phase1_steps,
+                                   phase2_steps=phase2_steps, batch_size=batch_size, max_length=max_length, lr=lr,
+                                   l1=l1, weight_decay=weight_decay, seed=seed, device=device,
+                                   mixed_precision=mixed_precision, grad_accum=grad_accum, mask=mask,
+                                   keep_phase1_diff=keep_phase1_diff, force=force, data_dir=data_dir,
+                                   runs_dir=runs_dir, run_id=run_id, out=out, save_every=save_every,
+                                   keep_checkpoints=keep_checkpoints, resume=resume, as_json=as_json, quiet=quiet)
+    if source_sampling != "proportional":
+        raise UsageError("--source-sampling is for a multi-source task SFT (--sources)")
+    if lang_sft and len(lang_sft) > 1:
+        raise UsageError("--lang-sft is given twice for one source", hint="several sources: --sources with LANG=SFT")
+    lang_sft = resolve_sft_source(lang_sft[0], revision) if lang_sft else None
     from deftx.experiment.lifecycle import Checkpointing
     from deftx.experiment.task import train_task_sft
 
@@ -209,6 +232,40 @@ def train_task(
         validation_file=validation_file, runs_dir=runs_dir, run_id=run_id, out=out,
         keep_phase1_diff=keep_phase1_diff, mask_file=mask, callbacks=[TrainingProgress(label, quiet=quiet)],
         command=["deftx", *sys.argv[1:]], force=force,
+        checkpointing=Checkpointing(save_every=save_every, keep=keep_checkpoints, resume=resume),
+    )
+    _report(outcome, as_json, label)
+
+
+def _train_multi_source(task: str, sources: str, lang_sfts: list[str], revision: str | None, sampling: str, *,
+                        model, method, preset, mixed_precision, mask, keep_phase1_diff, force, data_dir, runs_dir,
+                        run_id, out, save_every, keep_checkpoints, resume, as_json, quiet, **settings: Any) -> None:
+    """``train-task --sources``: one task SFT from several sources, each batch with its source's language SFT."""
+    from deftx.errors import UsageError
+    from deftx.experiment.lifecycle import Checkpointing
+    from deftx.experiment.task import check_multi_source, train_multi_source_task_sft
+    from deftx.objectives.multisource import normal_sampling
+    from deftx.sft.sources import resolve_sft_source
+
+    names = [s.strip() for s in sources.split(",") if s.strip()]
+    by_source: dict[str, Path] = {}
+    for value in lang_sfts:
+        lang, sep, path = value.partition("=")
+        if not sep or not lang.strip() or not path.strip():
+            raise UsageError(f"--lang-sft {value!r}: with --sources, give LANG=SFT", hint="e.g. --lang-sft jav=runs/<jav-run>/sft")
+        if lang.strip() in by_source:
+            raise UsageError(f"two language SFTs for source {lang.strip()}", hint="give one --lang-sft per source")
+        by_source[lang.strip()] = path.strip()
+    names, checked = check_multi_source(task, names, {lang: Path(p) for lang, p in by_source.items()})
+    resolved = {lang: resolve_sft_source(str(path), revision) for lang, path in checked.items()}
+    sampling = normal_sampling(sampling)
+    config = _config("task", preset, method, mixed_precision=mixed_precision.value, **settings)
+    label = f"task SFT {task}/{'+'.join(names)} ({config.method} multi)"
+    _note_restart(runs_dir, run_id, "task", config.method, {"source": "+".join(names)}, resume)
+    outcome = train_multi_source_task_sft(
+        task, names, config, model=model, lang_sfts=resolved, data_dir=data_dir, runs_dir=runs_dir, run_id=run_id,
+        out=out, keep_phase1_diff=keep_phase1_diff, mask_file=mask, callbacks=[TrainingProgress(label, quiet=quiet)],
+        command=["deftx", *sys.argv[1:]], force=force, sampling=sampling,
         checkpointing=Checkpointing(save_every=save_every, keep=keep_checkpoints, resume=resume),
     )
     _report(outcome, as_json, label)

@@ -57,6 +57,10 @@ def transfer(
     seeds: Annotated[list[int], typer.Option("--seed", metavar="<int>", help="Seed(s); repeat for several.")] = [0],
     lang_seed: Annotated[Optional[int], typer.Option("--lang-seed", help="Train the language SFTs once with this seed and share them across --seed runs (default: one per seed).")] = None,
     control_lang: Annotated[Optional[str], typer.Option("--control-lang", help="--control-lang jav: also evaluate each target with jav's language SFT in place of its own: if that helps as much, the gain is masked-LM repair, not the target language.")] = None,
+    multi_source: Annotated[Optional[str], typer.Option("--multi-source", help="Also train multi-source task SFTs (each source's batches with its language SFT) and evaluate them beside the single-source ones: non-targets (one task SFT on every source that is not a target) or leave-one-out (one per target, on every other language). A target's data never trains the task SFT evaluated on it.")] = None,
+    sources: Annotated[Optional[str], typer.Option("--sources", help="With --multi-source: the source languages (comma-separated; default: every language with labelled training data, ind on SmSA).")] = None,
+    allow_target_sources: Annotated[bool, typer.Option("--allow-target-sources", metavar="", help="With --multi-source non-targets: let --sources hold targets; their results are marked 'target in sources' (not zero-shot).")] = False,
+    source_sampling: Annotated[str, typer.Option("--source-sampling", help="With --multi-source: proportional (default), uniform or temperature:T.")] = "proportional",
     train_task: Annotated[Optional[str], typer.Option("--train-task", help="Task of the source training data (default from the recipe).")] = None,
     source_lang: Annotated[Optional[str], typer.Option("--source-lang", help="Source language (default from the recipe).")] = None,
     split: Annotated[str, typer.Option("--split", help="Evaluation split (choose settings on valid, report test).")] = "test",
@@ -74,8 +78,8 @@ def transfer(
     runs_dir: RunsDirOpt = Path("runs"),
     lang_set: Annotated[Optional[list[str]], typer.Option("--lang-set", metavar="KEY=VALUE", help="Any training setting of the language SFTs on top of the preset (repeat), e.g. batch_size=64, max_examples=0 (all).", rich_help_panel=TRAINING)] = None,
     task_set: Annotated[Optional[list[str]], typer.Option("--task-set", metavar="KEY=VALUE", help="Any training setting of the task SFTs on top of the preset (repeat), e.g. mixed_precision=bf16.", rich_help_panel=TRAINING)] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Steps run side by side in worker processes (each once the steps it needs have finished).", rich_help_panel=PARALLEL)] = 1,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Torch threads per job (default: the CPU cores shared by the jobs; with one job, torch's default).", rich_help_panel=PARALLEL)] = None,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Steps run side by side in worker processes (each once the steps it needs have finished). Default: on a CPU, as many single-thread jobs as the cores, the plan's independent steps and the memory (3 GB each) allow; on a GPU, 1.", rich_help_panel=PARALLEL)] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Torch threads per job (default: the CPU cores shared by the jobs).", rich_help_panel=PARALLEL)] = None,
     save_every: SaveEveryOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -101,9 +105,14 @@ def transfer(
     --split valid):
 
         deftx transfer --targets mad --methods lt-sft,deftx,deftx@lang=rank:16
+
+    Multi-source task SFTs (every other NusaX language and SmSA, each with its
+    language SFT) beside the single-source ones:
+
+        deftx transfer --targets ace,mad --multi-source non-targets
     """
-    from deftx.experiment.executor import run_transfer
-    from deftx.experiment.plan import TransferPlan
+    from deftx.experiment.executor import choose_jobs, execute
+    from deftx.experiment.plan import TransferPlan, plan_steps
 
     lang = {"k": k_lang, "rank_rule": rank_rule, "tail_keep": tail_keep, "phase1_steps": lang_steps,
             "phase2_steps": lang_steps}
@@ -114,9 +123,17 @@ def transfer(
                         task_preset=task_preset.value if task_preset is not None else None,
                         lang_overrides=_with_settings(lang, lang_set, "--lang-set", LANG_OPTIONS),
                         task_overrides=_with_settings(task_settings, task_set, "--task-set", TASK_OPTIONS),
-                        baselines=split_list(baselines), split=split, lang_seed=lang_seed, control_lang=control_lang)
-    records = run_transfer(
-        plan, model=model, data_dir=data_dir, runs_dir=runs_dir,
+                        baselines=split_list(baselines), split=split, lang_seed=lang_seed, control_lang=control_lang,
+                        multi_source=multi_source, sources=split_list([sources]) if sources is not None else None,
+                        allow_target_sources=allow_target_sources, source_sampling=source_sampling)
+    steps = plan_steps(plan, model=model, runs_dir=runs_dir)
+    if jobs is None:
+        jobs, threads = choose_jobs(steps, threads)
+        if jobs > 1 and not quiet:
+            note(f"{jobs} steps side by side, {threads} thread{'s' if threads > 1 else ''} each (--jobs {jobs} "
+                 f"--threads {threads}; --jobs 1 runs one step at a time)")
+    records = execute(
+        plan, steps, model=model, data_dir=data_dir, runs_dir=runs_dir,
         notify=(lambda m: None) if quiet else note,
         callbacks_for=lambda label: [TrainingProgress(label, quiet=quiet, bars=jobs == 1)], save_every=save_every,
         on_step=None if quiet else _show_step, jobs=jobs, threads=threads,

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from deftx_cli.options import a_dir
-
 from deftx_cli.output import handle_errors
 
 
@@ -22,6 +21,11 @@ def tui(
 
         deftx tui --runs-dir runs
     """
+    from deftx.errors import InputNotFoundError
+
     from deftx_cli.tui.app import run_dashboard
 
+    if not runs_dir.is_dir():  # as deftx results: a path mistyped is not an empty dashboard
+        raise InputNotFoundError(f"no runs directory {runs_dir}",
+                                 "give the --runs-dir that training writes into (created by its first run)")
     run_dashboard(runs_dir)

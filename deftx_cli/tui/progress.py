@@ -78,6 +78,7 @@ class RunProgress:
     rates: dict[int, _PhaseRate] = field(default_factory=dict)
     selection: MaskSelected | None = None
     preparing: TextPrepared | None = None  # the text preparation in progress (None when none is)
+    source: str | None = None  # a multi-source task SFT: the source of the batch trained last
     done: bool = False
     summary: dict[str, Any] = field(default_factory=dict)
     events: int = 0
@@ -122,6 +123,8 @@ class RunProgress:
             self.last_lr = event.lr
         if event.throughput is not None:
             self.last_throughput = event.throughput
+        if event.source is not None:
+            self.source = event.source
         if phase is not None and when is not None:
             rate = self.rates.get(phase)
             if rate is None:
@@ -245,12 +248,19 @@ def describe_run(
     phase_text, step_text = _position(progress, totals, reading)
     eta = _eta(status, progress, totals, now)
     if status == "running" and progress is not None and progress.preparing is not None and progress.phase is None:
-        prepare = progress.preparing  # the text is being tokenised: no training step yet
-        total, done = prepare.bytes_total, prepare.bytes_read
-        phase_text, step_text = "text", f"{done / total:.0%}" if total and done is not None else DASH
+        prepare = progress.preparing  # the text (or the examples) being tokenised: no training step yet
+        if prepare.examples_total is not None:
+            total, done, phase_text = prepare.examples_total, prepare.examples, "data"
+        else:
+            total, done, phase_text = prepare.bytes_total, prepare.bytes_read, "text"
+        step_text = f"{done / total:.0%}" if total and done is not None else DASH
         details.append(prepare_text(prepare.model_dump(exclude_none=True)))
         if prepare.eta_seconds is not None:
             eta = format_duration(prepare.eta_seconds)
+    sources = (record.languages or {}).get("source") or ""
+    if "+" in sources:  # a multi-source task SFT: its sources, and the source of the batch being trained
+        now_training = f"; batch from {progress.source}" if status == "running" and progress is not None and progress.source else ""
+        details.append(f"sources: {sources.replace('+', ', ')}{now_training}")
     collapse_line = _collapse_line(progress, result)
     if collapse_line:
         details.append(collapse_line)

@@ -213,3 +213,21 @@ def test_a_classifier_that_never_predicts_a_class_is_a_warning_on_its_row():
                                                  "collapsed_classes": []}})
     row = describe_run(info, RunProgress(), 0.0, alive=always_alive, result=fine)
     assert not row.warning and not any(d.startswith("warning:") for d in row.details)
+
+
+def test_a_multi_source_task_sft_shows_its_sources_and_the_source_of_the_batch_in_training(tmp_path):
+    events = F.train_events(1, 100, 1000.0, 1.0, upto=40)
+    for i, event in enumerate(e for e in events if e.get("event") == "train"):
+        event["source"] = ["ind", "jav", "sun"][i % 3]
+    last = [e["source"] for e in events if e.get("event") == "train"][-1]
+    path = F.write_run(tmp_path, "20261207-030000-task-lt-sft-ind_jav_sun", kind="task", method="lt-sft",
+                       languages={"source": "ind+jav+sun"}, task="nusax-senti", status="running", started=1000.0,
+                       total_steps={"phase1": 100, "phase2": 100}, events=events)
+    progress = RunProgress()
+    progress.update(read_metrics(path / "metrics.jsonl"))
+    row = describe_run(read_run(path), progress, 1045.0, alive=always_alive)
+    assert f"sources: ind, jav, sun; batch from {last}" in row.details
+    single = F.write_run(tmp_path, "20261207-030000-task-lt-sft-ind", kind="task", method="lt-sft",
+                         languages={"source": "ind"}, task="smsa", status="running", started=1000.0,
+                         events=F.train_events(1, 100, 1000.0, 1.0, upto=40))
+    assert not any("sources" in d for d in describe_run(read_run(single), RunProgress(), 1045.0).details)
