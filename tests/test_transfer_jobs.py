@@ -240,7 +240,7 @@ def test_the_default_jobs_follow_the_cores_the_plan_and_the_memory(tmp_path, mon
     assert scheduler.plan_width([s for s in steps if s.kind == "evaluation"]) == len(
         [s for s in steps if s.kind == "evaluation"])  # nothing they wait for is still to run
     monkeypatch.setattr(scheduler, "available_memory", lambda: 64 << 30)
-    for cpus, expected in ((1, 1), (2, 1), (4, 2), (16, 4)):  # each job keeps 2 cores; at most the plan's width
+    for cpus, expected in ((1, 1), (2, 2), (16, 4)):  # a job per core, at most the plan's width
         monkeypatch.setattr(scheduler, "available_cpus", lambda cpus=cpus: cpus)
         assert scheduler.default_jobs(steps, cuda=False) == expected
     assert scheduler.default_jobs(steps, cuda=True) == 1
@@ -252,14 +252,12 @@ def test_the_default_jobs_follow_the_cores_the_plan_and_the_memory(tmp_path, mon
     assert scheduler.default_threads(2) == 2 and scheduler.default_threads(8) == 1
 
 
-def test_transfer_gives_each_job_two_cores_and_a_smoke_plan_one_job(tmp_path, monkeypatch):
+def test_transfer_runs_a_job_per_core_but_one_for_a_smoke_plan(tmp_path, monkeypatch):
     from deftx.experiment import executor, scheduler
 
     monkeypatch.setattr(scheduler, "available_memory", lambda: 64 << 30)
     monkeypatch.setattr(executor.torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(scheduler, "available_cpus", lambda: 2)
-    assert executor.choose_jobs(steps_of(plan(preset="quick"), tmp_path)) == (1, 2)
-    monkeypatch.setattr(scheduler, "available_cpus", lambda: 4)
-    assert executor.choose_jobs(steps_of(plan(preset="quick"), tmp_path)) == (2, 2)
+    assert executor.choose_jobs(steps_of(plan(preset="quick"), tmp_path)) == (2, 1)
     assert executor.choose_jobs(steps_of(plan(preset="quick"), tmp_path), threads=3) == (2, 3)
-    assert executor.choose_jobs(steps_of(plan(preset="smoke"), tmp_path)) == (1, 4)
+    assert executor.choose_jobs(steps_of(plan(preset="smoke"), tmp_path)) == (1, 2)

@@ -119,7 +119,7 @@ class StepSchedule:
 
 # What one training job may hold in memory (a base-size encoder, its optimizer state and phase-1
 # difference, the data): the default number of jobs keeps within the memory available.
-MIN_JOB_THREADS = 2  # cores each job keeps when --jobs is not given (see default_jobs)
+MIN_JOB_THREADS = 1  # cores each job keeps when --jobs is not given (see default_jobs)
 JOB_MEMORY = 3 << 30
 
 
@@ -164,11 +164,11 @@ def plan_width(steps: Sequence[Schedulable]) -> int:
 
 
 def default_jobs(steps: Sequence[Schedulable], *, cuda: bool) -> int:
-    """Jobs side by side when ``--jobs`` is not given. On a CPU: as many jobs as the plan has steps that
-    can run at once and the memory holds (``JOB_MEMORY`` each), each with at least ``MIN_JOB_THREADS``
-    cores. Single-thread jobs pay only for small steps: on 2 cores, two single-thread jobs trained
-    masked-LM steps (16 x 64 tokens) at 1.24x the rate of one two-thread job, but the README's task SFTs
-    (16 x 128) at about two thirds of it, and the whole first run took longer (docs/benchmarks.md). On a
+    """Jobs side by side when ``--jobs`` is not given. On a CPU, processes of one thread each do more
+    per core than one process of many threads (on 2 cores, the README's first run took 19 min 48 s as
+    two single-thread jobs against about 28 min as one two-thread job: masked-LM steps at 1.24x, task
+    steps at about 1.3x; docs/benchmarks.md), so: as many jobs as the cores (``MIN_JOB_THREADS`` each),
+    as the plan has steps that can run at once, and as the memory holds (``JOB_MEMORY`` each). On a
     GPU: one job (the device is shared, not its cores)."""
     if cuda:
         return 1

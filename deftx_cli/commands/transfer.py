@@ -78,7 +78,7 @@ def transfer(
     runs_dir: RunsDirOpt = Path("runs"),
     lang_set: Annotated[Optional[list[str]], typer.Option("--lang-set", metavar="KEY=VALUE", help="Any training setting of the language SFTs on top of the preset (repeat), e.g. batch_size=64, max_examples=0 (all).", rich_help_panel=TRAINING)] = None,
     task_set: Annotated[Optional[list[str]], typer.Option("--task-set", metavar="KEY=VALUE", help="Any training setting of the task SFTs on top of the preset (repeat), e.g. mixed_precision=bf16.", rich_help_panel=TRAINING)] = None,
-    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Steps run side by side in worker processes (each once the steps it needs have finished). Default: on a CPU, as many jobs of 2 cores each as the cores, the plan's independent steps and the memory (3 GB each) allow (1 on 2 cores); on a GPU, 1.", rich_help_panel=PARALLEL)] = None,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Steps run side by side in worker processes (each once the steps it needs have finished). Default: on a CPU, as many single-thread jobs as the cores, the plan's independent steps and the memory (3 GB each) allow; on a GPU, 1.", rich_help_panel=PARALLEL)] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Torch threads per job (default: the CPU cores shared by the jobs).", rich_help_panel=PARALLEL)] = None,
     save_every: SaveEveryOpt = None,
     as_json: JsonOpt = False,
@@ -90,7 +90,7 @@ def transfer(
     per method on the source language, and evaluates every target. Finished steps are reused, and an
     interrupted training step continues from its last checkpoint: rerun the same command to resume.
 
-    Example (about 14 minutes on 2 CPU cores with the quick preset):
+    Example (about 15-20 minutes on 2 CPU cores with the quick preset):
 
         export DEFTX_DATA_DIR=../shared/data
         export DEFTX_MODEL=../shared/models/me5-small-mlm
