@@ -32,6 +32,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,28 +197,44 @@ def prepare_blocks(sources: Sequence[TextSource], tokenizer: Any, *, max_length:
     return built
 
 
+@dataclass(frozen=True)
+class BlockEnds:
+    """The special tokens around every block (the tokenizer's CLS/BOS before, SEP/EOS after, as
+    ``run_mlm``'s blocks have them) and the text tokens a block of ``width`` holds between them."""
+
+    start: int | None
+    end: int | None
+    inner: int
+
+    @classmethod
+    def of(cls, tokenizer: Any, width: int) -> BlockEnds:
+        start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+        end = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+        return cls(start, end, width - (start is not None) - (end is not None))
+
+    def wrap(self, body: np.ndarray) -> np.ndarray:
+        """Rows of ``inner`` text tokens as blocks: the start and end tokens put around each (same dtype)."""
+        parts = []
+        if self.start is not None:
+            parts.append(np.full((len(body), 1), self.start, dtype=body.dtype))
+        parts.append(body)
+        if self.end is not None:
+            parts.append(np.full((len(body), 1), self.end, dtype=body.dtype))
+        return np.concatenate(parts, axis=1)
+
+
 def open_entry(entry: Path, spec: TextSpec, *, verify: bool = True) -> tuple[TextBlocks | None, str | None]:
     """A cache entry memory-mapped, or ``None`` and why it cannot be used (``None`` and no reason when
     there is no entry). An entry whose recorded spec is not ``spec``, or whose blocks do not match
     their checksum, is not used."""
     import pyarrow as pa
 
-    meta = read_json(entry / META_FILE)
-    if meta is None:
-        return None, ("has no readable meta.json" if entry.exists() else None)
-    if meta.get("spec") != spec.__dict__:
-        return None, "was made from another text or with other settings"
-    path = entry / BLOCKS_FILE
+    found, problem = read_entry(entry, BLOCKS_FILE, lambda meta: meta.get("spec") == spec.__dict__,
+                                "was made from another text or with other settings", verify=verify)
+    if found is None:
+        return None, problem
+    meta, table = found
     try:
-        size = path.stat().st_size
-    except OSError:
-        return None, f"lacks {BLOCKS_FILE}"
-    if size != meta.get("bytes"):
-        return None, f"has a {BLOCKS_FILE} of {size} bytes where {meta.get('bytes')} were written"
-    if verify and file_checksum(path) != meta.get("blake2b"):
-        return None, f"has a damaged {BLOCKS_FILE} (checksum mismatch)"
-    try:
-        table = pa.ipc.open_stream(pa.memory_map(str(path), "r")).read_all()
         width = spec.max_length
         chunks = [c.values.to_numpy(zero_copy_only=True).reshape(-1, width)
                   for c in table.column("input_ids").chunks if len(c)]
@@ -227,6 +244,62 @@ def open_entry(entry: Path, spec: TextSpec, *, verify: bool = True) -> tuple[Tex
     if len(blocks) != meta.get("stats", {}).get("blocks"):
         return None, f"holds {len(blocks)} blocks where {meta.get('stats', {}).get('blocks')} were written"
     return TextBlocks(blocks, spec, entry, meta.get("stats", {}), cached=True), None
+
+
+@contextmanager
+def building_entry(entry: Path) -> Iterator[Path]:
+    """A temporary sibling folder of ``entry`` to build it in, renamed into place when the block ends (over
+    a damaged entry; when another process renamed its own into place meanwhile, that one is kept), and
+    removed if the block fails or is interrupted: a half-written entry is never read."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=".tmp", dir=entry.parent))
+    try:
+        yield tmp
+        if entry.exists():  # a damaged entry, or one another process finished first
+            shutil.rmtree(entry, ignore_errors=True)
+        try:
+            os.replace(tmp, entry)
+        except OSError:  # another process renamed its entry into place meanwhile: keep that one
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def sealed(path: Path) -> dict[str, Any]:
+    """What ``meta.json`` records of an entry's data file so that :func:`read_entry` can check it: its
+    size and checksum."""
+    return {"bytes": path.stat().st_size, "blake2b": file_checksum(path)}
+
+
+def read_entry(entry: Path, file_name: str, matches: Callable[[dict[str, Any]], bool], mismatch: str, *,
+               verify: bool = True) -> tuple[tuple[dict[str, Any], Any] | None, str | None]:
+    """An entry's ``meta.json`` and its Arrow file ``file_name`` memory-mapped as a table, or ``None`` and
+    why they cannot be used (``None`` and no reason when there is no entry): no readable meta, a meta
+    for which ``matches`` is false (``mismatch`` says so), a missing file, a size or (``verify``) a
+    checksum other than the meta records, bytes Arrow cannot read."""
+    import pyarrow as pa
+
+    meta = read_json(entry / META_FILE)
+    if meta is None:
+        return None, ("has no readable meta.json" if entry.exists() else None)
+    if not matches(meta):
+        return None, mismatch
+    path = entry / file_name
+    article = "an" if file_name[:1] in "aeiou" else "a"
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return None, f"lacks {file_name}"
+    if size != meta.get("bytes"):
+        return None, f"has {article} {file_name} of {size} bytes where {meta.get('bytes')} were written"
+    if verify and file_checksum(path) != meta.get("blake2b"):
+        return None, f"has a damaged {file_name} (checksum mismatch)"
+    try:
+        table = pa.ipc.open_stream(pa.memory_map(str(path), "r")).read_all()
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        return None, f"has an unreadable {file_name} ({exc})"
+    return (meta, table), None
 
 
 class _Preparation:
@@ -262,23 +335,10 @@ class _Preparation:
     def run(self) -> None:
         keep = self.first_occurrences()
         self.read_seconds = time.monotonic() - self.started
-        self.entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{self.entry.name}.", suffix=".tmp", dir=self.entry.parent))
-        try:
+        with building_entry(self.entry) as tmp:
             stats = self.write_blocks(keep, tmp / BLOCKS_FILE)
-            meta = {"format": BLOCKS_FORMAT, "spec": self.spec.__dict__, "key": self.spec.key, "stats": stats,
-                    "bytes": (tmp / BLOCKS_FILE).stat().st_size, "blake2b": file_checksum(tmp / BLOCKS_FILE),
-                    "created": time.time()}
-            write_json(tmp / META_FILE, meta)
-            if self.entry.exists():  # a damaged entry, or one another process finished first
-                shutil.rmtree(self.entry, ignore_errors=True)
-            try:
-                os.replace(tmp, self.entry)
-            except OSError:  # another process renamed its entry into place meanwhile: keep that one
-                shutil.rmtree(tmp, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            write_json(tmp / META_FILE, {"format": BLOCKS_FORMAT, "spec": self.spec.__dict__, "key": self.spec.key,
+                                         "stats": stats, **sealed(tmp / BLOCKS_FILE), "created": time.time()})
         self.report("done", force=True, lines=stats["lines_kept"], tokens=stats["tokens"], blocks=stats["blocks"],
                     bytes_read=stats["bytes"], cache=str(self.entry))
 
@@ -325,9 +385,8 @@ class _Preparation:
         import pyarrow as pa
 
         tokenizer, width = self.tokenizer, self.spec.max_length
-        start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
-        end = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
-        inner = width - (start is not None) - (end is not None)
+        ends = BlockEnds.of(tokenizer, width)
+        inner = ends.inner
         schema = pa.schema([("input_ids", pa.list_(pa.int32(), width))])
         carry = np.empty(0, dtype=np.int32)
         pending: list[np.ndarray] = []  # full blocks not yet written
@@ -350,13 +409,7 @@ class _Preparation:
                 if n_full:
                     body = carry[: n_full * inner].reshape(n_full, inner)
                     carry = carry[n_full * inner:]
-                    parts = []
-                    if start is not None:
-                        parts.append(np.full((n_full, 1), start, dtype=np.int32))
-                    parts.append(body)
-                    if end is not None:
-                        parts.append(np.full((n_full, 1), end, dtype=np.int32))
-                    pending.append(np.concatenate(parts, axis=1))
+                    pending.append(ends.wrap(body))
                 rows = sum(len(p) for p in pending)
                 if rows >= ROWS_PER_BATCH or (final and rows):
                     full = np.concatenate(pending)

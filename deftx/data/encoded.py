@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,12 +23,13 @@ import numpy as np
 
 from deftx.data.blocks import (
     Progress,
-    file_checksum,
-    read_json,
     write_json,
     cache_root,
+    building_entry,
+    read_entry,
     remove_entries,
     scan_entries,
+    sealed,
     tokenizer_fingerprint,
 )
 from deftx.errors import DataFormatError
@@ -153,11 +151,9 @@ def _write_entry(tokenizer: Any, data: Any, max_length: int, key: str, entry: Pa
     import pyarrow as pa
 
     started = last = time.monotonic()
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=".tmp", dir=entry.parent))
-    path = tmp / ENCODED_FILE
     n, tokens, with_types = len(data), 0, None
-    try:
+    with building_entry(entry) as tmp:
+        path = tmp / ENCODED_FILE
         with pa.OSFile(str(path), "wb") as sink:
             writer = None
             for begin in range(0, n, BATCH_ROWS):
@@ -183,20 +179,10 @@ def _write_entry(tokenizer: Any, data: Any, max_length: int, key: str, entry: Pa
                               "seconds": round(now - started, 1), "eta_seconds": round((n - end) / rate, 1)})
             if writer is not None:
                 writer.close()
-        meta = {"format": ENCODED_FORMAT, "key": key, "source": data.source, "examples": n, "tokens": tokens,
-                "max_length": max_length, "pair": data.pairs is not None, "labels": list(data.label_names),
-                "bytes": path.stat().st_size, "blake2b": file_checksum(path), "created": time.time(),
-                "seconds": round(time.monotonic() - started, 1)}
-        write_json(tmp / META_FILE, meta)
-        if entry.exists():  # a damaged entry, or one another process finished first
-            shutil.rmtree(entry, ignore_errors=True)
-        try:
-            os.replace(tmp, entry)
-        except OSError:  # another process renamed its entry into place meanwhile: keep that one
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_json(tmp / META_FILE, {
+            "format": ENCODED_FORMAT, "key": key, "source": data.source, "examples": n, "tokens": tokens,
+            "max_length": max_length, "pair": data.pairs is not None, "labels": list(data.label_names),
+            **sealed(path), "created": time.time(), "seconds": round(time.monotonic() - started, 1)})
     if progress is not None:
         progress({"stage": "done", "examples": n, "tokens": tokens, "cache": str(entry),
                   "seconds": round(time.monotonic() - started, 1)})
@@ -216,22 +202,13 @@ def open_encoded(entry: Path, key: str, *, verify: bool = True) -> tuple[Encoded
     there is no entry)."""
     import pyarrow as pa
 
-    meta = read_json(entry / META_FILE)
-    if meta is None:
-        return None, ("has no readable meta.json" if entry.exists() else None)
-    if meta.get("key") != key or meta.get("format") != ENCODED_FORMAT:
-        return None, "was made from other examples or with other settings"
-    path = entry / ENCODED_FILE
+    found, problem = read_entry(entry, ENCODED_FILE,
+                                lambda meta: meta.get("key") == key and meta.get("format") == ENCODED_FORMAT,
+                                "was made from other examples or with other settings", verify=verify)
+    if found is None:
+        return None, problem
+    meta, table = found
     try:
-        size = path.stat().st_size
-    except OSError:
-        return None, f"lacks {ENCODED_FILE}"
-    if size != meta.get("bytes"):
-        return None, f"has an {ENCODED_FILE} of {size} bytes where {meta.get('bytes')} were written"
-    if verify and file_checksum(path) != meta.get("blake2b"):
-        return None, f"has a damaged {ENCODED_FILE} (checksum mismatch)"
-    try:
-        table = pa.ipc.open_stream(pa.memory_map(str(path), "r")).read_all()
         ids = _ragged(table.column("input_ids"))
         types = _ragged(table.column("token_type_ids")) if "token_type_ids" in table.column_names else None
         labels = table.column("labels").to_numpy().astype(np.int64)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from deftx.data.blocks import token_ids
+from deftx.data.blocks import BlockEnds, token_ids
 from deftx.data.text import TEXT_HINT, TextSource
 from deftx.errors import DataFormatError
 
@@ -75,9 +75,7 @@ class BlockStream:
                  buffer_blocks: int = 2048, max_lines: int | None = None) -> None:
         self.sources, self.tokenizer, self.width = list(sources), tokenizer, max_length
         self.buffer_blocks, self.max_lines = buffer_blocks, max_lines
-        self.start_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
-        self.end_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
-        self.inner = max_length - (self.start_id is not None) - (self.end_id is not None)
+        self.ends = BlockEnds.of(tokenizer, max_length)
 
     def _lines(self, skip: int = 0) -> Iterator[str]:
         """Every line of the sources, in order, after the first ``skip`` (read, not tokenised)."""
@@ -94,23 +92,15 @@ class BlockStream:
             if not count:
                 raise DataFormatError(f"{source.name} holds no text", hint=TEXT_HINT)
 
-    def _wrap(self, body: np.ndarray) -> np.ndarray:
-        parts = []
-        if self.start_id is not None:
-            parts.append(np.full((len(body), 1), self.start_id, dtype=np.int32))
-        parts.append(body)
-        if self.end_id is not None:
-            parts.append(np.full((len(body), 1), self.end_id, dtype=np.int32))
-        return np.concatenate(parts, axis=1)
-
     def _cut(self, carry: list[int], ids: list[int]) -> tuple[list[np.ndarray], list[int]]:
         """Full blocks from the carried tokens and new ones; the tokens left over."""
         tokens = carry + ids
-        n_full = len(tokens) // self.inner
+        inner = self.ends.inner
+        n_full = len(tokens) // inner
         if not n_full:
             return [], tokens
-        body = np.asarray(tokens[: n_full * self.inner], dtype=np.int32).reshape(n_full, self.inner)
-        return list(self._wrap(body)), tokens[n_full * self.inner:]
+        body = np.asarray(tokens[: n_full * inner], dtype=np.int32).reshape(n_full, inner)
+        return list(self.ends.wrap(body)), tokens[n_full * inner:]
 
     def held_out(self, max_blocks: int = 128, max_lines: int = 2_000_000) -> np.ndarray:
         """The held-out blocks: those made of the held-out lines, from the start of the text (at most

@@ -18,6 +18,17 @@ from deftx.errors import DataFormatError, InputNotFoundError
 TABLE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 
 
+def unopenable(path: Path, exc: OSError) -> InputNotFoundError:
+    """The one-line error for a file that could not be opened, by why."""
+    if isinstance(exc, FileNotFoundError):
+        return InputNotFoundError(f"{path} not found")
+    if isinstance(exc, IsADirectoryError):
+        return InputNotFoundError(f"{path} is a directory, not a file")
+    if isinstance(exc, PermissionError):
+        return InputNotFoundError(f"{path} cannot be read: permission denied")
+    return InputNotFoundError(f"{path} cannot be read: {exc.strerror or exc}")
+
+
 def read_file_text(path: Path, *, universal_newlines: bool = True) -> str:
     """The whole file decoded as UTF-8 (a byte-order mark is dropped).
 
@@ -26,12 +37,8 @@ def read_file_text(path: Path, *, universal_newlines: bool = True) -> str:
     try:
         with open(path, encoding="utf-8-sig", newline=None if universal_newlines else "") as handle:
             return handle.read()
-    except FileNotFoundError:
-        raise InputNotFoundError(f"{path} not found") from None
-    except IsADirectoryError:
-        raise InputNotFoundError(f"{path} is a directory, not a file") from None
-    except PermissionError:
-        raise InputNotFoundError(f"{path} cannot be read: permission denied") from None
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        raise unopenable(path, exc) from None
     except UnicodeDecodeError as exc:
         line = exc.object[: exc.start].count(b"\n") + 1
         raise DataFormatError(

@@ -37,7 +37,7 @@ from deftx.data.languages import (
     AMERICAS_FILE_CODES, AMERICASNLI_LANGUAGES, NUSAWRITES_CODES, NUSAX_DIRS, canonical_language,
 )
 from deftx.data.registry import DATA_DIR_ENV, resolve_data_dir
-from deftx.data.tables import TABLE_FORMATS, read_table
+from deftx.data.tables import TABLE_FORMATS, read_table, unopenable
 from deftx.errors import DataFormatError, InputNotFoundError, UsageError
 
 TEXT_HINT = f"give text files with --text, or a data root with --data-dir (or ${DATA_DIR_ENV})"
@@ -166,14 +166,8 @@ def open_text(path: Path) -> tuple[IO[str], IO[bytes]]:
     suffix = path.suffix.lower()
     try:
         raw: IO[bytes] = open(path, "rb")
-    except FileNotFoundError:
-        raise InputNotFoundError(f"{path} not found") from None
-    except IsADirectoryError:
-        raise InputNotFoundError(f"{path} is a directory, not a file") from None
-    except PermissionError:
-        raise InputNotFoundError(f"{path} cannot be read: permission denied") from None
     except OSError as exc:
-        raise InputNotFoundError(f"{path} cannot be read: {exc.strerror or exc}") from None
+        raise unopenable(path, exc) from None
     try:
         if suffix == ".gz":
             stream: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb")

@@ -9,7 +9,7 @@ from typing import Any
 
 from deftx.config import TrainConfig
 from deftx.data import canonical_language, get_task, load_labelled_file, load_task_split
-from deftx.errors import ArtifactError, FingerprintMismatchError, UsageError
+from deftx.errors import ArtifactError, UsageError
 from deftx.experiment.lifecycle import (
     Checkpointing,
     EventCallback,
@@ -23,7 +23,7 @@ from deftx.experiment.lifecycle import (
     train_in_run,
 )
 from deftx.experiment.plan import source_task
-from deftx.model import check_max_length, fingerprint, head_parameters, load_model, load_tokenizer, model_reference
+from deftx.model import check_max_length, head_parameters, load_model, load_tokenizer, model_reference
 from deftx.objectives import ClassificationObjective
 from deftx.objectives.multisource import MultiSourceObjective, normal_sampling
 from deftx.sft.diff import SparseDiff
@@ -130,9 +130,11 @@ def _task_data(spec, source_lang: str, config: TrainConfig, data_dir: str | Path
 # ------------------------------------------------------------------------------ multi-source task SFTs
 
 
-def check_multi_source(task: str, sources: list[str], lang_sfts: dict[str, Path]) -> tuple[list[str], dict[str, Path]]:
-    """The sources (canonical, once each, each with training data) and the language SFTs by source (each
-    a source's, at most one each): one clear error before any training."""
+def check_multi_source(task: str, sources: list[str],
+                       lang_sfts: Iterable[tuple[str, str | Path]]) -> tuple[list[str], dict[str, Path]]:
+    """The sources (canonical, once each, each with training data) and the language SFTs by source, from
+    ``(language, SFT)`` pairs as given (each a source's, at most one each): one clear error before any
+    training."""
     canonical = [canonical_language(s) for s in sources]
     if not canonical:
         raise UsageError("--sources names no language", hint="e.g. --sources ind,jav,sun")
@@ -142,7 +144,7 @@ def check_multi_source(task: str, sources: list[str], lang_sfts: dict[str, Path]
     for lang in canonical:
         source_task(task, lang)
     by_source: dict[str, Path] = {}
-    for lang, path in lang_sfts.items():
+    for lang, path in lang_sfts:
         code = canonical_language(lang)
         if code not in canonical:
             raise UsageError(f"--lang-sft {lang}=... names a language that is not a source",
@@ -179,7 +181,7 @@ def train_multi_source_task_sft(
 
     spec = get_task(task)
     sampling = normal_sampling(sampling)
-    sources, by_source = check_multi_source(spec.name, sources, dict(lang_sfts or {}))
+    sources, by_source = check_multi_source(spec.name, sources, (lang_sfts or {}).items())
     check_max_length(model, config.max_length)
     mask, mask_meta, config = prepare_outputs(out, mask_file, config)
     sfts: dict[str, SparseDiff | None] = {}
@@ -191,7 +193,7 @@ def train_multi_source_task_sft(
         sft = SparseDiff.load(path)
         if sft.kind != "language":
             raise ArtifactError(f"{path} is a {sft.kind} SFT, not a language SFT")
-        recorded = canonical_language(str(sft.manifest.get("language") or lang)) if sft.manifest.get("language") else lang
+        recorded = canonical_language(str(sft.manifest.get("language") or lang))
         if recorded != lang:
             raise UsageError(f"--lang-sft {lang}={path} is a language SFT of {recorded}, not of {lang}",
                              hint="give each source its own language's SFT")
@@ -213,13 +215,7 @@ def train_multi_source_task_sft(
     seed_new_weights(config.seed)
     clf, missing = load_model(model, "classification", labels=spec.labels)
     check_mask_base(mask_meta, clf)
-    base_fp = fingerprint(clf)
-    for lang, sft in sfts.items():
-        if sft is not None and sft.base_fingerprint and sft.base_fingerprint != base_fp and not force:
-            raise FingerprintMismatchError(
-                f"{lang}'s language SFT was trained on another base model ({sft.manifest.get('base_model')})",
-                hint="train every SFT on the same model, or pass --force")
-    swap = LanguageSwap(clf, sfts, force=force)
+    swap = LanguageSwap(clf, sfts, force=force)  # checks each SFT's base model
     named = dict(clf.named_parameters())
     manifest: dict[str, Any] = {
         "kind": "task",

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deftx.data.blocks import BlockEnds
 from deftx.errors import DataFormatError
 from deftx.model import base_prefix
 from deftx.objectives.base import move
@@ -59,9 +60,8 @@ class MaskedLMObjective:
         self.vocab_size = len(tokenizer)
 
     def _blocks(self, lines: Sequence[str], max_length: int) -> torch.Tensor:
-        start = self.tokenizer.cls_token_id if self.tokenizer.cls_token_id is not None else self.tokenizer.bos_token_id
-        end = self.tokenizer.sep_token_id if self.tokenizer.sep_token_id is not None else self.tokenizer.eos_token_id
-        inner = max_length - (start is not None) - (end is not None)
+        ends = BlockEnds.of(self.tokenizer, max_length)
+        inner = ends.inner
         ids: list[int] = []
         for i in range(0, len(lines), 2000):
             encoded = self.tokenizer(list(lines[i : i + 2000]), add_special_tokens=False)["input_ids"]
@@ -74,14 +74,8 @@ class MaskedLMObjective:
         if n_full == 0:  # less text than one block: one padded block
             ids = ids + [pad] * (inner - len(ids))
             n_full = 1
-        body = torch.tensor(ids[: n_full * inner], dtype=torch.long).view(n_full, inner)
-        parts = []
-        if start is not None:
-            parts.append(torch.full((n_full, 1), start, dtype=torch.long))
-        parts.append(body)
-        if end is not None:
-            parts.append(torch.full((n_full, 1), end, dtype=torch.long))
-        return torch.cat(parts, dim=1)
+        body = np.asarray(ids[: n_full * inner], dtype=np.int64).reshape(n_full, inner)
+        return torch.from_numpy(ends.wrap(body))
 
     @property
     def train(self) -> torch.Tensor:

@@ -110,9 +110,6 @@ class MultiSourceObjective(ClassificationSteps):
     def num_examples(self) -> int:
         return sum(part.num_examples() for part in self.parts)
 
-    def examples(self) -> dict[str, int]:
-        return {name: part.num_examples() for name, part in zip(self.names, self.parts)}
-
     def schedule(self, batch_size: int, seed: int) -> list[tuple[int, list[int]]]:
         """One epoch: (source index, rows of that source) for every batch, in training order."""
         sizes = [part.num_examples() for part in self.parts]

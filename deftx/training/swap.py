@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from deftx.errors import ArtifactError
+from deftx.errors import ArtifactError, FingerprintMismatchError
 from deftx.model import base_parameters
 from deftx.sft.diff import SparseDiff
 
@@ -31,7 +31,12 @@ class LanguageSwap:
         for source, sft in sfts.items():
             if sft is None:
                 continue
-            sft.check_base(model, force=force)
+            try:
+                sft.check_base(model, force=force)
+            except FingerprintMismatchError:
+                raise FingerprintMismatchError(
+                    f"{source}'s language SFT was trained on another base model ({sft.manifest.get('base_model')})",
+                    hint="train every SFT on the same model, or pass --force") from None
             entries = []
             for name, (idx, values) in sft.entries.items():
                 p = self.params.get(name)

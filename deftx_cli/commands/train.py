@@ -248,15 +248,13 @@ def _train_multi_source(task: str, sources: str, lang_sfts: list[str], revision:
     from deftx.sft.sources import resolve_sft_source
 
     names = [s.strip() for s in sources.split(",") if s.strip()]
-    by_source: dict[str, Path] = {}
+    pairs = []
     for value in lang_sfts:
         lang, sep, path = value.partition("=")
         if not sep or not lang.strip() or not path.strip():
             raise UsageError(f"--lang-sft {value!r}: with --sources, give LANG=SFT", hint="e.g. --lang-sft jav=runs/<jav-run>/sft")
-        if lang.strip() in by_source:
-            raise UsageError(f"two language SFTs for source {lang.strip()}", hint="give one --lang-sft per source")
-        by_source[lang.strip()] = path.strip()
-    names, checked = check_multi_source(task, names, {lang: Path(p) for lang, p in by_source.items()})
+        pairs.append((lang.strip(), path.strip()))
+    names, checked = check_multi_source(task, names, pairs)
     resolved = {lang: resolve_sft_source(str(path), revision) for lang, path in checked.items()}
     sampling = normal_sampling(sampling)
     config = _config("task", preset, method, mixed_precision=mixed_precision.value, **settings)
