@@ -155,7 +155,7 @@ class TrainingProgress:
     def _prepare(self, fields: dict[str, Any]) -> None:
         """Text preparation: a bar over the bytes read on a terminal, a line every few seconds otherwise."""
         stage = fields.get("stage")
-        if stage in ("cached", "done", "rebuild", "streaming"):
+        if stage in ("cached", "done", "rebuild", "streaming", "waiting"):
             self._stop()
             self._line(f"{self.label}: {prepare_text(fields)}")
             return

@@ -74,7 +74,7 @@ def prepare_text(fields: dict[str, Any]) -> str:
                     f"({fields.get('cache')})")
         return (f"text from the cache: {fields.get('blocks') or 0:,} blocks, {fields.get('tokens') or 0:,} tokens "
                 f"({fields.get('cache')})")
-    if stage in ("rebuild", "streaming"):
+    if stage in ("rebuild", "streaming", "waiting"):
         return str(fields.get("message"))
     keys = ("tokens",) if examples else ("lines", "tokens", "blocks")
     counts = ", ".join(f"{fields[k]:,} {k}" for k in keys if fields.get(k) is not None)

@@ -176,3 +176,62 @@ def test_progress_says_how_far_and_how_fast(tok, tmp_path, monkeypatch):
     assert tokenising[-1]["bytes_read"] > 0 and tokenising[-1]["eta_seconds"] is not None
     done = events[-1]
     assert done["stage"] == "done" and done["tokens"] > 0 and done["cache"]
+
+
+WAIT_AND_OPEN = """
+import json, sys
+from deftx.data import blocks as B
+from deftx.data.text import resolve_text_sources
+from deftx.model import load_tokenizer
+text, model, root = sys.argv[1:4]
+sources = resolve_text_sources(None, files=[text])
+report = lambda fields: print(json.dumps(fields), flush=True)
+found = B.prepare_blocks(sources, load_tokenizer(model), max_length=16, root=__import__("pathlib").Path(root),
+                         progress=report)
+print(json.dumps({"stage": "result", "cached": found.cached, "blocks": len(found.blocks)}), flush=True)
+"""
+
+
+def test_a_process_that_needs_an_entry_another_is_building_waits_and_opens_it(tok, tmp_path, tiny_model_dir):
+    """The processes of a launch (or two jobs of an experiment) that need the same text: one builds it,
+    the others wait for it and open what it built instead of building it too, or removing it."""
+    import subprocess
+    import sys
+
+    text = write_text(tmp_path / "t.txt")
+    sources = resolve_text_sources(None, files=[text])
+    root = tmp_path / "cache"
+    spec = B.text_spec(sources, tok, max_length=16, max_lines=None, seed=0, root=root)
+    entry = root / B.ENTRIES / spec.key
+    with B.entry_lock(entry):  # this process is building the entry
+        other = subprocess.Popen([sys.executable, "-c", WAIT_AND_OPEN, str(text), str(tiny_model_dir), str(root)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = json.loads(other.stdout.readline())
+        assert first["stage"] == "waiting" and str(entry) in first["message"]
+        B._Preparation(sources, tok, spec, entry, None).run()
+        created = json.loads((entry / B.META_FILE).read_text())["created"]
+    out, err = other.communicate(timeout=120)
+    assert other.returncode == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [e["stage"] for e in events] == ["cached", "result"]
+    assert events[-1]["cached"] is True
+    assert json.loads((entry / B.META_FILE).read_text())["created"] == created  # not built again
+
+
+def test_an_entry_finished_meanwhile_is_kept_and_a_damaged_one_replaced(tmp_path):
+    entry = tmp_path / "entries" / "k"
+    with B.building_entry(entry, whole=lambda e: True) as tmp:
+        (tmp / "mine").write_text("built here")
+        entry.mkdir()
+        (entry / "theirs").write_text("built by another process")  # finished first, whole
+    assert [p.name for p in entry.iterdir()] == ["theirs"]
+    with B.building_entry(entry, whole=lambda e: False) as tmp:  # the entry there is damaged
+        (tmp / "mine").write_text("built here")
+    assert [p.name for p in entry.iterdir()] == ["mine"]
+    assert [p.name for p in entry.parent.iterdir()] == ["k"]  # no temporary folder left
+    with pytest.raises(RuntimeError):
+        with B.building_entry(entry, whole=lambda e: False) as tmp:
+            (tmp / "half").write_text("half-written")
+            raise RuntimeError("interrupted")
+    assert [p.name for p in entry.iterdir()] == ["mine"]
+    assert [p.name for p in entry.parent.iterdir()] == ["k"]

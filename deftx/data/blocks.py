@@ -179,22 +179,80 @@ def prepare_blocks(sources: Sequence[TextSource], tokenizer: Any, *, max_length:
     root = root or cache_root()
     spec = spec or text_spec(sources, tokenizer, max_length=max_length, max_lines=max_lines, seed=seed, root=root)
     entry = root / ENTRIES / spec.key
-    found, problem = open_entry(entry, spec)
+
+    def build(problem: str | None) -> None:
+        if problem and progress is not None:
+            progress({"stage": "rebuild", "message": f"the cached text at {entry} {problem}: building it again"})
+        if workers:
+            os.environ["RAYON_NUM_THREADS"] = str(workers)  # the tokenizer's thread pool, before its first use
+        _Preparation(sources, tokenizer, spec, entry, progress).run()
+
+    blocks = open_or_build(entry, lambda: open_entry(entry, spec), build, "the prepared text", progress)
+    if blocks.cached and progress is not None:
+        progress({"stage": "cached", "blocks": len(blocks.blocks), "tokens": blocks.stats.get("tokens"),
+                  "lines": blocks.stats.get("lines_kept"), "cache": str(entry)})
+    return blocks
+
+
+def open_or_build(entry: Path, open_: Callable[[], tuple[Any, str | None]], build: Callable[[str | None], None],
+                  what: str, progress: Progress | None) -> Any:
+    """The cache entry ``entry`` opened (``open_`` gives it, with ``cached`` True, or why not), else built
+    (``build`` is told why the entry there cannot be used) and opened (``cached`` False). One process
+    builds an entry at a time (:func:`entry_lock`): another one that needs it meanwhile (the other
+    processes of a launch, a second job of an experiment) waits and opens what the first built."""
+    found, problem = open_()
     if found is not None:
-        if progress is not None:
-            progress({"stage": "cached", "blocks": len(found.blocks), "tokens": found.stats.get("tokens"),
-                      "lines": found.stats.get("lines_kept"), "cache": str(entry)})
         return found
-    if problem and progress is not None:
-        progress({"stage": "rebuild", "message": f"the cached text at {entry} {problem}: building it again"})
-    if workers:
-        os.environ["RAYON_NUM_THREADS"] = str(workers)  # the tokenizer's thread pool, before its first use
-    _Preparation(sources, tokenizer, spec, entry, progress).run()
-    built, problem = open_entry(entry, spec)
+    waiting = None
+    if progress is not None:
+        waiting = lambda: progress({"stage": "waiting", "message": f"another process is preparing {what} "
+                                                                 f"at {entry}: waiting for it"})  # noqa: E731
+    with entry_lock(entry, waiting):
+        found, again = open_()  # built by another process while this one waited
+        if found is not None:
+            return found
+        build(problem or again)
+        built, problem = open_()
     if built is None:  # pragma: no cover - what was just written cannot be read back
-        raise DataFormatError(f"the prepared text at {entry} cannot be read back: {problem}")
+        raise DataFormatError(f"{what} at {entry} cannot be read back: {problem}")
     built.cached = False
     return built
+
+
+@contextmanager
+def entry_lock(entry: Path, waiting: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold the build lock of a cache entry (an advisory lock on a file beside it, released by the
+    system if the process dies; the file is removed when the lock is let go); ``waiting`` is called
+    first when another process holds it. Without advisory locks (Windows) processes may build an entry
+    at once: :func:`building_entry` keeps the first whole one."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no fcntl on this system
+        yield
+        return
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    path = entry.parent / f".{entry.name}.lock"
+    told = False
+    while True:
+        handle = open(path, "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting is not None and not told:
+                waiting()
+                told = True
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()  # its holder removed that lock file when done: lock the one there now
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # before unlocking: a process waiting on this file then locks a new one
+        handle.close()
 
 
 @dataclass(frozen=True)
@@ -247,16 +305,26 @@ def open_entry(entry: Path, spec: TextSpec, *, verify: bool = True) -> tuple[Tex
 
 
 @contextmanager
-def building_entry(entry: Path) -> Iterator[Path]:
-    """A temporary sibling folder of ``entry`` to build it in, renamed into place when the block ends (over
-    a damaged entry; when another process renamed its own into place meanwhile, that one is kept), and
-    removed if the block fails or is interrupted: a half-written entry is never read."""
+def building_entry(entry: Path, whole: Callable[[Path], bool]) -> Iterator[Path]:
+    """A temporary sibling folder of ``entry`` to build it in, renamed into place when the block ends, and
+    removed if the block fails or is interrupted: a half-written entry is never read. When ``entry`` is
+    there by then and ``whole`` (another process, say the other ranks of a launch, finished it first),
+    it is kept and what was built here is dropped: a process reading it is never disturbed. A damaged
+    entry is first renamed aside (one atomic step), then removed."""
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=".tmp", dir=entry.parent))
     try:
         yield tmp
-        if entry.exists():  # a damaged entry, or one another process finished first
-            shutil.rmtree(entry, ignore_errors=True)
+        if entry.exists() and whole(entry):
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        if entry.exists():
+            aside = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=".old", dir=entry.parent))
+            try:
+                os.replace(entry, aside)  # over the empty folder just made
+            except OSError:  # another process moved or replaced it meanwhile
+                pass
+            shutil.rmtree(aside, ignore_errors=True)
         try:
             os.replace(tmp, entry)
         except OSError:  # another process renamed its entry into place meanwhile: keep that one
@@ -335,7 +403,7 @@ class _Preparation:
     def run(self) -> None:
         keep = self.first_occurrences()
         self.read_seconds = time.monotonic() - self.started
-        with building_entry(self.entry) as tmp:
+        with building_entry(self.entry, lambda e: open_entry(e, self.spec)[0] is not None) as tmp:
             stats = self.write_blocks(keep, tmp / BLOCKS_FILE)
             write_json(tmp / META_FILE, {"format": BLOCKS_FORMAT, "spec": self.spec.__dict__, "key": self.spec.key,
                                          "stats": stats, **sealed(tmp / BLOCKS_FILE), "created": time.time()})

@@ -26,6 +26,7 @@ from deftx.data.blocks import (
     write_json,
     cache_root,
     building_entry,
+    open_or_build,
     read_entry,
     remove_entries,
     scan_entries,
@@ -122,20 +123,18 @@ def encode_labelled(tokenizer: Any, data: Any, max_length: int, *, cache: bool =
     root = root or cache_root()
     key = encoded_key(data, tokenizer, max_length)
     entry = root / ENTRIES / key
-    found, problem = open_encoded(entry, key)
-    if found is not None:
-        if progress is not None:
-            progress({"stage": "cached", "examples": len(found), "tokens": int(found.lengths.sum()),
-                      "cache": str(entry)})
-        return found
-    if problem and progress is not None:
-        progress({"stage": "rebuild", "message": f"the cached examples at {entry} {problem}: tokenising them again"})
-    _write_entry(tokenizer, data, max_length, key, entry, progress)
-    built, problem = open_encoded(entry, key)
-    if built is None:  # pragma: no cover - what was just written cannot be read back
-        raise DataFormatError(f"the tokenised examples at {entry} cannot be read back: {problem}")
-    built.cached = False
-    return built
+
+    def build(problem: str | None) -> None:
+        if problem and progress is not None:
+            progress({"stage": "rebuild",
+                      "message": f"the cached examples at {entry} {problem}: tokenising them again"})
+        _write_entry(tokenizer, data, max_length, key, entry, progress)
+
+    encoded = open_or_build(entry, lambda: open_encoded(entry, key), build, "the tokenised examples", progress)
+    if encoded.cached and progress is not None:
+        progress({"stage": "cached", "examples": len(encoded), "tokens": int(encoded.lengths.sum()),
+                  "cache": str(entry)})
+    return encoded
 
 
 def _encode_in_memory(tokenizer: Any, data: Any, max_length: int) -> Encoded:
@@ -152,7 +151,7 @@ def _write_entry(tokenizer: Any, data: Any, max_length: int, key: str, entry: Pa
 
     started = last = time.monotonic()
     n, tokens, with_types = len(data), 0, None
-    with building_entry(entry) as tmp:
+    with building_entry(entry, lambda e: open_encoded(e, key)[0] is not None) as tmp:
         path = tmp / ENCODED_FILE
         with pa.OSFile(str(path), "wb") as sink:
             writer = None

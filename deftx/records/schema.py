@@ -173,7 +173,7 @@ class TextPrepared(Event):
     SFT's examples tokenised (``examples`` of ``examples_total``), or the cache found."""
 
     event: Literal["prepare"] = "prepare"
-    stage: str = ""  # "reading", "tokenising", "cached", "streaming", "rebuild", "done"
+    stage: str = ""  # "reading", "tokenising", "cached", "streaming", "rebuild", "waiting", "done"
     examples: int | None = None
     examples_total: int | None = None
     lines: int | None = None
