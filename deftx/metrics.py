@@ -8,6 +8,10 @@ from collections.abc import Sequence
 from typing import Any
 
 COLLAPSE_SHARE = 0.02
+# Validation macro-F1 points a sparse phase 2 may lose against the full fine-tuning of phase 1 before
+# deftx warns: on NusaX/SmSA at the quick budget phase 2 cost 0.6-3 points in stable runs and 7-9 in
+# multi-source runs whose phase 2 nearly lost a class (docs/quality.md).
+PHASE2_DROP_POINTS = 5.0
 """A class predicted for fewer than this share of the examples counts as collapsed (never or almost
 never predicted): the classifier has not learned it."""
 
@@ -82,3 +86,29 @@ def collapse_warning(metrics: dict[str, Any] | None, where: str) -> str | None:
 
 def _percent(share: Any) -> str:
     return f"{100 * share:.1f}%" if isinstance(share, (int, float)) else "?"
+
+
+def phase2_drop_warning(summary: dict[str, Any] | None, where: str,
+                        points: float = PHASE2_DROP_POINTS) -> str | None:
+    """One line when a task SFT's validation macro-F1 after phase 2 (the sparse SFT) is more than ``points``
+    below that after phase 1 (full fine-tuning), naming the classes whose predicted share fell to less
+    than half; ``None`` otherwise (and for trainings without both evaluations)."""
+    if not isinstance(summary, dict):
+        return None
+    first, second = ((summary.get(phase) or {}).get("eval") for phase in ("phase1", "phase2"))
+    if not isinstance(first, dict) or not isinstance(second, dict):
+        return None
+    before, after = first.get("macro_f1"), second.get("macro_f1")
+    if not isinstance(before, (int, float)) or not isinstance(after, (int, float)):
+        return None
+    lost = 100 * (before - after)
+    if lost <= points:
+        return None
+    shares = (first.get("prediction_shares") or {}, second.get("prediction_shares") or {})
+    fallen = [f"{name} {_percent(shares[1][name])} (phase 1: {_percent(share)})" for name, share in shares[0].items()
+              if isinstance(share, (int, float)) and isinstance(shares[1].get(name), (int, float))
+              and shares[1][name] < share / 2]
+    classes = f"; predicted less: {', '.join(fallen)}" if fallen else ""
+    return (f"warning: {where}: validation macro-F1 fell from {before:.4f} after phase 1 (full fine-tuning) to "
+            f"{after:.4f} after phase 2 (the sparse SFT), {lost:.1f} points{classes}; compare another seed or give "
+            f"phase 2 more steps before using this SFT")

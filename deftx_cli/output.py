@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 
 from deftx.errors import DeftxError
-from deftx.metrics import collapse_warning
+from deftx.metrics import collapse_warning, phase2_drop_warning
 
 from deftx_cli.text import prepare_rates, prepare_text, size_text  # noqa: F401 - size_text: shared here
 
@@ -124,6 +124,7 @@ class TrainingProgress:
             final = fields.get("summary") or {}
             final_eval = (final.get("phase2") or final.get("phase1") or {}).get("eval")
             warn(collapse_warning(final_eval, f"{self.label}, validation after training"))
+            warn(phase2_drop_warning(final, self.label))
             return
         if self.quiet:
             return

@@ -260,6 +260,44 @@ def test_info_shows_density_final_metrics_and_entries_per_type(first_run):
     assert "entries per parameter type" in r.stdout and "ffn.in" in r.stdout and "attn.query" in r.stdout
 
 
+def test_phase2_drop_warning_names_the_drop_and_the_classes_predicted_less():
+    from deftx.metrics import phase2_drop_warning
+
+    def summary(before, after, neutral_before=0.13, neutral_after=0.04):
+        shares = lambda n: {"negative": 0.33, "neutral": n, "positive": 0.67 - n}  # noqa: E731
+        return {"phase1": {"eval": {"macro_f1": before, "prediction_shares": shares(neutral_before)}},
+                "phase2": {"eval": {"macro_f1": after, "prediction_shares": shares(neutral_after)}}}
+
+    line = phase2_drop_warning(summary(0.7575, 0.6835), "task SFT r")
+    assert line.startswith("warning: task SFT r:") and "7.4 points" in line
+    assert "neutral 4.0% (phase 1: 13.0%)" in line and "negative" not in line.split("predicted less")[1]
+    assert phase2_drop_warning(summary(0.84, 0.81), "x") is None  # 3 points: what a stable phase 2 costs
+    assert "predicted less" not in phase2_drop_warning(summary(0.80, 0.70, 0.13, 0.12), "x")
+    assert phase2_drop_warning({"phase1": {"eval": {"macro_f1": 0.9}}}, "x") is None  # no phase 2 evaluation
+    assert phase2_drop_warning({"phase1": {"eval": {"mlm_loss": 3.0}}, "phase2": {"eval": {"mlm_loss": 9.0}}},
+                               "x") is None  # a language SFT's evaluation
+    assert phase2_drop_warning(None, "x") is None
+
+
+def test_info_shows_the_validation_after_each_phase_and_warns_of_a_drop(first_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(Path(first_run["task"]["run"]), run_dir)
+    r = run("info", run_dir / "sft")
+    assert "after phase 1: macro_f1" in r.stdout and "after phase 2: macro_f1" in r.stdout
+    assert "predicted: negative" in r.stdout
+    record = json.loads((run_dir / "run.json").read_text())
+    record["summary"]["phase1"]["eval"].update(macro_f1=0.95, prediction_shares={"negative": 0.3, "neutral": 0.3,
+                                                                                  "positive": 0.4})
+    (run_dir / "run.json").write_text(json.dumps(record))
+    after = record["summary"]["phase2"]["eval"]["macro_f1"]
+    r = run("info", run_dir / "sft")
+    [line] = [l for l in r.stderr.splitlines() if "fell from" in l]
+    assert line.startswith("warning: this SFT:") and f"{after:.4f} after phase 2" in line
+    assert "0.9500 after phase 1" in line
+
+
 def test_denoise_names_matrices_by_layer_and_short_type(first_run):
     r = run("denoise", "--diff", first_run["ind"]["run"], "--k", "0.05", env={"COLUMNS": "80"})
     rows = [l for l in r.stdout.splitlines() if re.search(r"\bL\d+ ", l)]
@@ -313,3 +351,21 @@ def test_a_long_note_stays_one_line_in_a_log(capsys):
     message = "[seed 0] language SFT ace (DeFT-X): phase 1 shared with LT-SFT; mask selected from its difference " * 2
     note(message)
     assert capsys.readouterr().err == message + "\n"
+
+
+def test_transfer_warns_of_a_task_sft_whose_phase2_lost_its_validation(tmp_path, capsys):
+    from deftx_cli.commands.transfer import _print_results
+
+    run_dir = tmp_path / "xfer-task-smsa-ind-lt-sft-s1-abc"
+    (run_dir / "sft").mkdir(parents=True)
+    shares = {"negative": 0.33, "neutral": 0.13, "positive": 0.54}
+    summary = {"phase1": {"steps": 4, "eval": {"macro_f1": 0.76, "prediction_shares": shares}},
+               "phase2": {"steps": 4, "eval": {"macro_f1": 0.68, "prediction_shares": {**shares, "neutral": 0.04}}}}
+    (run_dir / "run.json").write_text(json.dumps({"run_id": run_dir.name, "status": "finished", "summary": summary}))
+    records = [{"language": lang, "split": "test", "system": "lt-sft", "seed": 1, "task": "nusax-senti",
+                "metric": "macro_f1", "metrics": {"macro_f1": 0.6}, "task_sft": str(run_dir / "sft")}
+               for lang in ("ace", "mad")]
+    _print_results(records, tmp_path, as_json=True)
+    warnings = [l for l in capsys.readouterr().err.splitlines() if "fell from" in l]
+    assert len(warnings) == 1  # one per task SFT, not per evaluation
+    assert warnings[0].startswith(f"warning: task SFT {run_dir.name}:") and "neutral 4.0%" in warnings[0]

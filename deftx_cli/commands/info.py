@@ -28,7 +28,7 @@ def info(
     from deftx.sft.sources import resolve_sft_source
 
     folder = resolve_sft_source(sft, revision)  # before torch is imported: a hub failure is immediate
-    from deftx.metrics import collapse_warning
+    from deftx.metrics import collapse_warning, phase2_drop_warning
     from deftx.sft.diff import SparseDiff
 
     diff = SparseDiff.load(folder, verify=verify)
@@ -57,10 +57,13 @@ def info(
         shown = ", ".join(f"{k} {v:.4f}" for k, v in final.items() if isinstance(v, float))
         rows.append(("final metrics", f"{shown} (validation after training)" if shown else None))
     rows.append(("training run", _run_text(folder.parent)))
+    summary = run_summary(folder.parent)
+    rows += _phase_rows(summary)
     for key, value in rows:
         if value not in (None, ""):
             stdout.print(f"{key:>17}: {value}", markup=False)
     warn(collapse_warning(final, "validation after training"))
+    warn(phase2_drop_warning(summary, "this SFT"))
     if stats["per_parameter"]:
         stdout.print(_per_type_table(stats["per_parameter"]))
 
@@ -80,6 +83,35 @@ def _run_text(run_dir: Path) -> str | None:
     took = f", {format_duration(end - start)}" if start is not None and end is not None else ""
     resumed = f", resumed {len(record.resumptions)}x" if record.resumptions else ""
     return f"{info.run_id} ({record.status}{took}{resumed})"
+
+
+def run_summary(run_dir: Path) -> dict | None:
+    """The summary of the run that trained an SFT kept in its run directory (``None`` without one)."""
+    from deftx.records.files import RUN_JSON
+    from deftx.records.reading import read_run
+
+    if not (run_dir / RUN_JSON).is_file():
+        return None
+    record = read_run(run_dir).record
+    return record.summary.model_dump() if record is not None else None
+
+
+def _phase_rows(summary: dict | None) -> list[tuple[str, str | None]]:
+    """A task SFT's validation after each phase (macro-F1, the share of each class predicted) and,
+    trained on several sources, after phase 2 per source."""
+    rows: list[tuple[str, str | None]] = []
+    for phase, name in (("phase1", "after phase 1"), ("phase2", "after phase 2")):
+        scores = ((summary or {}).get(phase) or {}).get("eval")
+        if not isinstance(scores, dict) or not isinstance(scores.get("macro_f1"), float):
+            continue
+        shares = scores.get("prediction_shares") or {}
+        predicted = ", ".join(f"{label} {100 * share:.1f}%" for label, share in shares.items()
+                              if isinstance(share, (int, float)))
+        rows.append((name, f"macro_f1 {scores['macro_f1']:.4f}" + (f" (predicted: {predicted})" if predicted else "")))
+        by_source = scores.get("macro_f1_by_source")
+        if phase == "phase2" and isinstance(by_source, dict) and by_source:
+            rows.append(("per source", ", ".join(f"{lang} {value:.4f}" for lang, value in by_source.items())))
+    return rows
 
 
 def _per_type_table(per_parameter: dict[str, dict[str, int]]):

@@ -145,8 +145,9 @@ def _print_results(records: list[dict[str, Any]], runs_dir: Path, as_json: bool)
     """The comparison table (or the JSON document), and a warning per classifier that did not learn
     every class."""
     from deftx.analysis.comparison import build_pivots
-    from deftx.metrics import collapse_warning
+    from deftx.metrics import collapse_warning, phase2_drop_warning
 
+    from deftx_cli.commands.info import run_summary
     from deftx_cli.tables import to_document, to_rich
 
     pivots, _ = build_pivots(records)
@@ -154,6 +155,8 @@ def _print_results(records: list[dict[str, Any]], runs_dir: Path, as_json: bool)
         line = collapse_warning(r.get("metrics"), f"{r['language']} {r['split']} ({r['system']}, seed {r.get('seed')})")
         if line:
             warn(line)
+    for task_sft in dict.fromkeys(r.get("task_sft") for r in records if r.get("task_sft")):
+        warn(phase2_drop_warning(run_summary(Path(task_sft).parent), f"task SFT {Path(task_sft).parent.name}"))
     if as_json:
         print_json({"tables": to_document(pivots), "records": records})
         return
