@@ -8,12 +8,13 @@ from collections.abc import Sequence
 from typing import Any
 
 COLLAPSE_SHARE = 0.02
+"""A class predicted for fewer than this share of the examples counts as collapsed (never or almost
+never predicted): the classifier has not learned it."""
+
 # Validation macro-F1 points a sparse phase 2 may lose against the full fine-tuning of phase 1 before
 # deftx warns: on NusaX/SmSA at the quick budget phase 2 cost 0.6-3 points in stable runs and 7-9 in
 # multi-source runs whose phase 2 nearly lost a class (docs/quality.md).
 PHASE2_DROP_POINTS = 5.0
-"""A class predicted for fewer than this share of the examples counts as collapsed (never or almost
-never predicted): the classifier has not learned it."""
 
 
 def classification_metrics(preds: Sequence[int], golds: Sequence[int], label_names: Sequence[str]) -> dict[str, Any]:

@@ -236,17 +236,21 @@ def entry_lock(entry: Path, waiting: Callable[[], None] | None = None) -> Iterat
     while True:
         handle = open(path, "a")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if waiting is not None and not told:
-                waiting()
-                told = True
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
-                break
-        except FileNotFoundError:
-            pass
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if waiting is not None and not told:
+                    waiting()
+                    told = True
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+        except BaseException:  # interrupted while waiting
+            handle.close()
+            raise
         handle.close()  # its holder removed that lock file when done: lock the one there now
     try:
         yield

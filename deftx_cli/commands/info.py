@@ -56,8 +56,9 @@ def info(
     if isinstance(final, dict):
         shown = ", ".join(f"{k} {v:.4f}" for k, v in final.items() if isinstance(v, float))
         rows.append(("final metrics", f"{shown} (validation after training)" if shown else None))
-    rows.append(("training run", _run_text(folder.parent)))
-    summary = run_summary(folder.parent)
+    run = _training_run(folder.parent)
+    rows.append(("training run", _run_text(run)))
+    summary = run.record.summary.model_dump() if run is not None and run.record is not None else None
     rows += _phase_rows(summary)
     for key, value in rows:
         if value not in (None, ""):
@@ -68,32 +69,27 @@ def info(
         stdout.print(_per_type_table(stats["per_parameter"]))
 
 
-def _run_text(run_dir: Path) -> str | None:
-    """The run that trained an SFT kept in its run directory: ``<run id> (finished, 12m05s)``."""
-    from deftx.records.files import RUN_JSON, format_duration, parse_iso
+def _training_run(run_dir: Path):
+    """The run that trained an SFT kept in its run directory (its ``run.json`` read), or ``None``."""
+    from deftx.records.files import RUN_JSON
     from deftx.records.reading import read_run
 
-    if not (run_dir / RUN_JSON).is_file():
+    return read_run(run_dir) if (run_dir / RUN_JSON).is_file() else None
+
+
+def _run_text(info) -> str | None:
+    """The run that trained an SFT: ``<run id> (finished, 12m05s)``."""
+    from deftx.records.files import format_duration, parse_iso
+
+    if info is None:
         return None
-    info = read_run(run_dir)
     if info.record is None:
-        return f"{run_dir.name} (run.json unreadable: {info.error})"
+        return f"{info.path.name} (run.json unreadable: {info.error})"
     record = info.record
     start, end = parse_iso(record.started_at), parse_iso(record.ended_at)
     took = f", {format_duration(end - start)}" if start is not None and end is not None else ""
     resumed = f", resumed {len(record.resumptions)}x" if record.resumptions else ""
     return f"{info.run_id} ({record.status}{took}{resumed})"
-
-
-def run_summary(run_dir: Path) -> dict | None:
-    """The summary of the run that trained an SFT kept in its run directory (``None`` without one)."""
-    from deftx.records.files import RUN_JSON
-    from deftx.records.reading import read_run
-
-    if not (run_dir / RUN_JSON).is_file():
-        return None
-    record = read_run(run_dir).record
-    return record.summary.model_dump() if record is not None else None
 
 
 def _phase_rows(summary: dict | None) -> list[tuple[str, str | None]]:

@@ -146,8 +146,8 @@ def _print_results(records: list[dict[str, Any]], runs_dir: Path, as_json: bool)
     every class."""
     from deftx.analysis.comparison import build_pivots
     from deftx.metrics import collapse_warning, phase2_drop_warning
+    from deftx.records.reading import read_run
 
-    from deftx_cli.commands.info import run_summary
     from deftx_cli.tables import to_document, to_rich
 
     pivots, _ = build_pivots(records)
@@ -156,7 +156,9 @@ def _print_results(records: list[dict[str, Any]], runs_dir: Path, as_json: bool)
         if line:
             warn(line)
     for task_sft in dict.fromkeys(r.get("task_sft") for r in records if r.get("task_sft")):
-        warn(phase2_drop_warning(run_summary(Path(task_sft).parent), f"task SFT {Path(task_sft).parent.name}"))
+        run = read_run(Path(task_sft).parent)
+        if run.record is not None:
+            warn(phase2_drop_warning(run.record.summary.model_dump(), f"task SFT {run.path.name}"))
     if as_json:
         print_json({"tables": to_document(pivots), "records": records})
         return
