@@ -89,6 +89,15 @@ def clip_grad_norm(grads: list[torch.Tensor], max_norm: float) -> None:
     torch._foreach_mul_(grads, coef)
 
 
+def dense_adamw(groups: list[dict[str, Any]], lr: float) -> torch.optim.Optimizer:
+    """Phase 1's ``torch.optim.AdamW``: the fused kernel where the parameters' device has one (CPU,
+    CUDA; one pass over each tensor instead of a dozen, about 4x faster a step on the CPU), else the
+    multi-tensor (foreach) form. The same update rule either way."""
+    params = [p for group in groups for p in group["params"]]
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.AdamW(groups, lr=lr, fused=True) if fused else torch.optim.AdamW(groups, lr=lr, foreach=True)
+
+
 class _Phase:
     """One phase of training: optimizer, schedule, optional mask and L1.
 
@@ -134,7 +143,7 @@ class _Phase:
             (no_decay if name.endswith("bias") else decay).append(p)
         groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         if self.masks is None:
-            self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=config.lr, foreach=True)
+            self.optimizer: torch.optim.Optimizer = dense_adamw(groups, config.lr)
         else:
             self.optimizer = SparseAdamW(groups, {p: self.masks[n] for n, p in maskable.items()}, lr=config.lr)
         warmup = int(config.warmup_ratio * self.total_steps)
