@@ -78,6 +78,8 @@ class TrainConfig(BaseModel):
 
 # Paper-scale (LT-SFT, XLM-R base) and small CPU presets. K for the small presets is the paper's
 # K as a fraction of XLM-R base's maskable parameters (7,667,712 and 14,155,776 of ~277M).
+# The CPU presets train with bf16 autocast where the CPU multiplies bf16 in hardware (``auto``; float32
+# elsewhere): parity with float32 measured in docs/benchmarks.md. ``paper`` keeps float32 as published.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {
         "language": dict(k=7_667_712, batch_size=8, max_length=256, lr=5e-5, phase1_steps=100_000,
@@ -89,23 +91,23 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # Sized so the NusaX five-language table (3 seeds, shared language SFTs) fits a few hours
         # on 2 CPU cores with a small encoder; see docs/quality.md.
         "language": dict(k=0.0276, batch_size=16, max_length=64, lr=1e-4, phase1_steps=60, phase2_steps=60,
-                         l1=0.1, log_every=10),
+                         l1=0.1, log_every=10, mixed_precision="auto"),
         "task": dict(k=0.051, batch_size=16, max_length=96, lr=1e-4, phase1_epochs=1, phase2_epochs=1,
-                     l1=0.0, max_examples=1200, log_every=10),
+                     l1=0.0, max_examples=1200, log_every=10, mixed_precision="auto"),
     },
     "quick": {
         "language": dict(k=0.0276, batch_size=16, max_length=64, lr=1e-4, phase1_steps=30, phase2_steps=30,
-                         l1=0.1, log_every=5, max_examples=2000),
+                         l1=0.1, log_every=5, max_examples=2000, mixed_precision="auto"),
         # 3,000 SmSA examples: the smallest budget at which the sparse task SFT learns the rare neutral
         # class; 128 tokens hold 99% of SmSA's texts whole, and length-grouped batches keep that cheap.
         "task": dict(k=0.051, batch_size=16, max_length=128, lr=1e-4, phase1_epochs=1, phase2_epochs=1,
-                     l1=0.0, max_examples=3000, log_every=10),
+                     l1=0.0, max_examples=3000, log_every=10, mixed_precision="auto"),
     },
     "smoke": {
         "language": dict(k=0.0276, batch_size=4, max_length=32, lr=1e-3, phase1_steps=4, phase2_steps=4,
-                         l1=0.1, log_every=1, max_examples=200),
+                         l1=0.1, log_every=1, max_examples=200, mixed_precision="auto"),
         "task": dict(k=0.051, batch_size=4, max_length=32, lr=1e-3, phase1_steps=4, phase2_steps=4,
-                     l1=0.0, max_examples=64, log_every=1),
+                     l1=0.0, max_examples=64, log_every=1, mixed_precision="auto"),
     },
 }
 

@@ -600,3 +600,20 @@ def test_text_from_a_data_set_folder_or_an_unreachable_hub(tiny_model_dir, tmp_p
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     one_error_line(run(*common, "--text-dataset", "wikimedia/wikipedia", "--text-config", "20231101.ace", ok=False),
                    3, "hub data set wikimedia/wikipedia/20231101.ace", "out of reach (offline)")
+
+
+@pytest.mark.parametrize("flag,fast,expected", [([], True, "bf16"), ([], False, "no"),
+                                                (["--mixed-precision", "no"], True, "no")])
+def test_the_cpu_presets_train_in_bf16_where_the_cpu_has_it_and_say_so(flag, fast, expected, tiny_model_dir,
+                                                                      shared_data, tmp_path, monkeypatch):
+    """No --mixed-precision: the preset's auto, bf16 on a CPU with AVX512-BF16/AMX, else float32;
+    --mixed-precision no is exact float32 anywhere. The SFT and deftx info say what ran."""
+    from deftx.training import distributed
+
+    monkeypatch.setattr(distributed, "cpu_has_fast_bf16", lambda: fast)
+    r = run("train-lang", "--lang", "ace", "--method", "lt-sft", "--model", tiny_model_dir, "--data-dir", shared_data,
+            "--runs-dir", tmp_path, "--json", *SMOKE, *flag)
+    sft = json.loads(r.stdout)["sft"]
+    assert json.loads((Path(sft) / "sft.json").read_text())["training"]["mixed_precision"] == expected
+    info = run("info", sft).stdout
+    assert ("bf16 autocast" in info) == (expected == "bf16")

@@ -74,3 +74,11 @@ def test_cache_settings_ignore_what_a_method_does_not_read():
     assert cache_settings(c) != cache_settings(d)
     e, f = (resolve_config("task", "cpu", method="full-ft", k=k) for k in (0.01, 0.02))
     assert cache_settings(e) == cache_settings(f)
+
+
+@pytest.mark.parametrize("kind", ["language", "task"])
+def test_cpu_presets_train_in_bf16_where_the_cpu_has_it_and_paper_in_float32(kind):
+    for preset in ("smoke", "quick", "cpu"):
+        assert resolve_config(kind, preset).mixed_precision == "auto", preset
+    assert resolve_config(kind, "paper").mixed_precision == "no"
+    assert resolve_config(kind, "quick", mixed_precision="no").mixed_precision == "no"  # exact float32 on request

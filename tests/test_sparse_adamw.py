@@ -81,7 +81,7 @@ def test_phase2_equals_dense_masked_adamw(tiny_model_dir):
     ref_head = {n: ref_named[n] for n in head}
     start = {n: p.detach().clone() for n, p in maskable.items()}
     head_start = {n: p.detach().clone() for n, p in head.items()}
-    cfg = resolve_config("language", "smoke", phase2_steps=TOTAL, lr=5e-3, weight_decay=0.3, l1=50.0,
+    cfg = resolve_config("language", "smoke", mixed_precision="no", phase2_steps=TOTAL, lr=5e-3, weight_decay=0.3, l1=50.0,
                          max_grad_norm=0.5, batch_size=8, device="cpu")
     batches = [(100 + i, b) for i, b in zip(range(STEPS), objective.batches(8, seed=3))]
 

@@ -21,7 +21,8 @@ def sentences(n, seed=0):
 
 
 def config(**overrides):
-    values = dict(phase1_steps=3, phase2_steps=3, batch_size=4, max_length=16, lr=1e-2, k=0.05, log_every=1, device="cpu")
+    values = dict(phase1_steps=3, phase2_steps=3, batch_size=4, max_length=16, lr=1e-2, k=0.05, log_every=1, device="cpu",
+                  mixed_precision="no")  # float32 on every CPU; precision tests say so
     values.update(overrides)
     return resolve_config("language", "smoke", **values)
 
@@ -211,7 +212,7 @@ def test_gradient_accumulation_of_a_task_sft_trains_the_sft_of_one_batch(tiny_mo
                 module.p = 0.0
         dense = sorted(set(head_parameters(clf)) | set(missing))
         objective = ClassificationObjective(tokenizer, data, None, max_length=16)
-        cfg = resolve_config("task", "smoke", phase1_steps=3, phase2_steps=3, batch_size=8, lr=1e-2, k=0.05,
+        cfg = resolve_config("task", "smoke", mixed_precision="no", phase1_steps=3, phase2_steps=3, batch_size=8, lr=1e-2, k=0.05,
                              device="cpu", grad_accum=accum, weight_decay=0.1)
         sfts.append(train_sft(clf, objective, cfg, manifest={"kind": "task"}, dense_parameters=dense).sft)
     one, accumulated = sfts
@@ -266,3 +267,28 @@ def test_task_sft_records_no_base_eval(tiny_model_dir):
                        callbacks=[lambda e, f: events.append((e, f))])
     assert "base_eval" not in result.summary
     assert all(f["step"] > 0 for e, f in events if e == "eval")
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["bf16-cpu", "no-bf16-cpu"])
+def test_auto_precision_follows_the_cpu_and_is_recorded_resolved(tiny_model_dir, monkeypatch, fast):
+    """--mixed-precision auto (the CPU presets' default): bf16 autocast where the CPU multiplies bf16
+    in hardware, float32 elsewhere; the SFT and the run summary say which one ran, not "auto"."""
+    from deftx.training import distributed
+
+    monkeypatch.setattr(distributed, "cpu_has_fast_bf16", lambda: fast)
+    model, objective = mlm_setup(tiny_model_dir)
+    autocast = []
+    loss = objective.loss
+
+    def recording_loss(*args, **kwargs):
+        autocast.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return loss(*args, **kwargs)
+
+    objective.loss = recording_loss
+    cfg = config(mixed_precision="auto")
+    assert cfg.mixed_precision == "auto"
+    result = train_sft(model, objective, cfg, manifest={"kind": "language"})
+    assert autocast and all(on == fast for on in autocast)
+    resolved = "bf16" if fast else "no"
+    assert result.sft.manifest["training"]["mixed_precision"] == resolved
+    assert result.summary["mixed_precision"] == resolved

@@ -325,15 +325,35 @@ def test_the_control_is_cached_like_any_step_and_changes_no_other_step():
 
 
 def test_training_keys_stay_and_evaluation_keys_carry_the_record_version(monkeypatch):
-    """Experiments already running reuse their trainings (their run ids are those of earlier versions);
+    """Experiments already running reuse their trainings (their run ids are those of earlier versions,
+    float32 trainings included: the preset's auto precision is float32 on a CPU without fast bf16);
     evaluations run again once, so that their records gain the new fields."""
+    from deftx.training import distributed
+
+    monkeypatch.setattr(distributed, "cpu_has_fast_bf16", lambda: False)
     steps = steps_of(plan(methods=["lt-sft", "deftx"], baselines=["no-lang-sft", "full-ft"]))
+    assert {x.config.mixed_precision for x in steps if x.kind != "evaluation"} == {"no"}
     assert {x.label: x.run_id for x in steps if x.kind != "evaluation"} == TRAINING_RUN_IDS
     import deftx.experiment.plan
     monkeypatch.setattr("deftx.experiment.plan.EVALUATION_RECORD_VERSION", deftx.experiment.plan.EVALUATION_RECORD_VERSION + 1)
     bumped = steps_of(plan(methods=["lt-sft", "deftx"], baselines=["no-lang-sft", "full-ft"]))
     for a, b in zip(steps, bumped):
         assert (a.run_id == b.run_id) == (a.kind != "evaluation"), a.label
+
+
+def test_bf16_trainings_are_other_trainings_with_their_own_run_ids(monkeypatch):
+    """On a CPU with fast bf16 the CPU presets' trainings run in bf16: the plan says so and their run
+    ids differ from the float32 ones, so a float32 run of an earlier version is not taken for them; a
+    plan that asks for float32 (--lang-set/--task-set mixed_precision=no) keeps the float32 ids."""
+    from deftx.training import distributed
+
+    monkeypatch.setattr(distributed, "cpu_has_fast_bf16", lambda: True)
+    kw = dict(methods=["lt-sft", "deftx"], baselines=["no-lang-sft", "full-ft"])
+    steps = [x for x in steps_of(plan(**kw)) if x.kind != "evaluation"]
+    assert {x.config.mixed_precision for x in steps} == {"bf16"}
+    assert not {x.run_id for x in steps} & set(TRAINING_RUN_IDS.values())
+    fp32 = plan(**kw, lang_overrides={"mixed_precision": "no"}, task_overrides={"mixed_precision": "no"})
+    assert {x.label: x.run_id for x in steps_of(fp32) if x.kind != "evaluation"} == TRAINING_RUN_IDS
 
 
 # The run ids the planner gave these trainings before results records gained predictions and

@@ -81,7 +81,7 @@ def _record_sft(run: Run, result, out: Path | None) -> Path | None:
 
 
 def _summary_for_run(summary: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in summary.items() if k in ("k", "maskable", "entries", "seconds", "processes", "base_eval")}
+    out = {k: v for k, v in summary.items() if k in ("k", "maskable", "entries", "seconds", "processes", "mixed_precision", "base_eval")}
     for phase in ("phase1", "phase2"):
         if phase in summary:
             out[phase] = {k: summary[phase].get(k) for k in ("steps", "final_loss", "eval")}

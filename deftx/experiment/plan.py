@@ -303,7 +303,7 @@ class _Planner:
         """A language SFT per language and method variant (the control language: the first method's
         only); variants share the first method's phase 1."""
         plan, first, lang_seed = self.plan, self.first, self.lang_seed(seed)
-        lang_cfg = resolve_config("language", plan.preset, seed=lang_seed, **plan.lang_overrides)
+        lang_cfg = resolved_precision(resolve_config("language", plan.preset, seed=lang_seed, **plan.lang_overrides))
         languages = [plan.source_lang, *[t for t in plan.targets if t != plan.source_lang]]
         languages += [s for s in plan.sources or [] if s not in languages]  # multi-source: every source's SFT
         control = plan.control_lang if plan.control_lang not in languages else None
@@ -333,7 +333,7 @@ class _Planner:
         """A task SFT per method variant (and the dense baseline), each trained with its variant's source
         SFT; those with the same start point share phase 1. Returns the run id of each variant's."""
         plan, lang_seed = self.plan, self.lang_seed(seed)
-        task_cfg = resolve_config("task", plan.task_preset or plan.preset, seed=seed, **plan.task_overrides)
+        task_cfg = resolved_precision(resolve_config("task", plan.task_preset or plan.preset, seed=seed, **plan.task_overrides))
         task_runs: dict[str, str] = {}
         trainings = [(v, self.lang_runs[(lang_seed, plan.source_lang, v.name)]) for v in self.variants]
         if FullFt.name in plan.baselines:
@@ -362,7 +362,7 @@ class _Planner:
         trained with that variant's language SFT of the source. Returns their run ids by (variant, target);
         the target is None for the one shared by every target."""
         plan, lang_seed = self.plan, self.lang_seed(seed)
-        task_cfg = resolve_config("task", plan.task_preset or plan.preset, seed=seed, **plan.task_overrides)
+        task_cfg = resolved_precision(resolve_config("task", plan.task_preset or plan.preset, seed=seed, **plan.task_overrides))
         variants = list(self.variants)
         if FullFt.name in plan.baselines:
             variants.append(MethodVariant(FullFt.name))
@@ -438,6 +438,17 @@ class _Planner:
         if FullFt.name in plan.baselines:
             out.append((FullFt.name + MULTI + mark, multi_runs[(FullFt.name, key)], None, None))
         return out
+
+
+def resolved_precision(config: TrainConfig) -> TrainConfig:
+    """``config`` with ``auto`` precision resolved on this machine (bf16 where the device runs it fast,
+    else no): the plan's trainings, and the run ids derived from them, say what runs. A float32
+    training keeps the run id it had before the CPU presets defaulted to ``auto``."""
+    if config.mixed_precision != "auto":
+        return config
+    from deftx.training.distributed import resolve_precision
+
+    return config.model_copy(update={"mixed_precision": resolve_precision("auto", config.device)})
 
 
 def phase1_settings(config: TrainConfig) -> dict[str, Any]:

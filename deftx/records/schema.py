@@ -257,6 +257,7 @@ class RunSummary(Record):
     entries: int | None = None
     seconds: float | None = None
     processes: int | None = None
+    mixed_precision: str | None = None  # the autocast precision trained in ("auto" resolved)
     base_eval: dict[str, Any] | None = None
     phase1: PhaseSummary | None = None
     phase2: PhaseSummary | None = None

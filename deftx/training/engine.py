@@ -569,7 +569,8 @@ def _finish(
         "k": summary["k"],
         "maskable": summary["maskable"],
         "selection": selection_info,
-        "training": config.model_dump(mode="json"),
+        # the precision it trained in: "auto" resolved, so the SFT says what this machine ran
+        "training": {**config.model_dump(mode="json"), "mixed_precision": summary["mixed_precision"]},
         "metrics": {"final_eval": final_eval, "seconds": summary["seconds"],
                     **({"base_eval": summary["base_eval"]} if summary.get("base_eval") is not None else {})},
         "library_version": __version__,

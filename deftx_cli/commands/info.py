@@ -78,7 +78,8 @@ def _training_run(run_dir: Path):
 
 
 def _run_text(info) -> str | None:
-    """The run that trained an SFT: ``<run id> (finished, 12m05s)``."""
+    """The run that trained an SFT: ``<run id> (finished, 12m05s)``, with the autocast precision it
+    trained in when not float32 (``, bf16 autocast``)."""
     from deftx.records.files import format_duration, parse_iso
 
     if info is None:
@@ -89,7 +90,9 @@ def _run_text(info) -> str | None:
     start, end = parse_iso(record.started_at), parse_iso(record.ended_at)
     took = f", {format_duration(end - start)}" if start is not None and end is not None else ""
     resumed = f", resumed {len(record.resumptions)}x" if record.resumptions else ""
-    return f"{info.run_id} ({record.status}{took}{resumed})"
+    precision = record.summary.mixed_precision if record.summary is not None else None
+    autocast = f", {precision} autocast" if precision not in (None, "no") else ""
+    return f"{info.run_id} ({record.status}{took}{resumed}{autocast})"
 
 
 def _phase_rows(summary: dict | None) -> list[tuple[str, str | None]]:
