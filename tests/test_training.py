@@ -171,10 +171,8 @@ def test_gradient_accumulation_trains_the_sft_of_one_batch(tiny_model_dir):
         assert torch.allclose(values, accumulated.entries[name][1], rtol=0, atol=1e-6), name
 
 
-def test_bf16_autocast_trains_float32_weights_and_sft(tiny_model_dir):
-    """--mixed-precision bf16 on the CPU: forward and backward in bfloat16 autocast; the weights,
-    the phase-1 difference, the selection and the stored values stay float32."""
-    model, objective = mlm_setup(tiny_model_dir)
+def record_bf16_autocast(objective) -> list[bool]:
+    """Whether each training loss of ``objective`` ran under bfloat16 autocast, filled as it trains."""
     autocast = []
     loss = objective.loss
 
@@ -183,6 +181,14 @@ def test_bf16_autocast_trains_float32_weights_and_sft(tiny_model_dir):
         return loss(*args, **kwargs)
 
     objective.loss = recording_loss
+    return autocast
+
+
+def test_bf16_autocast_trains_float32_weights_and_sft(tiny_model_dir):
+    """--mixed-precision bf16 on the CPU: forward and backward in bfloat16 autocast; the weights,
+    the phase-1 difference, the selection and the stored values stay float32."""
+    model, objective = mlm_setup(tiny_model_dir)
+    autocast = record_bf16_autocast(objective)
     result = train_sft(model, objective, config(method="deftx", mixed_precision="bf16"), manifest={"kind": "language"})
     assert autocast and all(autocast), "every training forward ran under bfloat16 autocast"
     assert all(p.dtype == torch.float32 for p in model.parameters())
@@ -277,14 +283,7 @@ def test_auto_precision_follows_the_cpu_and_is_recorded_resolved(tiny_model_dir,
 
     monkeypatch.setattr(distributed, "cpu_has_fast_bf16", lambda: fast)
     model, objective = mlm_setup(tiny_model_dir)
-    autocast = []
-    loss = objective.loss
-
-    def recording_loss(*args, **kwargs):
-        autocast.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
-        return loss(*args, **kwargs)
-
-    objective.loss = recording_loss
+    autocast = record_bf16_autocast(objective)
     cfg = config(mixed_precision="auto")
     assert cfg.mixed_precision == "auto"
     result = train_sft(model, objective, cfg, manifest={"kind": "language"})
