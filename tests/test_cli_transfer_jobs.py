@@ -77,6 +77,9 @@ def test_bad_settings_name_the_key(pair, needle):
     (["--task-set", "max_length=4"], "--task-set invalid max_length"),
     (["--lang-steps", "3", "--lang-set", "phase1_steps=5"], "--lang-set phase1_steps and --lang-steps both set"),
     (["--jobs", "0"], "--jobs"),
+    (["--mixed-precision", "no", "--task-set", "mixed_precision=bf16"],
+     "--task-set mixed_precision and --mixed-precision both set"),
+    (["--mixed-precision", "fp16"], "--mixed-precision fp16 needs a CUDA device"),
 ])
 def test_transfer_refuses_bad_settings_before_anything_runs(tmp_path, args, needle):
     r = run("transfer", "--targets", "ace", *args, "--model", tmp_path / "no-model", "--runs-dir", tmp_path / "runs",

@@ -8,8 +8,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from deftx_cli.options import (
-    TRAINING, DataDirOpt, JsonOpt, ModelOpt, Preset, PresetOpt, QuietOpt, RankRuleOpt, RunsDirOpt, SaveEveryOpt,
-    TailKeepOpt, split_list,
+    TRAINING, DataDirOpt, JsonOpt, MixedPrecisionOpt, ModelOpt, Preset, PresetOpt, QuietOpt, RankRuleOpt, RunsDirOpt,
+    SaveEveryOpt, TailKeepOpt, split_list,
 )
 from deftx_cli.output import TrainingProgress, handle_errors, note, print_json, stdout, warn
 from deftx_cli.text import format_duration
@@ -27,9 +27,10 @@ PARALLEL = "Parallel steps"
 
 # The explicit options that set a training setting, per kind: --lang-set / --task-set may not set it too.
 LANG_OPTIONS = {"k": "--k-lang", "rank_rule": "--rank-rule", "tail_keep": "--tail-keep", "phase1_steps": "--lang-steps",
-                "phase2_steps": "--lang-steps"}
+                "phase2_steps": "--lang-steps", "mixed_precision": "--mixed-precision"}
 TASK_OPTIONS = {"k": "--k-task", "rank_rule": "--rank-rule", "tail_keep": "--tail-keep", "phase1_epochs": "--task-epochs",
-                "phase2_epochs": "--task-epochs", "max_examples": "--task-max-examples"}
+                "phase2_epochs": "--task-epochs", "max_examples": "--task-max-examples",
+                "mixed_precision": "--mixed-precision"}
 
 
 def _with_settings(explicit: dict[str, Any], pairs: list[str] | None, option: str,
@@ -76,8 +77,9 @@ def transfer(
     task_max_examples: Annotated[Optional[int], typer.Option("--task-max-examples", min=0, help="Training examples of the task SFTs (0 = all; overrides the preset).")] = None,
     data_dir: DataDirOpt = None,
     runs_dir: RunsDirOpt = Path("runs"),
+    mixed_precision: MixedPrecisionOpt = None,
     lang_set: Annotated[Optional[list[str]], typer.Option("--lang-set", metavar="KEY=VALUE", help="Any training setting of the language SFTs on top of the preset (repeat), e.g. batch_size=64, max_examples=0 (all).", rich_help_panel=TRAINING)] = None,
-    task_set: Annotated[Optional[list[str]], typer.Option("--task-set", metavar="KEY=VALUE", help="Any training setting of the task SFTs on top of the preset (repeat), e.g. mixed_precision=bf16.", rich_help_panel=TRAINING)] = None,
+    task_set: Annotated[Optional[list[str]], typer.Option("--task-set", metavar="KEY=VALUE", help="Any training setting of the task SFTs on top of the preset (repeat), e.g. batch_size=32.", rich_help_panel=TRAINING)] = None,
     jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Steps run side by side in worker processes (each once the steps it needs have finished). Default: on a CPU, as many single-thread jobs as the cores, the plan's independent steps and the memory (3 GB each) allow; on a GPU, 1.", rich_help_panel=PARALLEL)] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Torch threads per job (default: the CPU cores shared by the jobs).", rich_help_panel=PARALLEL)] = None,
     save_every: SaveEveryOpt = None,
@@ -114,10 +116,11 @@ def transfer(
     from deftx.experiment.executor import choose_jobs, execute
     from deftx.experiment.plan import TransferPlan, plan_steps
 
+    precision = mixed_precision.value if mixed_precision is not None else None
     lang = {"k": k_lang, "rank_rule": rank_rule, "tail_keep": tail_keep, "phase1_steps": lang_steps,
-            "phase2_steps": lang_steps}
+            "phase2_steps": lang_steps, "mixed_precision": precision}
     task_settings = {"k": k_task, "rank_rule": rank_rule, "tail_keep": tail_keep, "phase1_epochs": task_epochs,
-                     "phase2_epochs": task_epochs, "max_examples": task_max_examples}
+                     "phase2_epochs": task_epochs, "max_examples": task_max_examples, "mixed_precision": precision}
     plan = TransferPlan(task=task, targets=split_list(targets), methods=split_list(methods), seeds=list(seeds),
                         train_task=train_task, source_lang=source_lang, preset=preset.value,
                         task_preset=task_preset.value if task_preset is not None else None,
@@ -127,6 +130,10 @@ def transfer(
                         multi_source=multi_source, sources=split_list([sources]) if sources is not None else None,
                         allow_target_sources=allow_target_sources, source_sampling=source_sampling)
     steps = plan_steps(plan, model=model, runs_dir=runs_dir)
+    from deftx.training.distributed import check_launch
+
+    for device, precision in sorted({(s.config.device, s.config.mixed_precision) for s in steps if s.config}):
+        check_launch(device, precision)  # e.g. fp16 on a CPU: refused before any step runs
     if jobs is None:
         jobs, threads = choose_jobs(steps, threads)
         if jobs > 1 and not quiet:
