@@ -613,7 +613,9 @@ def test_the_cpu_presets_train_in_bf16_where_the_cpu_has_it_and_say_so(flag, fas
     monkeypatch.setattr(distributed, "cpu_has_fast_bf16", lambda: fast)
     r = run("train-lang", "--lang", "ace", "--method", "lt-sft", "--model", tiny_model_dir, "--data-dir", shared_data,
             "--runs-dir", tmp_path, "--json", *SMOKE, *flag)
-    sft = json.loads(r.stdout)["sft"]
+    sft, run_dir = json.loads(r.stdout)["sft"], Path(json.loads(r.stdout)["run"])
     assert json.loads((Path(sft) / "sft.json").read_text())["training"]["mixed_precision"] == expected
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["config"]["mixed_precision"] == record["resume_settings"]["config"]["mixed_precision"] == expected
     info = run("info", sft).stdout
     assert ("bf16 autocast" in info) == (expected == "bf16")

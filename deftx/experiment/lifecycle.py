@@ -38,6 +38,7 @@ from deftx.training.distributed import (
     is_main_process,
     launched_processes,
     peer_failures,
+    with_resolved_precision,
 )
 
 EventCallback = Callable[[str, dict[str, Any]], None]
@@ -306,6 +307,7 @@ def train_in_run(prepared: Prepared, config: TrainConfig, *, model: str | Path, 
     """The skeleton both trainers share: a run directory (new or resumed), the two-phase engine inside
     it, the SFT saved into it (and to ``out``)."""
 
+    config = with_resolved_precision(config)  # run.json and a resume see the precision that runs
     reference = model_reference(model)
     settings = {"config": config.model_dump(mode="json"), "base_model": reference,
                 "base_fingerprint": fingerprint(prepared.model), **prepared.resume_settings,
@@ -313,7 +315,8 @@ def train_in_run(prepared: Prepared, config: TrainConfig, *, model: str | Path, 
     made_later = callable(prepared.objective)
     with _training_run(
         runs_dir, prepared.kind, config, checkpointing or Checkpointing(), settings, list(callbacks),
-        run_id=run_id, languages=prepared.languages, task=prepared.task, config=prepared.run_config,
+        run_id=run_id, languages=prepared.languages, task=prepared.task,
+        config={**prepared.run_config, "mixed_precision": config.mixed_precision},
         method=config.method, base_model=reference, seed=config.seed, command=command,
         total_steps={} if made_later else total_steps(config, prepared.objective.num_examples(), mask is not None),
     ) as (run, checkpointer, checkpoint, logged):

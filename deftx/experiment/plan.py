@@ -446,9 +446,9 @@ def resolved_precision(config: TrainConfig) -> TrainConfig:
     training keeps the run id it had before the CPU presets defaulted to ``auto``."""
     if config.mixed_precision != "auto":
         return config
-    from deftx.training.distributed import resolve_precision
+    from deftx.training.distributed import with_resolved_precision
 
-    return config.model_copy(update={"mixed_precision": resolve_precision("auto", config.device)})
+    return with_resolved_precision(config)
 
 
 def phase1_settings(config: TrainConfig) -> dict[str, Any]:

@@ -133,6 +133,14 @@ def resolve_precision(mixed_precision: str, device: str = "auto") -> str:
     return "bf16" if cpu_has_fast_bf16() else "no"
 
 
+def with_resolved_precision(config: Any) -> Any:
+    """A ``TrainConfig`` with ``auto`` precision resolved on this machine (:func:`resolve_precision`),
+    so that the run records, and a resume compares, the precision that runs."""
+    if config.mixed_precision != "auto":
+        return config
+    return config.model_copy(update={"mixed_precision": resolve_precision("auto", config.device)})
+
+
 def make_accelerator(device: str, mixed_precision: str):
     """An ``Accelerator`` for one training; fp16 on a CPU and more processes than GPUs are refused;
     ``auto`` precision resolved (:func:`resolve_precision`)."""
