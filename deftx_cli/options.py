@@ -113,6 +113,11 @@ class MixedPrecision(str, Enum):
     fp16 = "fp16"
 
 
+def option_value(option: Enum | None) -> str | None:
+    """An optional enum option's value; None (not given: the preset decides) stays None."""
+    return None if option is None else option.value
+
+
 MixedPrecisionOpt = Annotated[Optional[MixedPrecision], typer.Option("--mixed-precision", help="Autocast precision of forward and backward: no (exact float32), bf16, fp16 (CUDA only), or auto (bf16 where the device runs it fast: a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX; else no). Weights, the phase-1 difference and the SFT stay float32. Default: the preset's (auto for smoke, quick and cpu; no for paper).", rich_help_panel=TRAINING)]
 GradAccumOpt = Annotated[int, typer.Option("--grad-accum", min=1, help="Micro-batches per optimizer step and process: the batch size stays the global batch.", rich_help_panel=TRAINING)]
 

@@ -444,9 +444,7 @@ def resolved_precision(config: TrainConfig) -> TrainConfig:
     """``config`` with ``auto`` precision resolved on this machine (bf16 where the device runs it fast,
     else no): the plan's trainings, and the run ids derived from them, say what runs. A float32
     training keeps the run id it had before the CPU presets defaulted to ``auto``."""
-    if config.mixed_precision != "auto":
-        return config
-    from deftx.training.distributed import with_resolved_precision
+    from deftx.training.distributed import with_resolved_precision  # torch: imported when planning only
 
     return with_resolved_precision(config)
 

@@ -77,22 +77,22 @@ def _training_run(run_dir: Path):
     return read_run(run_dir) if (run_dir / RUN_JSON).is_file() else None
 
 
-def _run_text(info) -> str | None:
+def _run_text(run) -> str | None:
     """The run that trained an SFT: ``<run id> (finished, 12m05s)``, with the autocast precision it
     trained in when not float32 (``, bf16 autocast``)."""
     from deftx.records.files import format_duration, parse_iso
 
-    if info is None:
+    if run is None:
         return None
-    if info.record is None:
-        return f"{info.path.name} (run.json unreadable: {info.error})"
-    record = info.record
+    if run.record is None:
+        return f"{run.path.name} (run.json unreadable: {run.error})"
+    record = run.record
     start, end = parse_iso(record.started_at), parse_iso(record.ended_at)
     took = f", {format_duration(end - start)}" if start is not None and end is not None else ""
     resumed = f", resumed {len(record.resumptions)}x" if record.resumptions else ""
     precision = record.summary.mixed_precision if record.summary is not None else None
     autocast = f", {precision} autocast" if precision not in (None, "no") else ""
-    return f"{info.run_id} ({record.status}{took}{resumed}{autocast})"
+    return f"{run.run_id} ({record.status}{took}{resumed}{autocast})"
 
 
 def _phase_rows(summary: dict | None) -> list[tuple[str, str | None]]:

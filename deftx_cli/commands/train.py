@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -14,7 +13,7 @@ from deftx_cli.options import (
     MaskOpt, MaxLenOpt, Method, MethodOpt, MixedPrecisionOpt, ModelOpt, OutOpt, Phase1EpochsOpt,
     Phase1StepsOpt, Phase2EpochsOpt, Phase2StepsOpt, Preset, PresetOpt, QuietOpt, RankRuleOpt, ResumeOpt, RunIdOpt,
     RunsDirOpt, SaveEveryOpt, SeedOpt, TailKeepOpt, TEXT, TRAINING, TextColumnOpt, TextConfigOpt, TextDatasetOpt, TextOpt,
-    TextSplitOpt, WdOpt, WorkersOpt, TextMode, TextModeOpt, existing_file, hub_text,
+    TextSplitOpt, WdOpt, WorkersOpt, TextMode, TextModeOpt, existing_file, hub_text, option_value,
 )
 from deftx_cli.output import TrainingProgress, handle_errors, note, print_json
 
@@ -25,11 +24,6 @@ def _config(kind: str, preset: Preset, method: Method, **overrides: Any):
     from deftx.config import resolve_config
 
     return resolve_config(kind, preset.value, method=method.value, **overrides)
-
-
-def _value(option: Enum | None) -> str | None:
-    """An enum option's value; None (not given: the preset decides) stays None."""
-    return None if option is None else option.value
 
 
 def _note_restart(runs_dir: Path, run_id: str | None, kind: str, method: str, languages: dict[str, str],
@@ -129,7 +123,7 @@ def train_lang(
     config = _config("language", preset, method, k=k, rank_rule=rank_rule, tail_keep=tail_keep,
                      max_examples=max_lines, phase1_steps=phase1_steps, phase2_steps=phase2_steps,
                      batch_size=batch_size, max_length=max_length, lr=lr, l1=l1, weight_decay=weight_decay,
-                     seed=seed, device=device, mixed_precision=_value(mixed_precision), grad_accum=grad_accum)
+                     seed=seed, device=device, mixed_precision=option_value(mixed_precision), grad_accum=grad_accum)
     label = f"language SFT {lang} ({config.method})"
     from deftx.data import canonical_language
 
@@ -228,7 +222,7 @@ def train_task(
                      max_examples=max_examples, phase1_epochs=phase1_epochs, phase2_epochs=phase2_epochs,
                      phase1_steps=phase1_steps, phase2_steps=phase2_steps, batch_size=batch_size,
                      max_length=max_length, lr=lr, l1=l1, weight_decay=weight_decay, seed=seed, device=device,
-                     mixed_precision=_value(mixed_precision), grad_accum=grad_accum)
+                     mixed_precision=option_value(mixed_precision), grad_accum=grad_accum)
     label = f"task SFT {task}/{source_lang} ({config.method})"
     from deftx.data import canonical_language
 
@@ -263,7 +257,7 @@ def _train_multi_source(task: str, sources: str, lang_sfts: list[str], revision:
     names, checked = check_multi_source(task, names, pairs)
     resolved = {lang: resolve_sft_source(str(path), revision) for lang, path in checked.items()}
     sampling = normal_sampling(sampling)
-    config = _config("task", preset, method, mixed_precision=_value(mixed_precision), **settings)
+    config = _config("task", preset, method, mixed_precision=option_value(mixed_precision), **settings)
     label = f"task SFT {task}/{'+'.join(names)} ({config.method} multi)"
     _note_restart(runs_dir, run_id, "task", config.method, {"source": "+".join(names)}, resume)
     outcome = train_multi_source_task_sft(

@@ -9,7 +9,7 @@ import typer
 
 from deftx_cli.options import (
     TRAINING, DataDirOpt, JsonOpt, MixedPrecisionOpt, ModelOpt, Preset, PresetOpt, QuietOpt, RankRuleOpt, RunsDirOpt,
-    SaveEveryOpt, TailKeepOpt, split_list,
+    SaveEveryOpt, TailKeepOpt, option_value, split_list,
 )
 from deftx_cli.output import TrainingProgress, handle_errors, note, print_json, stdout, warn
 from deftx_cli.text import format_duration
@@ -116,14 +116,14 @@ def transfer(
     from deftx.experiment.executor import choose_jobs, execute
     from deftx.experiment.plan import TransferPlan, plan_steps
 
-    precision = mixed_precision.value if mixed_precision is not None else None
+    precision = option_value(mixed_precision)
     lang = {"k": k_lang, "rank_rule": rank_rule, "tail_keep": tail_keep, "phase1_steps": lang_steps,
             "phase2_steps": lang_steps, "mixed_precision": precision}
     task_settings = {"k": k_task, "rank_rule": rank_rule, "tail_keep": tail_keep, "phase1_epochs": task_epochs,
                      "phase2_epochs": task_epochs, "max_examples": task_max_examples, "mixed_precision": precision}
     plan = TransferPlan(task=task, targets=split_list(targets), methods=split_list(methods), seeds=list(seeds),
                         train_task=train_task, source_lang=source_lang, preset=preset.value,
-                        task_preset=task_preset.value if task_preset is not None else None,
+                        task_preset=option_value(task_preset),
                         lang_overrides=_with_settings(lang, lang_set, "--lang-set", LANG_OPTIONS),
                         task_overrides=_with_settings(task_settings, task_set, "--task-set", TASK_OPTIONS),
                         baselines=split_list(baselines), split=split, lang_seed=lang_seed, control_lang=control_lang,
@@ -132,8 +132,8 @@ def transfer(
     steps = plan_steps(plan, model=model, runs_dir=runs_dir)
     from deftx.training.distributed import check_launch
 
-    for device, precision in sorted({(s.config.device, s.config.mixed_precision) for s in steps if s.config}):
-        check_launch(device, precision)  # e.g. fp16 on a CPU: refused before any step runs
+    for launch in sorted({(s.config.device, s.config.mixed_precision) for s in steps if s.config}):
+        check_launch(*launch)  # e.g. fp16 on a CPU: refused before any step runs
     if jobs is None:
         jobs, threads = choose_jobs(steps, threads)
         if jobs > 1 and not quiet:
