@@ -257,6 +257,16 @@ def test_info_and_datasets(trained, shared_data):
     assert "americasnli" in listing["tasks"] and listing["local"]
 
 
+def test_info_says_what_the_denoising_kept(trained):
+    """A DeFT-X SFT: the rank range over its matrices and the share of the magnitude mask, from its record."""
+    selection = json.loads((Path(trained["ace"]["sft"]) / "sft.json").read_text())["selection"]
+    ranks = [d["rank"] for d in selection["denoise"]]
+    line = next(l for l in run("info", trained["ace"]["sft"]).stdout.splitlines() if "denoised:" in l)
+    assert f"rank {min(ranks)}-{max(ranks)} " in line and f"over {len(ranks)} matrices" in line
+    assert f"{selection['overlap_with_magnitude']:.1%} of the magnitude mask kept" in line
+    assert "energy kept 0." in line or "energy kept 1.000" in line
+
+
 def test_help_shows_a_worked_example():
     for command in ("train-lang", "train-task", "denoise", "compose", "evaluate", "evaluate-lm", "transfer", "tui", "info"):
         r = run(command, "--help")

@@ -44,6 +44,7 @@ def info(
         ("entries", f"{stats['entries']:,}"), ("maskable", f"{m.get('maskable', 0):,}"),
         ("head parameters", f"{stats['head_parameters']:,}"),
         ("rank rule", (m.get("selection") or {}).get("rank_rule")),
+        ("denoised", _denoised_text(m.get("selection"))),
         ("layer norm", _layer_norm_text(diff)),
         ("imported from", _imported_text(m.get("imported_from"))),
         ("trained with", ", ".join(str(t.get("path")) for t in m.get("trained_with") or []) or None),
@@ -67,6 +68,29 @@ def info(
     warn(phase2_drop_warning(summary, "this SFT"))
     if stats["per_parameter"]:
         stdout.print(_per_type_table(stats["per_parameter"]))
+
+
+def _denoised_text(selection: dict | None) -> str | None:
+    """What DeFT-X's denoising kept, from the SFT's ``selection`` record: the rank per matrix (range and
+    median), the median energy kept, the residual entries kept (a tail), and the share of the plain
+    magnitude mask the selection kept. ``None`` for a selection without denoising."""
+    from statistics import median
+
+    matrices = [d for d in (selection or {}).get("denoise") or [] if isinstance(d, dict) and isinstance(d.get("rank"), int)]
+    if not matrices:
+        return None
+    ranks = [d["rank"] for d in matrices]
+    text = f"rank {min(ranks)}-{max(ranks)} (median {median(ranks):g}) over {len(ranks)} matrices"
+    energies = [d["energy_kept"] for d in matrices if isinstance(d.get("energy_kept"), (int, float))]
+    if energies:
+        text += f", energy kept {median(energies):.3f} (median)"
+    tail = sum(d.get("tail_kept") or 0 for d in matrices)
+    if tail:
+        text += f", {tail:,} residual entries kept"
+    overlap = selection.get("overlap_with_magnitude")
+    if isinstance(overlap, (int, float)):
+        text += f"; {overlap:.1%} of the magnitude mask kept"
+    return text
 
 
 def _training_run(run_dir: Path):
