@@ -34,9 +34,9 @@ LANG = re.compile(r"^\[seed (\d+)\] language SFT (\S+) \((.+)\)$")
 TASK = re.compile(r"^\[seed (\d+)\] task SFT (\S+)/(\S+) \((.+)\)$")
 
 
-def steps(runs_dir: Path, seed: int) -> tuple[dict[tuple[str, str], Path], dict[str, Path]]:
+def steps(runs_dir: Path, seed: int, experiment: Path | None = None) -> tuple[dict[tuple[str, str], Path], dict[str, Path]]:
     """(system label, language) -> language SFT directory; system label -> task SFT directory."""
-    plan = json.loads((runs_dir / "experiment.json").read_text())
+    plan = json.loads((experiment or runs_dir / "experiment.json").read_text())
     lang_sfts: dict[tuple[str, str], Path] = {}
     task_sfts: dict[str, Path] = {}
     for step in plan["steps"]:
@@ -77,14 +77,17 @@ def main() -> None:
     parser.add_argument("--targets", default="mad,min", help="target languages (comma-separated)")
     parser.add_argument("--source", default="ind")
     parser.add_argument("--seed", type=int, default=0, help="the seed whose task SFTs are read")
+    parser.add_argument("--experiment", type=Path, default=None,
+                        help="the experiment.json to read (default: the runs directory's; a copy saved after the "
+                             "ablation, when another transfer has run there since)")
     args = parser.parse_args()
     from deftx.sft.overlap import overlap_report, read_sparse_arrays
 
     targets = [t for t in args.targets.split(",") if t]
-    lang_sfts, task_sfts = steps(args.runs_dir, args.seed)
+    lang_sfts, task_sfts = steps(args.runs_dir, args.seed, args.experiment)
     systems = [s for s in task_sfts if (s, args.source) in lang_sfts]
     if not systems:
-        sys.exit(f"{args.runs_dir}/experiment.json has no task SFT of seed {args.seed} with a {args.source} language SFT")
+        sys.exit(f"{args.experiment or args.runs_dir / 'experiment.json'} has no task SFT of seed {args.seed} with a {args.source} language SFT")
     print(machine_header("DeFT-X settings: what each selection kept, and the overlap of its SFTs"))
     print(f"runs dir  {args.runs_dir}  (seed {args.seed}; source {args.source}; targets {', '.join(targets)})\n")
 
