@@ -1,74 +1,77 @@
 """What each DeFT-X setting of an ablation kept, and how much its language and task SFTs overlap.
 
-Reads the last ``deftx transfer`` of a runs directory (its ``experiment.json``: every step's label and run
-id) and, for each system of that plan (LT-SFT, DeFT-X, each ``deftx@...`` setting), prints:
+Reads the evaluation results of a runs directory (each ``results.json`` names the task SFT and the
+language SFT it composed) and, for each system evaluated on the split (LT-SFT, DeFT-X, each of DeFT-X's
+settings: the columns of ``deftx results``, labelled the same way), prints:
 
 - what its selections kept (from each SFT's manifest, as ``deftx info`` shows it): the median rank per
-  matrix, the median energy kept and the share of the plain magnitude mask, for the language SFTs and the
-  task SFT;
+  matrix, the median energy kept and the share of the plain magnitude mask, for the language SFTs (the
+  source's: the one its task SFT was trained with) and the task SFT;
 - for each target: its language SFT against its task SFT (``deftx overlap``: shared positions as a share of
   the language SFT, over chance, sign disagreement, norm share), and its language SFT against LT-SFT's
   (Jaccard).
 
-No training and no evaluation: the figures of the SFTs the experiment trained. Run it after the
-experiment, before another ``deftx transfer`` in the same runs directory replaces ``experiment.json``
-(running the same command again, all cached, writes it back).
+No training and no evaluation: the figures of the SFTs the experiment trained and evaluated.
 
-    python benchmarks/settings_report.py runs/abl --targets mad,min --seed 0
+    python benchmarks/settings_report.py runs/abl --split valid --targets mad,min --seed 0
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
-from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine_header, table  # noqa: E402
 
-LANG = re.compile(r"^\[seed (\d+)\] language SFT (\S+) \((.+)\)$")
-TASK = re.compile(r"^\[seed (\d+)\] task SFT (\S+)/(\S+) \((.+)\)$")
+SPARSE_SYSTEMS = ("lt-sft", "deftx")  # the systems whose SFTs the report reads (not the baselines)
 
 
-def steps(runs_dir: Path, seed: int, experiment: Path | None = None) -> tuple[dict[tuple[str, str], Path], dict[str, Path]]:
-    """(system label, language) -> language SFT directory; system label -> task SFT directory."""
-    plan = json.loads((experiment or runs_dir / "experiment.json").read_text())
+def systems_of(runs_dir: Path, split: str, seed: int, source: str,
+               targets: list[str]) -> tuple[dict[tuple[str, str], Path], dict[str, Path]]:
+    """(system label, language) -> language SFT directory; system label -> task SFT directory. The
+    labels are those of ``deftx results``'s columns (``LT-SFT``, ``DeFT-X``, ``DeFT-X lang rank rule
+    rank:8``...), in its order."""
+    from deftx.analysis.comparison import order_systems, collect, read_records, split_variants
+    from deftx.methods import system_label
+
+    read = read_records(runs_dir, [source, *targets])
+    for problem in read.problems:
+        print(f"cannot read {problem}", file=sys.stderr)
+    records = [r for r in read.records if r.split == split and r.seed == seed and r.system in SPARSE_SYSTEMS
+               and r.task_sft and r.lang_sft]
+    points, labels, _ = split_variants(collect(records))
+    by_run = {r.run_id: r for r in records}
     lang_sfts: dict[tuple[str, str], Path] = {}
     task_sfts: dict[str, Path] = {}
-    for step in plan["steps"]:
-        label, run_id = step.get("label", ""), step.get("run_id")
-        if run_id is None:
-            continue
-        sft = runs_dir / run_id / "sft"
-        if (m := LANG.match(label)) and int(m.group(1)) == seed:
-            lang_sfts[(m.group(3), m.group(2))] = sft
-        elif (m := TASK.match(label)) and int(m.group(1)) == seed:
-            task_sfts[m.group(4)] = sft
-    # a task-only setting ("DeFT-X task rank:16") is composed with DeFT-X's language SFTs
-    for system in task_sfts:
-        if system.startswith("DeFT-X task "):
-            for (other, lang), sft in list(lang_sfts.items()):
-                if other == "DeFT-X":
-                    lang_sfts.setdefault((system, lang), sft)
+    order = order_systems({p.system for p in points})
+    for point in sorted(points, key=lambda p: (order.index(p.system), -p.created)):
+        record, label = by_run[point.run_id], labels.get(point.system, system_label(point.system))
+        lang_sfts.setdefault((label, record.language), Path(record.lang_sft))
+        task_sfts.setdefault(label, Path(record.task_sft))
+    for label, task in task_sfts.items():  # the source's SFT: the one the task SFT was trained with
+        if (label, source) not in lang_sfts and (task / "sft.json").is_file():
+            trained_with = json.loads((task / "sft.json").read_text()).get("trained_with") or []
+            if trained_with and isinstance(trained_with[0], dict) and trained_with[0].get("path"):
+                lang_sfts[(label, source)] = Path(trained_with[0]["path"])
     return lang_sfts, task_sfts
 
 
 def kept(sft: Path) -> tuple[str, str, str]:
-    """Median rank, median energy kept, share of the magnitude mask (``-`` for a plain selection)."""
-    selection = json.loads((sft / "sft.json").read_text()).get("selection") or {}
-    matrices = selection.get("denoise") or []
-    if not matrices:
+    """Median rank (and the tail kept), median energy kept, share of the magnitude mask (``-`` for a
+    plain selection): the summary ``deftx info`` shows."""
+    from deftx_cli.tui.denoise_summary import selection_kept
+
+    summary = selection_kept(json.loads((sft / "sft.json").read_text()).get("selection"))
+    if summary is None:
         return "-", "-", "-"
-    ranks = [d["rank"] for d in matrices]
-    energy = [d["energy_kept"] for d in matrices if d.get("energy_kept") is not None]
-    tail = sum(d.get("tail_kept") or 0 for d in matrices)
-    share = selection.get("overlap_with_magnitude")
-    return (f"{median(ranks):g}" + (f" (+{tail / 1e3:.0f}k tail)" if tail else ""),
-            f"{median(energy):.3f}" if energy else "-", f"{share:.1%}" if share is not None else "-")
+    tail = f" (+{summary.tail_kept / 1e3:.0f}k tail)" if summary.tail_kept else ""
+    share = summary.overlap_with_magnitude
+    return (f"{summary.rank_median:g}{tail}", f"{summary.energy_median:.3f}" if summary.energy_median is not None else "-",
+            f"{share:.1%}" if share is not None else "-")
 
 
 def main() -> None:
@@ -76,20 +79,20 @@ def main() -> None:
     parser.add_argument("runs_dir", type=Path)
     parser.add_argument("--targets", default="mad,min", help="target languages (comma-separated)")
     parser.add_argument("--source", default="ind")
-    parser.add_argument("--seed", type=int, default=0, help="the seed whose task SFTs are read")
-    parser.add_argument("--experiment", type=Path, default=None,
-                        help="the experiment.json to read (default: the runs directory's; a copy saved after the "
-                             "ablation, when another transfer has run there since)")
+    parser.add_argument("--seed", type=int, default=0, help="the task seed whose evaluations are read")
+    parser.add_argument("--split", default="valid", help="the evaluation split whose results are read")
     args = parser.parse_args()
     from deftx.sft.overlap import overlap_report, read_sparse_arrays
 
     targets = [t for t in args.targets.split(",") if t]
-    lang_sfts, task_sfts = steps(args.runs_dir, args.seed, args.experiment)
+    lang_sfts, task_sfts = systems_of(args.runs_dir, args.split, args.seed, args.source, targets)
     systems = [s for s in task_sfts if (s, args.source) in lang_sfts]
     if not systems:
-        sys.exit(f"{args.experiment or args.runs_dir / 'experiment.json'} has no task SFT of seed {args.seed} with a {args.source} language SFT")
+        sys.exit(f"{args.runs_dir}: no {args.split} results of seed {args.seed} for LT-SFT or DeFT-X whose task SFT "
+                 f"names its {args.source} language SFT")
     print(machine_header("DeFT-X settings: what each selection kept, and the overlap of its SFTs"))
-    print(f"runs dir  {args.runs_dir}  (seed {args.seed}; source {args.source}; targets {', '.join(targets)})\n")
+    print(f"runs dir  {args.runs_dir}  ({args.split}, seed {args.seed}; source {args.source}; "
+          f"targets {', '.join(targets)})\n")
 
     rows = []
     for system in systems:

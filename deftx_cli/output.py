@@ -22,6 +22,7 @@ from deftx.errors import DeftxError
 from deftx.metrics import collapse_warning, phase2_drop_warning
 
 from deftx_cli.text import prepare_rates, prepare_text, size_text  # noqa: F401 - size_text: shared here
+from deftx_cli.tui.denoise_summary import selection_kept
 
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False)
@@ -138,11 +139,9 @@ class TrainingProgress:
             self._line(f"{self.label}: {when} eval: {metrics}")
         elif event == "selection":
             line = f"{self.label}: selected K = {fields['k']:,} of {fields['maskable']:,} ({fields['density']:.2%})"
-            if fields.get("denoise"):
-                ranks = [d["rank"] for d in fields["denoise"]]
-                line += f"; DeFT-X ranks {min(ranks)}-{max(ranks)} over {len(ranks)} matrices"
-                if fields.get("overlap_with_magnitude") is not None:
-                    line += f", {fields['overlap_with_magnitude']:.1%} shared with the magnitude mask"
+            kept = selection_kept(fields)
+            if kept is not None:
+                line += f"; denoised: {kept.text()}"
             self._line(line)
         elif event == "checkpointing":
             self._line(f"{self.label}: {checkpointing_text(fields)}")

@@ -267,6 +267,20 @@ def test_info_says_what_the_denoising_kept(trained):
     assert "energy kept 0." in line or "energy kept 1.000" in line
 
 
+
+def test_progress_lines_say_what_the_denoising_kept(trained, capsys):
+    """The selection's progress line (plain lines, as in a log) says what ``deftx info`` says later."""
+    from deftx_cli.output import TrainingProgress
+
+    events = [json.loads(l) for l in (Path(trained["ace"]["run"]) / "metrics.jsonl").read_text().splitlines()]
+    selection = next(e for e in events if e["event"] == "selection")
+    TrainingProgress("language SFT ace", bars=False)("selection", selection)
+    progress = capsys.readouterr().err
+    line = next(l for l in run("info", trained["ace"]["sft"]).stdout.splitlines() if "denoised:" in l)
+    assert progress.startswith(f"language SFT ace: selected K = {selection['k']:,} of ")
+    assert "; denoised: " + line.split("denoised: ", 1)[1].strip() in progress.replace("\n", "")
+
+
 def test_help_shows_a_worked_example():
     for command in ("train-lang", "train-task", "denoise", "compose", "evaluate", "evaluate-lm", "transfer", "tui", "info"):
         r = run(command, "--help")

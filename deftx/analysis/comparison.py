@@ -274,7 +274,7 @@ def newest_points(points: list[ResultPoint]) -> list[ResultPoint]:
     return list(newest.values())
 
 
-def _order_systems(present: set[str]) -> list[str]:
+def order_systems(present: set[str]) -> list[str]:
     """The known systems in their order (the pair always), each followed by its variant columns."""
     base = {s: s.split("[", 1)[0] for s in present}
     out = []
@@ -302,7 +302,7 @@ def build_pivot(key: TableKey, points: Iterable[ResultPoint]) -> Pivot:
     points, labels, main = split_variants([p for p in points if p.key == key])
     points = newest_points(points)
     higher = higher_is_better(key.metric)
-    systems = _order_systems({p.system for p in points})
+    systems = order_systems({p.system for p in points})
     by_cell: dict[tuple[str, str], list[ResultPoint]] = {}
     for point in points:
         by_cell.setdefault((point.language, point.system), []).append(point)

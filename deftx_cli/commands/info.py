@@ -71,26 +71,12 @@ def info(
 
 
 def _denoised_text(selection: dict | None) -> str | None:
-    """What DeFT-X's denoising kept, from the SFT's ``selection`` record: the rank per matrix (range and
-    median), the median energy kept, the residual entries kept (a tail), and the share of the plain
-    magnitude mask the selection kept. ``None`` for a selection without denoising."""
-    from statistics import median
+    """What DeFT-X's denoising kept, from the SFT's ``selection`` record; ``None`` for a selection
+    without denoising."""
+    from deftx_cli.tui.denoise_summary import selection_kept
 
-    matrices = [d for d in (selection or {}).get("denoise") or [] if isinstance(d, dict) and isinstance(d.get("rank"), int)]
-    if not matrices:
-        return None
-    ranks = [d["rank"] for d in matrices]
-    text = f"rank {min(ranks)}-{max(ranks)} (median {median(ranks):g}) over {len(ranks)} matrices"
-    energies = [d["energy_kept"] for d in matrices if isinstance(d.get("energy_kept"), (int, float))]
-    if energies:
-        text += f", energy kept {median(energies):.3f} (median)"
-    tail = sum(d.get("tail_kept") or 0 for d in matrices)
-    if tail:
-        text += f", {tail:,} residual entries kept"
-    overlap = selection.get("overlap_with_magnitude")
-    if isinstance(overlap, (int, float)):
-        text += f"; {overlap:.1%} of the magnitude mask kept"
-    return text
+    kept = selection_kept(selection)
+    return kept.text() if kept is not None else None
 
 
 def _training_run(run_dir: Path):

@@ -10,6 +10,10 @@ merges the matrices of one transformer layer (``layer 0``; parameters outside th
 such as the embeddings, form ``other``), and ``matrix`` lists each matrix on its own: the matrices outside
 the layer stack first, then layer by layer in numeric order (L2 before L10), each layer's in the order of
 the list.
+
+:func:`selection_kept` condenses a whole ``selection`` record (as ``deftx info``, the progress lines and
+the dashboard show it): the rank range and median, the median energy kept, the residual entries kept
+(a tail) and the share of the plain magnitude mask that the selection kept.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from statistics import fmean
+from statistics import fmean, median
 from typing import Any
 
 from deftx.records.schema import MatrixDenoised
@@ -44,6 +48,7 @@ class DenoisedMatrix:
     rank: int
     energy_kept: float | None
     index: int = 0  # position in the selection event's list (the model's order)
+    tail_kept: int = 0  # residual entries added back (DeFT-X's tail)
 
     @property
     def layer(self) -> int | None:
@@ -110,7 +115,7 @@ def parse_denoise(entries: Any) -> list[DenoisedMatrix]:
         if matrix.rank is None:
             continue
         rows, cols = matrix.shape if len(matrix.shape) == 2 else (None, None)
-        out.append(DenoisedMatrix(matrix.name, rows, cols, matrix.rank, matrix.energy_kept, len(out)))
+        out.append(DenoisedMatrix(matrix.name, rows, cols, matrix.rank, matrix.energy_kept, len(out), matrix.tail_kept))
     return out
 
 
@@ -158,3 +163,47 @@ def summarize(matrices: Iterable[DenoisedMatrix], grouping: str = "type") -> lis
 def overall(matrices: list[DenoisedMatrix]) -> DenoiseGroup | None:
     """All matrices as one group (``None`` when there are none)."""
     return _group("all", matrices) if matrices else None
+
+
+@dataclass(frozen=True)
+class SelectionKept:
+    """What a DeFT-X selection kept, over all its matrices."""
+
+    matrices: int
+    rank_min: int
+    rank_max: int
+    rank_median: float
+    energy_median: float | None
+    tail_kept: int  # residual entries kept, over all matrices
+    overlap_with_magnitude: float | None  # share of the plain magnitude (LT-SFT) mask kept
+
+    def text(self) -> str:
+        """``rank 1-303 (median 74) over 75 matrices, energy kept 0.901 (median); 73.8% of the magnitude
+        mask kept``."""
+        text = f"rank {self.rank_min}-{self.rank_max} (median {self.rank_median:g}) over {self.matrices} matrices"
+        if self.energy_median is not None:
+            text += f", energy kept {self.energy_median:.3f} (median)"
+        if self.tail_kept:
+            text += f", {self.tail_kept:,} residual entries kept"
+        if self.overlap_with_magnitude is not None:
+            text += f"; {self.overlap_with_magnitude:.1%} of the magnitude mask kept"
+        return text
+
+
+def selection_kept(selection: Any) -> SelectionKept | None:
+    """The summary of a ``selection`` record (its model or its JSON object); ``None`` for a selection
+    without denoising (LT-SFT's, or a mask read from a file)."""
+    if selection is None:
+        return None
+    get = selection.get if isinstance(selection, dict) else lambda name: getattr(selection, name, None)
+    matrices = parse_denoise(get("denoise"))
+    if not matrices:
+        return None
+    ranks = [m.rank for m in matrices]
+    energies = [m.energy_kept for m in matrices if m.energy_kept is not None]
+    overlap = get("overlap_with_magnitude")
+    return SelectionKept(
+        matrices=len(matrices), rank_min=min(ranks), rank_max=max(ranks), rank_median=median(ranks),
+        energy_median=median(energies) if energies else None, tail_kept=sum(m.tail_kept for m in matrices),
+        overlap_with_magnitude=float(overlap) if isinstance(overlap, (int, float)) and not isinstance(overlap, bool) else None,
+    )

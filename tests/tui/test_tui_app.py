@@ -164,6 +164,7 @@ async def test_live_view_of_deftx_shows_k_density_and_denoising(runs_dir):
         await wait_until(pilot, lambda: "K 1,500,000" in static_text(pilot.app, "#selection-summary"))
         summary = static_text(pilot.app, "#selection-summary")
         assert "of 45,000,000" in summary and "density 3.33%" in summary and "energy:0.9" in summary
+        assert "median rank 70 · energy kept 0.903" in summary and "top-K 62.0%" in summary
         table = screen.query_one("#denoise-table", DataTable)
         assert table.display
         rows = {str(table.get_row_at(i)[0]): [str(c) for c in table.get_row_at(i)] for i in range(table.row_count)}

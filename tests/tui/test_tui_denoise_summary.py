@@ -7,7 +7,8 @@ from statistics import fmean
 import pytest
 import tui_fixtures as F
 
-from deftx_cli.tui.denoise_summary import overall, parse_denoise, summarize
+from deftx.records.schema import MaskSelected
+from deftx_cli.tui.denoise_summary import overall, parse_denoise, selection_kept, summarize
 
 
 def test_group_by_matrix_type():
@@ -48,3 +49,18 @@ def test_malformed_entries_are_skipped():
     assert parse_denoise("nope") == [] and overall([]) is None
     with pytest.raises(ValueError):
         summarize([m], "columns")
+
+
+def test_selection_kept_condenses_a_selection_record():
+    entries = F.denoise_list(layers=2)  # ranks 40-95 in the layers, 120 for the embeddings
+    entries[1]["tail_kept"], entries[2]["tail_kept"] = 1_000, 234
+    record = {"event": "selection", "k": 10, "denoise": entries, "overlap_with_magnitude": 0.738}
+    kept = selection_kept(record)
+    assert (kept.matrices, kept.rank_min, kept.rank_max, kept.rank_median) == (13, 40, 120, 70)
+    assert kept.energy_median == pytest.approx(0.903) and kept.tail_kept == 1_234
+    assert kept.text() == ("rank 40-120 (median 70) over 13 matrices, energy kept 0.903 (median), "
+                           "1,234 residual entries kept; 73.8% of the magnitude mask kept")
+    assert selection_kept(MaskSelected.model_validate(record)) == kept  # the model reads the same
+    # LT-SFT's selection, a mask read from a file, or no record: nothing was denoised
+    assert selection_kept({"k": 10, "overlap_with_magnitude": 0.5}) is None
+    assert selection_kept({"k": 10, "denoise": []}) is None and selection_kept(None) is None

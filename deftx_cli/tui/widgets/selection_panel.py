@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from deftx_cli.tui.denoise_summary import overall, parse_denoise, summarize
+from deftx_cli.tui.denoise_summary import overall, parse_denoise, selection_kept, summarize
 from deftx.methods import METHODS, get_method
 from deftx.records.schema import MaskSelected
 
@@ -30,6 +30,13 @@ def selection_text(selection: MaskSelected | None) -> Text:
     if (method is not None and method.own_settings) or selection.rank_rule:  # a method with settings of its own
         tail = selection.tail_keep
         text.append(f"\nrank rule {selection.rank_rule or DASH} · tail {format_number(tail) if tail is not None else DASH}")
+    kept = selection_kept(selection)
+    if kept is not None:
+        text.append(f"\nmedian rank {kept.rank_median:g}")
+        if kept.energy_median is not None:
+            text.append(f" · energy kept {kept.energy_median:.3f}")
+        if kept.tail_kept:
+            text.append(f" · tail {format_count(kept.tail_kept)} entries")
     if selection.overlap_with_magnitude is not None:
         text.append(f"\noverlap with |Δ| top-K {format_percent(selection.overlap_with_magnitude, 1)}")
     return text
