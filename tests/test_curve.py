@@ -28,10 +28,12 @@ def predictions(right: int, shift: int = 0) -> list[int]:
 
 
 def write_record(runs, system, language, seed, preds, *, steps=None, split="valid", control=None, k_task=0.05,
-                 with_predictions=True):
-    run_id = f"eval-{system}-{language}-{split}-{steps}-k{k_task}-s{seed}"
+                 with_predictions=True, rank_rule=None):
+    run_id = f"eval-{system}-{language}-{split}-{steps}-k{k_task}-s{seed}" + (f"-{rank_rule}" if rank_rule else "")
     metrics = classification_metrics(preds, GOLD, LABELS)
     settings = {"k_task": k_task, "preset": "cpu", "task_budget": "3000 examples"}
+    if rank_rule is not None:
+        settings["lang_rank_rule"] = rank_rule
     if steps is not None:
         settings["lang_steps"] = steps
     if control is not None:
@@ -208,6 +210,25 @@ def test_paired_table_values(tmp_path):
     assert dx.pooled.delta == pytest.approx(rows["ace"].delta / 2) and dx.pooled.languages == 2
     assert (dx.sign.wins, dx.sign.losses, dx.sign.ties) == (3, 0, 3) and dx.sign.p == pytest.approx(0.25)
     assert [lang for lang, _ in pairs[("lt-sft", "no-lang-sft")].rows] == ["ace"]
+
+
+def test_paired_table_sets_each_deftx_setting_against_lt_sft_and_deftx(tmp_path):
+    """An ablation's DeFT-X setting (a column of its own) is paired with LT-SFT and with DeFT-X's main setting."""
+    from deftx.analysis.comparison import read_records
+
+    for seed in range(2):
+        write_record(tmp_path, "lt-sft", "ace", seed, predictions(15, shift=seed), split="test")
+        write_record(tmp_path, "deftx", "ace", seed, predictions(17, shift=seed), split="test", rank_rule="energy:0.9")
+    variant_f1 = write_record(tmp_path, "deftx", "ace", 0, predictions(19), split="test", rank_rule="rank:8")
+    [table], _ = build_paired_tables(read_records(tmp_path), resamples=200)
+    pairs = {(p.a, p.b): p for p in table.pairs}
+    variant = "deftx[lang_rank_rule=rank:8]"
+    assert (variant, "lt-sft") in pairs and (variant, "deftx") in pairs
+    (language, against_deftx), = pairs[(variant, "deftx")].rows
+    main_f1 = classification_metrics(predictions(17), GOLD, LABELS)["macro_f1"]
+    assert language == "ace" and against_deftx.seeds == (0,)  # only the seed both have
+    assert against_deftx.delta == pytest.approx(variant_f1 - main_f1) and against_deftx.delta > 0
+    assert table.labels[variant] == "DeFT-X lang rank:8"
 
 
 def test_paired_cli_markdown_and_csv(tmp_path):

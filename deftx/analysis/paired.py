@@ -163,7 +163,8 @@ def build_paired_tables(records: Iterable[ResultRecord | dict[str, Any]], *, res
         split_points, labels, _ = split_variants([e.point for e in members])
         rekeyed = [replace(e, point=new) for e, new in zip(members, split_points)]
         main = [e for e, orig in zip(rekeyed, members) if e.point.system == orig.point.system]
-        # every setting of DeFT-X apart from its main one (an ablation's columns) against LT-SFT too
+        # every setting of DeFT-X apart from its main one (an ablation's columns) against LT-SFT and against
+        # DeFT-X's main setting too
         variants = sorted({e.point.system for e in rekeyed if e.point.system.startswith(DeftX.name + "[")})
         kept = main + [e for e in rekeyed if e.point.system in variants]
         notes = []
@@ -172,7 +173,7 @@ def build_paired_tables(records: Iterable[ResultRecord | dict[str, Any]], *, res
                          f"column left out")
         kept = newest_per_seed(kept)
         pairs = []
-        for a, b in (*PAIRS, *((variant, LtSft.name) for variant in variants)):
+        for a, b in (*PAIRS, *((variant, other) for variant in variants for other in (LtSft.name, DeftX.name))):
             pair = _pair(kept, a, b, resamples, bootstrap_seed)
             if pair is not None:
                 pairs.append(pair)
