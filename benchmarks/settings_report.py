@@ -63,7 +63,7 @@ def systems_of(runs_dir: Path, split: str, seed: int, source: str,
 def kept(sft: Path) -> tuple[str, str, str]:
     """Median rank (and the tail kept), median energy kept, share of the magnitude mask (``-`` for a
     plain selection): the summary ``deftx info`` shows."""
-    from deftx_cli.tui.denoise_summary import selection_kept
+    from deftx.analysis.denoise_summary import selection_kept
 
     summary = selection_kept(json.loads((sft / "sft.json").read_text()).get("selection"))
     if summary is None:

@@ -18,11 +18,11 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from deftx.analysis.denoise_summary import selection_kept
 from deftx.errors import DeftxError
 from deftx.metrics import collapse_warning, phase2_drop_warning
 
 from deftx_cli.text import prepare_rates, prepare_text, size_text  # noqa: F401 - size_text: shared here
-from deftx_cli.tui.denoise_summary import selection_kept
 
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False)

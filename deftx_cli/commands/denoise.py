@@ -81,7 +81,7 @@ def denoise(
     if selection.denoise:
         from rich.table import Table
 
-        from deftx_cli.tui.denoise_summary import layer_order, parse_denoise
+        from deftx.analysis.denoise_summary import layer_order, parse_denoise
 
         svd_of = {info.name: info.svd for info in selection.denoise}
         table = Table(title=f"DeFT-X denoising ({rank_rule}, tail_keep {tail_keep:g})")

@@ -73,7 +73,7 @@ def info(
 def _denoised_text(selection: dict | None) -> str | None:
     """What DeFT-X's denoising kept, from the SFT's ``selection`` record; ``None`` for a selection
     without denoising."""
-    from deftx_cli.tui.denoise_summary import selection_kept
+    from deftx.analysis.denoise_summary import selection_kept
 
     kept = selection_kept(selection)
     return kept.text() if kept is not None else None
@@ -127,7 +127,7 @@ def _per_type_table(per_parameter: dict[str, dict[str, int]]):
     """Entries per parameter type (summed over layers), in the order the types first appear."""
     from rich.table import Table
 
-    from deftx_cli.tui.denoise_summary import parameter_type
+    from deftx.analysis.denoise_summary import parameter_type
 
     groups: dict[str, list[int]] = {}  # type -> [parameters, entries, numel]
     for name, s in per_parameter.items():

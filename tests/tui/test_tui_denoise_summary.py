@@ -7,8 +7,8 @@ from statistics import fmean
 import pytest
 import tui_fixtures as F
 
+from deftx.analysis.denoise_summary import overall, parse_denoise, selection_kept, summarize
 from deftx.records.schema import MaskSelected
-from deftx_cli.tui.denoise_summary import overall, parse_denoise, selection_kept, summarize
 
 
 def test_group_by_matrix_type():

@@ -9,7 +9,7 @@ from tui_fixtures import wait_until
 
 from deftx.records.reading import list_runs
 from deftx_cli.tui.app import DeftxDashboard
-from deftx_cli.tui.denoise_summary import parse_denoise, summarize
+from deftx.analysis.denoise_summary import parse_denoise, summarize
 from deftx_cli.tui.screens.compare import CompareScreen
 from deftx_cli.tui.screens.runs import runs_title
 from deftx_cli.tui.widgets.charts import y_range

@@ -11,7 +11,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
-from deftx_cli.tui.denoise_summary import GROUPINGS
+from deftx.analysis.denoise_summary import GROUPINGS
 from deftx_cli.tui.format import DASH, format_number
 from deftx_cli.tui.messages import MetricsAppended, ReadFailed, ResultLoaded, RunRecordChanged, RunUpdated
 from deftx_cli.tui.polling import FilePoller

@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from deftx_cli.tui.denoise_summary import overall, parse_denoise, selection_kept, summarize
+from deftx.analysis.denoise_summary import overall, parse_denoise, selection_kept, summarize
 from deftx.methods import METHODS, get_method
 from deftx.records.schema import MaskSelected
 
