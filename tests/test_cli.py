@@ -267,7 +267,6 @@ def test_info_says_what_the_denoising_kept(trained):
     assert "energy kept 0." in line or "energy kept 1.000" in line
 
 
-
 def test_progress_lines_say_what_the_denoising_kept(trained, capsys):
     """The selection's progress line (plain lines, as in a log) says what ``deftx info`` says later."""
     from deftx_cli.output import TrainingProgress
